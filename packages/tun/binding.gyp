@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "tincan_tun",
+      "sources": ["native/tun.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
