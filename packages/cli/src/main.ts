@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { DEFAULT_RPC_PORT, parseEndpoint } from '@tincan/protocol';
+import { DatapathClient } from '@tincan/controller';
+import { renderStatus } from './status-table.js';
+
+const program = new Command()
+  .name('tincanctl')
+  .description('Inspect a running tincan-datapath over its RPC')
+  .option('--rpc <address:port>', 'the datapath RPC endpoint', `127.0.0.1:${DEFAULT_RPC_PORT}`)
+  .option('--state-dir <dir>', "the datapath's state directory (holds the RPC token)", '/var/lib/tincan');
+
+async function withClient<T>(fn: (c: DatapathClient) => Promise<T>): Promise<T> {
+  const { rpc, stateDir } = program.opts<{ rpc: string; stateDir: string }>();
+  const client = await DatapathClient.connect({ rpc: parseEndpoint(rpc), stateDir, timeoutMs: 2000 });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+program
+  .command('status')
+  .description('node, XMPP session, links (state, candidate types, RTT, traffic) and online peers')
+  .option('--json', 'print get_state as JSON')
+  .action(async (o: { json?: boolean }) => {
+    const s = await withClient((c) => c.call('get_state', { stats: true }));
+    console.log(o.json ? JSON.stringify(s, null, 2) : renderStatus(s));
+  });
+
+program
+  .command('echo')
+  .description('check that the datapath answers')
+  .argument('[text]', 'text to echo', 'ping')
+  .action(async (text: string) => {
+    const r = await withClient((c) => c.call('echo', { data: text }));
+    console.log(r.data);
+  });
+
+program.parseAsync().catch((err: Error) => {
+  console.error(`tincanctl: ${err.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,47 @@
+import type { StateResult } from '@tincan/protocol';
+
+/** Renders get_state as the human table of `tincanctl status`. */
+export function renderStatus(s: StateResult, now = Date.now()): string {
+  const lines: string[] = [];
+  const n = s.node;
+  lines.push(`node     ${n.uid ?? '(no UID yet)'}  vnic ${n.vnic ?? '-'}  ip4 ${n.ip4 ?? '-'}  ip6 ${n.ip6 ?? '-'}  mtu ${n.mtu ?? '-'}`);
+  lines.push(`identity ${n.fingerprint}`);
+  lines.push(`xmpp     ${s.xmpp.state}${s.xmpp.jid ? ` as ${s.xmpp.jid}` : ''}${s.xmpp.overlay ? ` overlay ${s.xmpp.overlay}` : ''}  controller ${n.controller ?? 'none'}  up ${n.uptime_s}s`);
+  lines.push('');
+  const rows: string[][] = [['PEER', 'VIRTUAL IP', 'STATE', 'PATH (local/remote)', 'REMOTE ADDRESS', 'RTT', 'RX', 'TX', 'DROPS']];
+  for (const l of s.links) {
+    const drops = l.stats.drops_backpressure + l.stats.drops_spoofed + l.stats.drops_malformed;
+    rows.push([
+      l.uid.slice(0, 12) + (l.jid ? ` ${l.jid.split('/')[0]}` : ''),
+      [...l.ip4, ...l.ip6].join(',') || '-',
+      l.state,
+      l.local_candidate ? `${l.local_candidate}/${l.remote_candidate}` : '-',
+      l.remote_address ?? '-',
+      l.rtt_ms === null ? '-' : `${l.rtt_ms.toFixed(1)}ms`,
+      `${l.stats.packets_in}p ${bytes(l.stats.bytes_in)}`,
+      `${l.stats.packets_out}p ${bytes(l.stats.bytes_out)}`,
+      String(drops),
+    ]);
+  }
+  lines.push(...table(rows));
+  if (s.links.length === 0) lines.push('(no links)');
+  if (s.peers.length > 0) {
+    lines.push('', 'online peers (XMPP):');
+    for (const p of s.peers) {
+      lines.push(`  ${p.uid.slice(0, 12)}  ${p.jid}${p.overlay ? `  overlay ${p.overlay}` : ''}  heard ${Math.max(0, Math.round((now - p.last_heard_ms) / 1000))}s ago`);
+    }
+  }
+  return lines.join('\n');
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n}B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)}K`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}M`;
+  return `${(n / 1024 ** 3).toFixed(2)}G`;
+}

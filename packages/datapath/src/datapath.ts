@@ -1,0 +1,388 @@
+import nodeDataChannel from 'node-datachannel';
+import type { Logger } from 'pino';
+import {
+  FRAME_DST_OFFSET,
+  FRAME_HEADER_LEN,
+  UID_BYTES,
+  parseCidr,
+  tokenFilePath,
+  uidToBytes,
+  type CreateLinkResult,
+  type LinkState,
+  type RequestOf,
+  type RpcRequest,
+  type StateResult,
+  type Uid,
+} from '@tincan/protocol';
+import { Counters } from './counters.js';
+import { ForwardingTable } from './forwarding-table.js';
+import { loadIdentity, type NodeIdentity } from './identity.js';
+import { Inside, type UnmappedSink } from './inside.js';
+import { Link } from './link.js';
+import { Outside, type TransitSink } from './outside.js';
+import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
+import { Vnic } from './vnic.js';
+import { XmppSession } from './xmpp-session.js';
+
+export interface DatapathOptions {
+  rpc: Endpoint;
+  stateDir: string;
+  logger: Logger;
+  /** Frames queued in a data channel above this are dropped (design.md: 16–64 KB). */
+  maxBufferedBytes?: number;
+  /** Unmapped packets handed to the controller per second, at most. */
+  unmappedPerSecond?: number;
+}
+
+/** Frame header + SCTP/DTLS/UDP/IP overhead that one vNIC packet needs on top of its length. */
+const LINK_OVERHEAD = FRAME_HEADER_LEN + 124;
+const MAX_RTC_MTU = 1500;
+
+interface LocalNode {
+  uid: Uid;
+  uidBytes: Buffer;
+  vnic: Vnic;
+  ip4: string | null;
+  ip6: string | null;
+}
+
+/**
+ * tincan-datapath: mechanism only. It owns the vNIC, the links, the XMPP session and the forwarding
+ * table, and does what its controller asks over the RPC; it never decides on its own to make a link.
+ */
+export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
+  readonly table = new ForwardingTable();
+  private readonly links = new Map<Uid, Link>();
+  private readonly pendingOffers = new Map<Uid, Promise<CreateLinkResult>>();
+  private readonly inside: Inside;
+  private readonly outside: Outside;
+  private local: LocalNode | null = null;
+  private xmpp: XmppSession | null = null;
+  private xmppKey = '';
+  private overlay: string | null = null;
+  private readonly startedMs = Date.now();
+  private readonly sampler: NodeJS.Timeout;
+  private unmappedWindowStart = 0;
+  private unmappedInWindow = 0;
+
+  private constructor(
+    readonly counters: Counters,
+    private readonly rpc: RpcServer,
+    private readonly identity: NodeIdentity,
+    private readonly opts: DatapathOptions,
+    private readonly log: Logger,
+  ) {
+    this.inside = new Inside(this.table, this, this.counters);
+    this.outside = new Outside(this.table, this, this.counters);
+    this.sampler = setInterval(() => {
+      const now = Date.now();
+      for (const l of this.links.values()) l.sample(now);
+    }, 1000);
+    this.sampler.unref();
+  }
+
+  static async start(opts: DatapathOptions): Promise<Datapath> {
+    const log = opts.logger;
+    nodeDataChannel.initLogger('Warning', (level, message) => log.child({ component: 'libdatachannel' }).warn({ level }, message));
+    const identity = await loadIdentity(opts.stateDir);
+    const counters = new Counters();
+    const tokenFile = tokenFilePath(opts.stateDir, opts.rpc.port);
+    const rpc = await RpcServer.start(opts.rpc, tokenFile, counters, log.child({ component: 'rpc' }));
+    const dp = new Datapath(counters, rpc, identity, opts, log);
+    rpc.setHandler(dp);
+    log.info({ rpc: rpc.endpoint, tokenFile, fingerprint: identity.fingerprint }, 'datapath ready');
+    return dp;
+  }
+
+  get rpcEndpoint(): Endpoint {
+    return this.rpc.endpoint;
+  }
+
+  async handle(req: RpcRequest, from: Endpoint): Promise<unknown> {
+    switch (req.m) {
+      case 'echo':
+        return { data: req.data ?? '' };
+      case 'set_local_ip':
+        return this.setLocalIp(req);
+      case 'register_svc':
+        return this.registerSvc(req);
+      case 'create_link':
+        return this.createLink(req);
+      case 'trim_link':
+        return this.trimLink(req.uid);
+      case 'set_remote_ip':
+        return this.setRemoteIp(req);
+      case 'get_state':
+        return this.state();
+      case 'send_signal':
+        return this.sendSignal(req);
+      case 'set_cb_endpoint':
+        if (req.address !== from.address) {
+          throw new RpcError('bad_request', 'the event endpoint must be on the requester\'s own loopback address');
+        }
+        this.rpc.setController({ address: req.address, port: req.port });
+        this.log.info({ controller: `${req.address}:${req.port}` }, 'controller registered');
+        return {};
+      case 'set_logging':
+        this.log.level = req.level;
+        return {};
+    }
+  }
+
+  // --- vNIC ---------------------------------------------------------------------------------------
+
+  private async setLocalIp(req: RequestOf<'set_local_ip'>): Promise<unknown> {
+    if (this.local) {
+      const l = this.local;
+      const same =
+        l.uid === req.uid && l.vnic.config.name === req.name && l.vnic.config.mtu === req.mtu &&
+        (l.vnic.config.ip4 ?? null) === (req.ip4 ?? null) && (l.vnic.config.ip6 ?? null) === (req.ip6 ?? null);
+      if (same) return { vnic: l.vnic.name };
+      throw new RpcError('bad_state', `the vNIC is already configured as ${l.vnic.name} for ${l.uid}; restart the datapath to change it`);
+    }
+    let vnic: Vnic;
+    try {
+      vnic = await Vnic.open({ name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6 });
+    } catch (err) {
+      throw new RpcError('bad_state', `cannot open vNIC ${req.name}: ${(err as Error).message}`);
+    }
+    const uidBytes = uidToBytes(req.uid);
+    this.local = {
+      uid: req.uid, uidBytes, vnic,
+      ip4: req.ip4 ? parseCidr(req.ip4).address : null,
+      ip6: req.ip6 ? parseCidr(req.ip6).address : null,
+    };
+    this.inside.setLocalUid(uidBytes);
+    this.outside.attach(uidBytes, vnic);
+    vnic.onPackets(this.inside.onPackets);
+    vnic.onError((err) => this.log.error({ err }, 'vNIC read error'));
+    this.log.info({ vnic: vnic.name, uid: req.uid, ip4: req.ip4, ip6: req.ip6, mtu: req.mtu }, 'vNIC up');
+    return { vnic: vnic.name };
+  }
+
+  private rtcMtu(): number {
+    const mtu = this.local?.vnic.config.mtu ?? 1280;
+    return Math.min(MAX_RTC_MTU, mtu + LINK_OVERHEAD);
+  }
+
+  // --- XMPP ----------------------------------------------------------------------------------------
+
+  private async registerSvc(req: RequestOf<'register_svc'>): Promise<unknown> {
+    if (!this.local) throw new RpcError('bad_state', 'set_local_ip first: presence carries the node UID');
+    const key = JSON.stringify([req.xmpp, req.overlay ?? null, this.local.uid]);
+    if (this.xmpp && key === this.xmppKey) return { state: this.xmpp.state };
+    if (this.xmpp) await this.xmpp.stop();
+    this.xmppKey = key;
+    this.overlay = req.overlay ?? null;
+    const session = new XmppSession({
+      credentials: req.xmpp,
+      uid: this.local.uid,
+      ...(req.overlay !== undefined ? { overlay: req.overlay } : {}),
+      logger: this.log.child({ component: 'xmpp' }),
+    });
+    session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
+    session.on('presence', (p) => this.rpc.event({ event: 'presence', ...p }));
+    session.on('signal', (s) => this.rpc.event({ event: 'signal', uid: s.uid, jid: s.jid, type: s.type, data: s.data }));
+    session.on('roster', (r) => this.rpc.event({ event: 'roster', items: r.items, full: r.full }));
+    this.xmpp = session;
+    session.start();
+    return { state: session.state };
+  }
+
+  private async sendSignal(req: RequestOf<'send_signal'>): Promise<unknown> {
+    const session = this.xmpp;
+    if (!session) throw new RpcError('bad_state', 'not registered with XMPP (register_svc)');
+    const jid = req.jid ?? (req.uid ? session.jidOfUid(req.uid) : undefined);
+    if (!jid) throw new RpcError('not_found', `no online XMPP peer for ${req.uid ?? 'that request'}`);
+    await session.sendSignal(jid, req.type, req.data);
+    return { jid };
+  }
+
+  // --- links ---------------------------------------------------------------------------------------
+
+  private async createLink(req: RequestOf<'create_link'>): Promise<CreateLinkResult> {
+    const local = this.local;
+    if (!local) throw new RpcError('bad_state', 'set_local_ip first');
+    if (req.uid === local.uid) throw new RpcError('bad_request', 'a node cannot link to itself');
+    const existing = this.links.get(req.uid);
+    const fingerprint = this.identity.fingerprint;
+
+    if (req.remote?.type === 'answer') {
+      if (!existing?.awaitingAnswer) throw new RpcError('bad_state', `no pending offer to ${req.uid}`);
+      try {
+        existing.acceptAnswer(req.remote);
+      } catch (err) {
+        throw new RpcError('bad_request', `bad answer: ${(err as Error).message}`);
+      }
+      return { uid: req.uid, state: existing.state, fingerprint };
+    }
+    if (!req.remote && existing && existing.state !== 'failed' && existing.state !== 'down') {
+      const pending = this.pendingOffers.get(req.uid);
+      if (pending) return pending; // the same offer again: create_link is idempotent
+      return { uid: req.uid, state: existing.state, fingerprint };
+    }
+    // A new offer, an answer to the peer's offer (which replaces any link we had: the peer restarted
+    // or the controllers resolved a glare), or a retry after failure.
+    if (existing) this.closeLink(existing);
+    const link = new Link(
+      {
+        uid: req.uid,
+        jid: this.xmpp?.jidOfUid(req.uid) ?? null,
+        role: req.remote ? 'answerer' : 'offerer',
+        stun: req.stun,
+        turn: req.turn,
+        certificatePemFile: this.identity.certificatePemFile,
+        keyPemFile: this.identity.keyPemFile,
+        rtcMtu: this.rtcMtu(),
+        maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
+        gatherTimeoutMs: 2000,
+        logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
+      },
+      { onFrame: this.outside.onFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },
+    );
+    this.links.set(req.uid, link);
+    this.table.ensurePeer(req.uid).link = link;
+    const result = link.localDescription(req.remote).then(
+      (description): CreateLinkResult => ({ uid: req.uid, state: link.state, fingerprint, description }),
+      (err: unknown) => {
+        this.closeLink(link);
+        throw new RpcError('bad_request', `cannot make a description: ${(err as Error).message}`);
+      },
+    );
+    if (!req.remote) {
+      this.pendingOffers.set(req.uid, result);
+      result.catch(() => undefined).finally(() => {
+        if (this.pendingOffers.get(req.uid) === result) this.pendingOffers.delete(req.uid);
+      });
+    }
+    return result;
+  }
+
+  private onLinkState(link: Link, state: LinkState, reason?: string): void {
+    if (this.links.get(link.uid) !== link) return;
+    if (state === 'up') this.pendingOffers.delete(link.uid);
+    this.rpc.event({ event: 'link', uid: link.uid, state, ...(reason ? { reason } : {}) });
+  }
+
+  private trimLink(uid: Uid): unknown {
+    const link = this.links.get(uid);
+    if (!link) return { trimmed: false };
+    this.closeLink(link);
+    this.rpc.event({ event: 'link', uid, state: 'down', reason: 'trimmed' });
+    return { trimmed: true };
+  }
+
+  private closeLink(link: Link): void {
+    link.close();
+    if (this.links.get(link.uid) === link) this.links.delete(link.uid);
+    this.pendingOffers.delete(link.uid);
+    const peer = this.table.peer(link.uid);
+    if (peer?.link === link) peer.link = null;
+  }
+
+  // --- forwarding table ----------------------------------------------------------------------------
+
+  private setRemoteIp(req: RequestOf<'set_remote_ip'>): unknown {
+    if (!req.ip4 && !req.ip6) throw new RpcError('bad_request', 'set_remote_ip needs ip4 and/or ip6');
+    if (req.remove) {
+      if (req.ip4) this.table.unmap4(req.uid, req.ip4);
+      if (req.ip6) this.table.unmap6(req.uid, req.ip6);
+    } else {
+      if (req.ip4) this.table.map4(req.uid, req.ip4);
+      if (req.ip6) this.table.map6(req.uid, req.ip6);
+      const link = this.links.get(req.uid);
+      if (link) this.table.ensurePeer(req.uid).link = link;
+    }
+    return {};
+  }
+
+  // --- packets to and from the controller ----------------------------------------------------------
+
+  /** TUN packets with no usable link: to the controller, at most `unmappedPerSecond`. */
+  unmapped(frame: Buffer): void {
+    const now = Date.now();
+    if (now - this.unmappedWindowStart >= 1000) {
+      this.unmappedWindowStart = now;
+      this.unmappedInWindow = 0;
+    }
+    if (++this.unmappedInWindow > (this.opts.unmappedPerSecond ?? 2000)) {
+      this.counters.unmappedDroppedRateLimit++;
+      return;
+    }
+    if (this.rpc.packet(frame)) this.counters.unmappedToController++;
+    else this.counters.unmappedDroppedNoController++;
+  }
+
+  /** Frames from a link addressed to another node: the controller routes them (overlay routing). */
+  transit(frame: Buffer): void {
+    this.unmapped(frame);
+  }
+
+  /** A frame from the controller: for this node's vNIC, or to send on the link to its destination. */
+  inject(frame: Buffer): void {
+    const local = this.local;
+    if (!local || frame.length < FRAME_HEADER_LEN + 20) {
+      this.counters.injectedDropped++;
+      return;
+    }
+    this.counters.injectedFromController++;
+    if (frame.compare(local.uidBytes, 0, UID_BYTES, FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES) === 0) {
+      const version = frame[FRAME_HEADER_LEN]! >> 4;
+      if (version === 4 || version === 6) local.vnic.write(frame.subarray(FRAME_HEADER_LEN));
+      else this.counters.injectedDropped++;
+      return;
+    }
+    const dst = frame.subarray(FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES).toString('hex');
+    const link = this.links.get(dst);
+    if (!link || !link.send(frame)) this.counters.injectedDropped++;
+  }
+
+  // --- state ---------------------------------------------------------------------------------------
+
+  state(): StateResult {
+    const local = this.local;
+    const links = [...this.links.values()].map((l) => {
+      const p = this.table.peer(l.uid);
+      return l.info(p ? [...p.ip4] : [], p ? [...p.ip6] : []);
+    });
+    const c = this.rpc.controllerEndpoint;
+    return {
+      node: {
+        uid: local?.uid ?? null,
+        vnic: local?.vnic.name ?? null,
+        ip4: local?.vnic.config.ip4 ?? null,
+        ip6: local?.vnic.config.ip6 ?? null,
+        mtu: local?.vnic.config.mtu ?? null,
+        fingerprint: this.identity.fingerprint,
+        uptime_s: Math.round((Date.now() - this.startedMs) / 1000),
+        controller: c ? `${c.address}:${c.port}` : null,
+      },
+      xmpp: {
+        state: this.xmpp ? this.xmpp.state : 'unregistered',
+        jid: this.xmpp ? this.xmpp.jid : null,
+        overlay: this.overlay,
+      },
+      links,
+      peers: this.xmpp
+        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs }))
+        : [],
+      counters: this.counters.snapshot({
+        vnic_write_drops: local?.vnic.writeDrops ?? 0,
+        ...(this.xmpp ? prefixed('xmpp_', this.xmpp.counters()) : {}),
+      }),
+    };
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sampler);
+    for (const l of [...this.links.values()]) this.closeLink(l);
+    if (this.xmpp) await this.xmpp.stop().catch(() => undefined);
+    this.local?.vnic.close();
+    this.rpc.close();
+    nodeDataChannel.cleanup();
+  }
+}
+
+function prefixed(prefix: string, o: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [prefix + k, v]));
+}

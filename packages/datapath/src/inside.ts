@@ -1,0 +1,58 @@
+import { FRAME_HEADER_LEN, UID_BYTES } from '@tincan/protocol';
+import type { PacketBatch } from '@tincan/tun';
+import type { Counters } from './counters.js';
+import type { ForwardingTable } from './forwarding-table.js';
+
+/** Where packets go that the forwarding table cannot send on a link (the controller, if any). */
+export interface UnmappedSink {
+  /** `frame` is [src UID][dst UID, zero if unknown][IP packet]; the callee copies what it keeps. */
+  unmapped(frame: Buffer): void;
+}
+
+const ZERO_UID = Buffer.alloc(UID_BYTES);
+
+/**
+ * TUN → wire. For each packet read from the vNIC: find the destination's peer by its virtual address,
+ * write the frame header into the headroom in front of the packet, and send it on the peer's link.
+ * Packets with no mapping or no open link go to the controller (paper §4.1: "unmapped IP packets are
+ * forwarded to the controller"). Nothing here allocates or logs per packet.
+ */
+export class Inside {
+  private localUid: Buffer | null = null;
+
+  constructor(
+    private readonly table: ForwardingTable,
+    private readonly sink: UnmappedSink,
+    private readonly counters: Counters,
+  ) {}
+
+  setLocalUid(uid: Buffer): void {
+    this.localUid = uid;
+  }
+
+  readonly onPackets = (batch: PacketBatch): void => {
+    const buf = batch.buffer;
+    const local = this.localUid;
+    for (let i = 0; i < batch.count; i++) {
+      const off = batch.offsets[i]!;
+      const len = batch.lengths[i]!;
+      this.counters.tunPacketsIn++;
+      if (local === null) continue;
+      const version = len > 0 ? buf[off]! >> 4 : 0;
+      let peer;
+      if (version === 4 && len >= 20) peer = this.table.lookup4(buf, off + 16);
+      else if (version === 6 && len >= 40) peer = this.table.lookup6(buf, off + 24);
+      else {
+        this.counters.tunMalformed++;
+        continue;
+      }
+      const start = off - FRAME_HEADER_LEN;
+      local.copy(buf, start, 0, UID_BYTES);
+      (peer ? peer.uidBytes : ZERO_UID).copy(buf, start + UID_BYTES, 0, UID_BYTES);
+      const frame = buf.subarray(start, off + len);
+      if (peer?.link && peer.link.send(frame)) continue;
+      if (peer?.link?.state === 'up') continue; // dropped by back-pressure, already counted
+      this.sink.unmapped(frame);
+    }
+  };
+}

@@ -1,0 +1,254 @@
+import nodeDataChannel, { type DataChannel, type PeerConnection } from 'node-datachannel';
+import type { Logger } from 'pino';
+import type { LinkInfo, LinkState, SessionDescription, TurnServer, Uid } from '@tincan/protocol';
+
+/** Counters of one link; plain numbers, bumped on the per-packet path. */
+export interface LinkCounters {
+  bytesIn: number;
+  bytesOut: number;
+  packetsIn: number;
+  packetsOut: number;
+  dropsBackpressure: number;
+  dropsSpoofed: number;
+  dropsMalformed: number;
+}
+
+export interface LinkOptions {
+  uid: Uid;
+  jid: string | null;
+  role: 'offerer' | 'answerer';
+  stun: readonly string[];
+  turn: readonly TurnServer[];
+  certificatePemFile: string;
+  keyPemFile: string;
+  /** RtcConfig mtu: the UDP path MTU libdatachannel sizes its packets for. */
+  rtcMtu: number;
+  /** Above this many bytes queued in the data channel, frames are dropped (counted), not queued. */
+  maxBufferedBytes: number;
+  /** How long to wait for ICE gathering before signaling the candidates found so far. */
+  gatherTimeoutMs: number;
+  logger: Logger;
+}
+
+export interface LinkHandlers {
+  /** A frame arrived from the peer (the buffer belongs to the callee from here on). */
+  onFrame(link: Link, frame: Buffer): void;
+  onState(link: Link, state: LinkState, reason?: string): void;
+}
+
+const CHANNEL_LABEL = 'tincan';
+const CHANNEL_ID = 0;
+
+/**
+ * One TinCan link: an ICE/DTLS PeerConnection with one negotiated, unordered, unreliable data channel
+ * carrying frames. The peer's certificate fingerprint in its signaled description is verified by
+ * libdatachannel during the DTLS handshake (fingerprint verification is never disabled).
+ */
+export class Link {
+  readonly uid: Uid;
+  readonly jid: string | null;
+  readonly role: 'offerer' | 'answerer';
+  readonly createdMs = Date.now();
+  connectedMs: number | null = null;
+  state: LinkState = 'connecting';
+  readonly counters: LinkCounters = {
+    bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0,
+    dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0,
+  };
+  /** Liveness: times of the last counter change seen by the periodic sampler. */
+  lastRxMs: number | null = null;
+  lastTxMs: number | null = null;
+  private sampledIn = 0;
+  private sampledOut = 0;
+
+  private readonly pc: PeerConnection;
+  private readonly dc: DataChannel;
+  private readonly maxBuffered: number;
+  private readonly log: Logger;
+  private closed = false;
+
+  constructor(opts: LinkOptions, private readonly handlers: LinkHandlers) {
+    this.uid = opts.uid;
+    this.jid = opts.jid;
+    this.role = opts.role;
+    this.maxBuffered = opts.maxBufferedBytes;
+    this.log = opts.logger;
+    this.pc = new nodeDataChannel.PeerConnection(opts.uid.slice(0, 8), {
+      iceServers: iceServers(opts.stun, opts.turn),
+      certificatePemFile: opts.certificatePemFile,
+      keyPemFile: opts.keyPemFile,
+      mtu: opts.rtcMtu,
+      disableAutoNegotiation: true,
+    });
+    this.pc.onStateChange((s) => this.onPcState(s));
+    // Negotiated channel with a fixed id on both sides: no in-band open, and JS always holds the
+    // reference (a channel received through onDataChannel and not referenced gets collected).
+    this.dc = this.pc.createDataChannel(CHANNEL_LABEL, {
+      negotiated: true,
+      id: CHANNEL_ID,
+      unordered: true,
+      maxRetransmits: 0,
+    });
+    this.dc.onOpen(() => {
+      if (this.closed) return;
+      this.connectedMs = Date.now();
+      this.setState('up');
+    });
+    this.dc.onClosed(() => this.setState('down', 'data channel closed'));
+    this.dc.onError((e) => this.log.debug({ err: e }, 'data channel error'));
+    this.dc.onMessage((msg) => {
+      if (typeof msg === 'string' || !(msg instanceof Buffer)) {
+        this.counters.dropsMalformed++;
+        return;
+      }
+      this.counters.packetsIn++;
+      this.counters.bytesIn += msg.length;
+      this.handlers.onFrame(this, msg);
+    });
+    this.gatherTimeoutMs = opts.gatherTimeoutMs;
+  }
+
+  private readonly gatherTimeoutMs: number;
+
+  /** Makes the local description (offer, or answer to `remote`), with the candidates gathered. */
+  async localDescription(remote?: SessionDescription): Promise<SessionDescription> {
+    const gathered = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, this.gatherTimeoutMs);
+      this.pc.onGatheringStateChange((s) => {
+        if (s === 'complete') {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    if (remote) {
+      this.pc.setRemoteDescription(remote.sdp, remote.type);
+      this.pc.setLocalDescription('answer');
+    } else {
+      this.pc.setLocalDescription('offer');
+    }
+    await gathered;
+    const d = this.pc.localDescription();
+    if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
+    return { type: d.type, sdp: d.sdp };
+  }
+
+  /** Completes an offerer's link with the peer's answer. */
+  acceptAnswer(answer: SessionDescription): void {
+    this.pc.setRemoteDescription(answer.sdp, answer.type);
+  }
+
+  get awaitingAnswer(): boolean {
+    return this.role === 'offerer' && this.pc.signalingState() === 'have-local-offer';
+  }
+
+  /** Per-packet: sends one frame; false if it was dropped (link not open, or too much queued). */
+  send(frame: Buffer): boolean {
+    if (this.state !== 'up') return false;
+    if (this.dc.bufferedAmount() > this.maxBuffered) {
+      this.counters.dropsBackpressure++;
+      return false;
+    }
+    this.dc.sendMessageBinary(frame);
+    this.counters.packetsOut++;
+    this.counters.bytesOut += frame.length;
+    return true;
+  }
+
+  /** Called about once a second: turns counter movement into liveness timestamps. */
+  sample(now: number): void {
+    if (this.counters.packetsIn !== this.sampledIn) {
+      this.sampledIn = this.counters.packetsIn;
+      this.lastRxMs = now;
+    }
+    if (this.counters.packetsOut !== this.sampledOut) {
+      this.sampledOut = this.counters.packetsOut;
+      this.lastTxMs = now;
+    }
+  }
+
+  info(ip4: string[], ip6: string[]): LinkInfo {
+    let pair: ReturnType<PeerConnection['getSelectedCandidatePair']> = null;
+    let rtt: number | null = null;
+    if (!this.closed) {
+      try {
+        pair = this.pc.getSelectedCandidatePair();
+        const r = this.pc.rtt();
+        rtt = r >= 0 ? r : null;
+      } catch {
+        pair = null;
+      }
+    }
+    const c = this.counters;
+    return {
+      uid: this.uid,
+      jid: this.jid,
+      state: this.state,
+      role: this.role,
+      ip4,
+      ip6,
+      local_candidate: pair ? candidateType(pair.local.type) : null,
+      remote_candidate: pair ? candidateType(pair.remote.type) : null,
+      local_address: pair ? hostPort(pair.local.address, pair.local.port) : null,
+      remote_address: pair ? hostPort(pair.remote.address, pair.remote.port) : null,
+      rtt_ms: rtt,
+      created_ms: this.createdMs,
+      connected_ms: this.connectedMs,
+      last_rx_ms: this.lastRxMs,
+      last_tx_ms: this.lastTxMs,
+      stats: {
+        bytes_in: c.bytesIn, bytes_out: c.bytesOut, packets_in: c.packetsIn, packets_out: c.packetsOut,
+        drops_backpressure: c.dropsBackpressure, drops_spoofed: c.dropsSpoofed, drops_malformed: c.dropsMalformed,
+      },
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.dc.close();
+    } catch { /* already closed */ }
+    try {
+      this.pc.close();
+    } catch { /* already closed */ }
+    this.state = 'down';
+  }
+
+  private onPcState(s: string): void {
+    if (this.closed) return;
+    if (s === 'failed') this.setState('failed', 'ICE/DTLS failed');
+    else if (s === 'closed') this.setState('down', 'peer connection closed');
+    else if (s === 'disconnected') this.setState('down', 'peer connection disconnected');
+    else if (s === 'connected' && this.dc.isOpen()) this.setState('up');
+  }
+
+  private setState(s: LinkState, reason?: string): void {
+    if (this.state === s) return;
+    if (this.state === 'failed') return; // terminal until the controller trims and recreates
+    this.state = s;
+    this.log.info({ state: s, reason }, 'link state');
+    this.handlers.onState(this, s, reason);
+  }
+}
+
+function iceServers(stun: readonly string[], turn: readonly TurnServer[]): string[] {
+  const out = stun.map((s) => `stun:${s}`);
+  for (const t of turn) {
+    out.push(`turn:${encodeURIComponent(t.username)}:${encodeURIComponent(t.password)}@${t.address}`);
+  }
+  return out;
+}
+
+function candidateType(t: string): 'host' | 'srflx' | 'prflx' | 'relay' | 'unknown' {
+  const s = t.toLowerCase();
+  if (s.includes('host')) return 'host';
+  if (s.includes('srflx') || s.includes('server')) return 'srflx';
+  if (s.includes('prflx') || s.includes('peer')) return 'prflx';
+  if (s.includes('relay')) return 'relay';
+  return 'unknown';
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}

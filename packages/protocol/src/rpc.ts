@@ -1,0 +1,328 @@
+import { z } from 'zod';
+import { Uid } from './uid.js';
+
+/**
+ * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
+ *
+ * Every datagram: byte 0 = protocol version (0x02, as in the original TinCan), byte 1 = type:
+ *  - 0x01 control: a UTF-8 JSON document (request, response or event, below);
+ *  - 0x02 packet: a frame [src UID][dst UID][IP packet]: unmapped packets (datapath → controller)
+ *    and injected ones (controller → datapath);
+ *  - 0x03 inter-controller: reserved for controller-to-controller messages (overlay routing).
+ */
+export const RPC_VERSION = 0x02;
+export const MsgType = { Control: 0x01, Packet: 0x02, InterController: 0x03 } as const;
+export type MsgType = (typeof MsgType)[keyof typeof MsgType];
+export const RPC_HEADER_LEN = 2;
+export const DEFAULT_RPC_PORT = 5801;
+/** Largest datagram either side accepts (an IP packet of 64 KiB plus headers). */
+export const MAX_DATAGRAM = 65_507;
+
+export function encodeDatagram(type: MsgType, payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(RPC_HEADER_LEN + payload.length);
+  out[0] = RPC_VERSION;
+  out[1] = type;
+  payload.copy(out, RPC_HEADER_LEN);
+  return out;
+}
+
+export function encodeControl(msg: unknown): Buffer {
+  return encodeDatagram(MsgType.Control, Buffer.from(JSON.stringify(msg), 'utf8'));
+}
+
+export type DecodedDatagram =
+  | { ok: true; type: MsgType; payload: Buffer }
+  | { ok: false; reason: string };
+
+export function decodeDatagram(buf: Buffer): DecodedDatagram {
+  if (buf.length < RPC_HEADER_LEN) return { ok: false, reason: 'datagram shorter than its 2-byte header' };
+  if (buf[0] !== RPC_VERSION) return { ok: false, reason: `unsupported protocol version ${buf[0]}` };
+  const type = buf[1];
+  if (type !== MsgType.Control && type !== MsgType.Packet && type !== MsgType.InterController) {
+    return { ok: false, reason: `unknown message type ${type}` };
+  }
+  return { ok: true, type, payload: buf.subarray(RPC_HEADER_LEN) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+const Cidr4 = z.cidrv4();
+const Cidr6 = z.cidrv6();
+const HostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, 'expected host:port');
+
+export const TurnServer = z.strictObject({
+  address: HostPort,
+  username: z.string().min(1).max(256),
+  password: z.string().min(1).max(256),
+});
+export type TurnServer = z.infer<typeof TurnServer>;
+
+export const XmppCredentials = z.strictObject({
+  host: z.string().min(1).max(255),
+  port: z.number().int().min(1).max(65535).default(5222),
+  jid: z.string().regex(/^[^@/\s]+@[^@/\s]+(\/[^\s]+)?$/, 'expected user@domain[/resource]'),
+  password: z.string().min(1).max(1024),
+  ca_file: z.string().min(1).optional(),
+  mechanism: z.enum(['SCRAM-SHA-1', 'PLAIN']).default('SCRAM-SHA-1'),
+});
+export type XmppCredentials = z.infer<typeof XmppCredentials>;
+
+export const SessionDescription = z.strictObject({
+  type: z.enum(['offer', 'answer']),
+  sdp: z.string().min(1).max(16_384),
+});
+export type SessionDescription = z.infer<typeof SessionDescription>;
+
+export const LinkState = z.enum(['connecting', 'up', 'down', 'failed']);
+export type LinkState = z.infer<typeof LinkState>;
+
+export const LogLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+// ---------------------------------------------------------------------------------------------
+// Requests: { tid, token, m, ...params }. Verb names follow the original TinCan where one existed.
+
+const base = { tid: z.number().int().nonnegative(), token: z.string().min(1).max(128) };
+
+export const EchoRequest = z.strictObject({ ...base, m: z.literal('echo'), data: z.string().max(4096).optional() });
+
+/** Opens (or re-applies) the vNIC and sets the local node UID. Idempotent. */
+export const SetLocalIpRequest = z.strictObject({
+  ...base,
+  m: z.literal('set_local_ip'),
+  uid: Uid,
+  name: z.string().regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'interface name of 1–15 letters, digits, _ . -'),
+  ip4: Cidr4.optional(),
+  ip6: Cidr6.optional(),
+  mtu: z.number().int().min(576).max(9000).default(1280),
+});
+
+/** Connects the datapath's XMPP session; `overlay` is announced in presence (GroupVPN network id). */
+export const RegisterSvcRequest = z.strictObject({
+  ...base,
+  m: z.literal('register_svc'),
+  xmpp: XmppCredentials,
+  overlay: z.string().max(64).optional(),
+});
+
+/**
+ * create_link without `remote`: the datapath makes a PeerConnection and returns an offer.
+ * With a remote offer: it answers. With a remote answer: it completes the pending link.
+ */
+export const CreateLinkRequest = z.strictObject({
+  ...base,
+  m: z.literal('create_link'),
+  uid: Uid,
+  stun: z.array(HostPort).max(8).default([]),
+  turn: z.array(TurnServer).max(8).default([]),
+  remote: SessionDescription.optional(),
+});
+
+export const TrimLinkRequest = z.strictObject({ ...base, m: z.literal('trim_link'), uid: Uid });
+
+/** Maps virtual addresses to a peer UID in the forwarding table (or removes them). */
+export const SetRemoteIpRequest = z.strictObject({
+  ...base,
+  m: z.literal('set_remote_ip'),
+  uid: Uid,
+  ip4: z.ipv4().optional(),
+  ip6: z.ipv6().optional(),
+  remove: z.boolean().default(false),
+});
+
+export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
+
+/** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
+export const SendSignalRequest = z.strictObject({
+  ...base,
+  m: z.literal('send_signal'),
+  uid: Uid.optional(),
+  jid: z.string().max(3071).optional(),
+  type: z.string().regex(/^[a-z_]{1,32}$/),
+  data: z.json(),
+});
+
+/** Where events and unmapped packets go; must be a loopback address. */
+export const SetCbEndpointRequest = z.strictObject({
+  ...base,
+  m: z.literal('set_cb_endpoint'),
+  address: z.union([z.literal('127.0.0.1'), z.literal('::1')]),
+  port: z.number().int().min(1).max(65535),
+});
+
+export const SetLoggingRequest = z.strictObject({ ...base, m: z.literal('set_logging'), level: LogLevel });
+
+export const RpcRequest = z.discriminatedUnion('m', [
+  EchoRequest,
+  SetLocalIpRequest,
+  RegisterSvcRequest,
+  CreateLinkRequest,
+  TrimLinkRequest,
+  SetRemoteIpRequest,
+  GetStateRequest,
+  SendSignalRequest,
+  SetCbEndpointRequest,
+  SetLoggingRequest,
+]);
+export type RpcRequest = z.infer<typeof RpcRequest>;
+export type RpcVerb = RpcRequest['m'];
+export type RequestOf<M extends RpcVerb> = Extract<RpcRequest, { m: M }>;
+
+// ---------------------------------------------------------------------------------------------
+// Responses: { tid, ok: true, result } or { tid, ok: false, error: { code, message } }
+
+export const RpcErrorCode = z.enum(['bad_request', 'unauthorized', 'not_found', 'bad_state', 'internal']);
+export type RpcErrorCode = z.infer<typeof RpcErrorCode>;
+
+export const RpcResponse = z.union([
+  z.strictObject({ tid: z.number().int().nonnegative(), ok: z.literal(true), result: z.json() }),
+  z.strictObject({
+    tid: z.number().int().nonnegative().nullable(),
+    ok: z.literal(false),
+    error: z.strictObject({ code: RpcErrorCode, message: z.string() }),
+  }),
+]);
+export type RpcResponse = z.infer<typeof RpcResponse>;
+
+// Results of the verbs that return more than {}.
+
+export const CreateLinkResult = z.strictObject({
+  uid: Uid,
+  state: LinkState,
+  fingerprint: z.string(),
+  description: SessionDescription.optional(),
+});
+export type CreateLinkResult = z.infer<typeof CreateLinkResult>;
+
+export const CandidateType = z.enum(['host', 'srflx', 'prflx', 'relay', 'unknown']);
+
+export const LinkStats = z.strictObject({
+  bytes_in: z.number(),
+  bytes_out: z.number(),
+  packets_in: z.number(),
+  packets_out: z.number(),
+  drops_backpressure: z.number(),
+  drops_spoofed: z.number(),
+  drops_malformed: z.number(),
+});
+
+export const LinkInfo = z.strictObject({
+  uid: Uid,
+  jid: z.string().nullable(),
+  state: LinkState,
+  role: z.enum(['offerer', 'answerer']),
+  ip4: z.array(z.string()),
+  ip6: z.array(z.string()),
+  local_candidate: CandidateType.nullable(),
+  remote_candidate: CandidateType.nullable(),
+  local_address: z.string().nullable(),
+  remote_address: z.string().nullable(),
+  rtt_ms: z.number().nullable(),
+  created_ms: z.number(),
+  connected_ms: z.number().nullable(),
+  last_rx_ms: z.number().nullable(),
+  last_tx_ms: z.number().nullable(),
+  stats: LinkStats,
+});
+export type LinkInfo = z.infer<typeof LinkInfo>;
+
+export const PeerInfo = z.strictObject({
+  uid: Uid,
+  jid: z.string(),
+  overlay: z.string().nullable(),
+  last_heard_ms: z.number(),
+});
+export type PeerInfo = z.infer<typeof PeerInfo>;
+
+export const DatapathCounters = z.record(z.string(), z.number());
+
+export const StateResult = z.strictObject({
+  node: z.strictObject({
+    uid: Uid.nullable(),
+    vnic: z.string().nullable(),
+    ip4: z.string().nullable(),
+    ip6: z.string().nullable(),
+    mtu: z.number().nullable(),
+    fingerprint: z.string(),
+    uptime_s: z.number(),
+    controller: z.string().nullable(),
+  }),
+  xmpp: z.strictObject({
+    state: z.enum(['unregistered', 'connecting', 'online', 'offline']),
+    jid: z.string().nullable(),
+    overlay: z.string().nullable(),
+  }),
+  links: z.array(LinkInfo),
+  peers: z.array(PeerInfo),
+  counters: DatapathCounters,
+});
+export type StateResult = z.infer<typeof StateResult>;
+
+// ---------------------------------------------------------------------------------------------
+// Events (datapath → controller): { event, ... } with no tid.
+
+export const PresenceEvent = z.strictObject({
+  event: z.literal('presence'),
+  uid: Uid,
+  jid: z.string(),
+  overlay: z.string().nullable(),
+  online: z.boolean(),
+});
+export const SignalEvent = z.strictObject({
+  event: z.literal('signal'),
+  uid: Uid,
+  jid: z.string(),
+  type: z.string(),
+  data: z.json(),
+});
+export const LinkEvent = z.strictObject({
+  event: z.literal('link'),
+  uid: Uid,
+  state: LinkState,
+  reason: z.string().optional(),
+});
+export const XmppEvent = z.strictObject({
+  event: z.literal('xmpp'),
+  state: z.enum(['connecting', 'online', 'offline']),
+  reason: z.string().optional(),
+});
+export const RosterItem = z.strictObject({
+  jid: z.string(),
+  subscription: z.enum(['none', 'to', 'from', 'both', 'remove']),
+});
+export const RosterEvent = z.strictObject({
+  event: z.literal('roster'),
+  items: z.array(RosterItem),
+  /** true: the full roster; false: a push of changed items. */
+  full: z.boolean(),
+});
+
+export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, XmppEvent, RosterEvent]);
+export type RpcEvent = z.infer<typeof RpcEvent>;
+export type EventOf<E extends RpcEvent['event']> = Extract<RpcEvent, { event: E }>;
+
+// ---------------------------------------------------------------------------------------------
+// What each verb answers (the `result` of an ok response).
+
+export interface RpcResults {
+  echo: { data: string };
+  set_local_ip: { vnic: string };
+  register_svc: { state: string };
+  create_link: CreateLinkResult;
+  trim_link: { trimmed: boolean };
+  set_remote_ip: Record<string, never>;
+  get_state: StateResult;
+  send_signal: { jid: string };
+  set_cb_endpoint: Record<string, never>;
+  set_logging: Record<string, never>;
+}
+
+/** The request of verb M without the envelope fields the client fills in, with defaults optional. */
+export type RpcParams<M extends RpcVerb> = Omit<z.input<Extract<(typeof RpcRequest)['options'][number], { shape: { m: z.ZodLiteral<M> } }>>, 'tid' | 'token' | 'm'>;
+
+/** Where a datapath writes its RPC token (mode 0600): one file per state directory and port. */
+export function tokenFilePath(stateDir: string, port: number): string {
+  return `${stateDir.replace(/\/+$/, '')}/rpc-${port}.token`;
+}

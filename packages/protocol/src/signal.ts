@@ -1,0 +1,20 @@
+import { z } from 'zod';
+import { Uid } from './uid.js';
+
+/**
+ * What TinCan puts on XMPP. Presence carries <node xmlns=PRESENCE_NS uid=… overlay=…/>; a signal is a
+ * message stanza carrying <signal xmlns=SIGNAL_NS> whose text is one JSON document of this schema.
+ * The datapath validates the envelope; `data` belongs to the controllers (see controller messages).
+ */
+export const PRESENCE_NS = 'urn:tincan:node:1';
+export const SIGNAL_NS = 'urn:tincan:signal:1';
+export const MAX_SIGNAL_BYTES = 32_768;
+
+export const XmppSignal = z.strictObject({
+  v: z.literal(1),
+  /** Sender's node UID; the receiver also checks it against the sender's presence. */
+  uid: Uid,
+  type: z.string().regex(/^[a-z_]{1,32}$/),
+  data: z.json(),
+});
+export type XmppSignal = z.infer<typeof XmppSignal>;

@@ -1,0 +1,157 @@
+// Issue 3 acceptance, in the lab: real tincan-datapath processes behind real NATs, linked through
+// real prosody (signaling) and coturn (STUN/TURN), driven by a scripted controller.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CTL_BIN, TinCanNode, linkNodes, linkUp, type LinkLike } from './support/tincan-node.js';
+
+const run = promisify(execFile);
+const labDir = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
+const lab = JSON.parse(readFileSync(`${labDir}/lab.json`, 'utf8')) as {
+  xmpp: { host: string; port: number; ca_file: string };
+  stun: string;
+  turn: { address: string; username: string; password: string };
+};
+const ice = { stun: [lab.stun], turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }] };
+const xmpp = { host: lab.xmpp.host, port: lab.xmpp.port, ca_file: lab.xmpp.ca_file };
+
+function node(host: string, ip4: string, n: number): TinCanNode {
+  return new TinCanNode({ host, ip4, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` } }, ice);
+}
+
+async function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
+  return run('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { timeout: timeoutMs });
+}
+
+async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike> {
+  const s = await n.state();
+  const l = s.links.find((x) => x.uid === peer.uid);
+  if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
+  return l;
+}
+
+describe('tincan-datapath in the lab', () => {
+  const h1 = node('h1', '10.254.0.1', 1);
+  const h2 = node('h2', '10.254.0.2', 2);
+  const h3 = node('h3', '10.254.0.3', 3);
+  const lan1 = node('lan1', '10.254.0.4', 4);
+  const lan2 = node('lan2', '10.254.0.5', 5);
+  const all = [h1, h2, h3, lan1, lan2];
+
+  beforeAll(async () => {
+    await Promise.all(all.map((n) => n.start()));
+    await Promise.all(all.map((n) => n.configure(xmpp)));
+  });
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const n of all) console.log(n.logs());
+  });
+
+  afterAll(async () => {
+    await Promise.all(all.map((n) => n.stop()));
+  });
+
+  it('links two hosts behind port-restricted cone NATs directly and carries ping, ping6 and TCP', async () => {
+    await linkNodes(h1, h2);
+    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    const l = await linkOf(h1, h2);
+    expect(l.state).toBe('up');
+    expect(['srflx', 'prflx']).toContain(l.local_candidate);
+    expect(l.local_candidate).not.toBe('relay');
+    expect(l.remote_candidate).not.toBe('relay');
+
+    const ping = await inHost('h1', ['ping', '-c', '5', '-i', '0.2', '-W', '2', '10.254.0.2']);
+    expect(ping.stdout).toMatch(/5 received/);
+    const ping6 = await inHost('h2', ['ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', h1.ip6]);
+    expect(ping6.stdout).toMatch(/3 received/);
+
+    const server = inHost('h2', ['iperf3', '-s', '-1', '-B', '10.254.0.2'], 30_000);
+    await new Promise((r) => setTimeout(r, 500));
+    const client = await inHost('h1', ['iperf3', '-c', '10.254.0.2', '-t', '3', '-J'], 30_000);
+    await server;
+    const mbps = JSON.parse(client.stdout).end.sum_received.bits_per_second / 1e6;
+    console.log(`iperf3 TCP h1→h2 through the tunnel: ${mbps.toFixed(0)} Mbit/s`);
+    expect(mbps).toBeGreaterThan(1);
+    const after = await linkOf(h1, h2);
+    expect(after.stats.packets_out).toBeGreaterThan(100);
+  });
+
+  it('links a symmetric-NAT host to a cone-NAT host through TURN, shown as relay in tincanctl status', async () => {
+    await linkNodes(h3, h1);
+    await Promise.all([linkUp(h3, h1), linkUp(h1, h3)]);
+    const ping = await inHost('h3', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.1']);
+    expect(ping.stdout).toMatch(/3 received/);
+    const l = await linkOf(h3, h1);
+    expect([l.local_candidate, l.remote_candidate]).toContain('relay');
+    const status = await inHost('h3', [process.execPath, CTL_BIN, '--state-dir', h3.stateDir, 'status']);
+    expect(status.stdout).toMatch(/relay/);
+    expect(status.stdout).toContain(h1.uid.slice(0, 12));
+    const json = JSON.parse((await inHost('h3', [process.execPath, CTL_BIN, '--state-dir', h3.stateDir, 'status', '--json'])).stdout);
+    expect(json.links.find((x: LinkLike) => x.uid === h1.uid).state).toBe('up');
+  });
+
+  it('links two hosts on one LAN by host candidates', async () => {
+    await linkNodes(lan1, lan2);
+    await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
+    const l = await linkOf(lan1, lan2);
+    expect(l.local_candidate).toBe('host');
+    expect(l.remote_candidate).toBe('host');
+    const ping = await inHost('lan1', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.5']);
+    expect(ping.stdout).toMatch(/3 received/);
+  });
+
+  it('fails a link whose signaled fingerprint is wrong', async () => {
+    await h2.call('trim_link', { uid: h3.uid }).catch(() => undefined);
+    await linkNodes(h2, h3, {
+      tamper: (sdp) => sdp.replace(/a=fingerprint:sha-256 ([0-9A-F:]+)/, (_m, fp: string) =>
+        `a=fingerprint:sha-256 ${fp.split(':').map((b) => (b === 'AA' ? 'BB' : 'AA')).join(':')}`),
+    });
+    // h3 answers an offer carrying a fingerprint h2 cannot present: DTLS verification fails on h3.
+    const ev = await h3.waitEvent((e) => e.event === 'link' && e.uid === h2.uid && (e.state === 'failed' || e.state === 'up'), 60_000, 'link outcome');
+    expect(ev.state).toBe('failed');
+    expect(h3.events.some((e) => e.event === 'link' && e.uid === h2.uid && e.state === 'up')).toBe(false);
+  });
+
+  it('drops and counts spoofed frames, and survives 10,000 hostile RPC datagrams and frames', async () => {
+    // h2 (as its controller may) injects a frame for h1 whose inner source address belongs to h3.
+    const before = (await h1.state()).counters;
+    const ipPacket = Buffer.alloc(28);
+    ipPacket[0] = 0x45;
+    ipPacket.writeUInt16BE(28, 2);
+    ipPacket[8] = 64;
+    ipPacket[9] = 17;
+    Buffer.from([10, 254, 0, 3]).copy(ipPacket, 12); // h3's address, not h2's
+    Buffer.from([10, 254, 0, 1]).copy(ipPacket, 16);
+    const spoofAddr = Buffer.concat([Buffer.from(h2.uid, 'hex'), Buffer.from(h1.uid, 'hex'), ipPacket]);
+    const spoofUid = Buffer.concat([Buffer.from(h3.uid, 'hex'), Buffer.from(h1.uid, 'hex'), ipPacket]);
+    for (let i = 0; i < 5; i++) {
+      await h2.command({ inject: spoofAddr.toString('hex') });
+      await h2.command({ inject: spoofUid.toString('hex') });
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const mid = (await h1.state()).counters;
+    expect(mid.framesSpoofedAddress! - before.framesSpoofedAddress!).toBe(5);
+    expect(mid.framesSpoofedUid! - before.framesSpoofedUid!).toBe(5);
+    const link = await linkOf(h1, h2);
+    expect(link.stats.drops_spoofed).toBeGreaterThanOrEqual(10);
+
+    // 10,000 hostile frames over the link, and 10,000 hostile RPC datagrams to h1's datapath.
+    await h2.command({ fuzzFrames: { count: 10_000, src: h2.uid, dst: h1.uid } });
+    const { stdout } = await inHost('h1', [
+      process.execPath, `${import.meta.dirname}/fixtures/rpc-fuzz.mjs`, '127.0.0.1', '5801', `${h1.stateDir}/rpc-5801.token`, '10000',
+    ], 60_000);
+    const fuzz = JSON.parse(stdout) as { answers: number; errors: number; echo: { ok: boolean; result: { data: string } } | null };
+    expect(fuzz.echo?.ok).toBe(true);
+    expect(fuzz.echo?.result.data).toBe('alive');
+    expect(fuzz.errors).toBeGreaterThan(5000);
+    expect(h1.datapath.running).toBe(true);
+    const after = await h1.state();
+    expect(after.counters.rpcBadDatagrams! + after.counters.rpcBadRequests! + after.counters.rpcUnauthorized!).toBeGreaterThan(5000);
+    const l2 = await linkOf(h1, h2);
+    expect(l2.stats.drops_spoofed + l2.stats.drops_malformed).toBeGreaterThan(1000);
+    // and the link still carries traffic
+    const ping = await inHost('h1', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.2']);
+    expect(ping.stdout).toMatch(/3 received/);
+  });
+});

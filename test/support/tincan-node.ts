@@ -1,0 +1,212 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { ip6FromUid, uidFromIp4, type RpcEvent } from '@tincan/protocol';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+export const DATAPATH_BIN = join(ROOT, 'packages/datapath/dist/main.js');
+export const CTL_BIN = join(ROOT, 'packages/cli/dist/main.js');
+const DRIVER = join(ROOT, 'test/fixtures/rpc-driver.mjs');
+
+/** A process running inside a lab host namespace, with its output kept for failure reports. */
+export class NsProcess {
+  readonly log: string[] = [];
+  readonly child: ChildProcess;
+  private exited: Promise<number | null>;
+
+  constructor(readonly ns: string, readonly name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    createInterface({ input: this.child.stderr! }).on('line', (l) => this.keep(`[err] ${l}`));
+    this.exited = new Promise((r) => this.child.on('exit', (code) => r(code)));
+  }
+
+  keep(line: string): void {
+    this.log.push(line);
+    if (this.log.length > 2000) this.log.splice(0, 500);
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5000): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
+    this.child.kill(signal);
+    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const code = await this.exited;
+    clearTimeout(t);
+    return code;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  waitExit(): Promise<number | null> {
+    return this.exited;
+  }
+}
+
+export interface NodeSpec {
+  host: string; // lab host name (namespace tc-HOST)
+  ip4: string; // virtual IPv4, e.g. 10.254.0.1
+  account: { jid: string; password: string };
+  overlay?: string;
+}
+
+interface Waiter {
+  match(o: Record<string, unknown>): boolean;
+  resolve(o: Record<string, unknown>): void;
+}
+
+/**
+ * One TinCan node in a lab host driven by a scripted controller (test/fixtures/rpc-driver.mjs):
+ * a real tincan-datapath plus the driver, which relays RPC calls from the test and prints events.
+ */
+export class TinCanNode {
+  readonly uid: string;
+  readonly ip6: string;
+  readonly stateDir: string;
+  readonly events: Record<string, unknown>[] = [];
+  datapath!: NsProcess;
+  driver!: NsProcess;
+  private nextId = 1;
+  private waiters: Waiter[] = [];
+
+  constructor(readonly spec: NodeSpec, readonly ice: { stun: string[]; turn: unknown[] }) {
+    this.uid = uidFromIp4(spec.ip4);
+    this.ip6 = ip6FromUid(this.uid);
+    this.stateDir = mkdtempSync(join(tmpdir(), `tincan-${spec.host}-`));
+  }
+
+  get ns(): string {
+    return `tc-${this.spec.host}`;
+  }
+
+  async start(opts: { autoAnswer?: boolean } = {}): Promise<void> {
+    this.datapath = new NsProcess(this.ns, `${this.spec.host}/datapath`, process.execPath, [
+      DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug',
+    ]);
+    this.datapath.child.stdout!.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n')) if (l) this.datapath.keep(l);
+    });
+    await this.startDriver(opts);
+  }
+
+  async startDriver(opts: { autoAnswer?: boolean } = {}): Promise<void> {
+    const args = [DRIVER, '--state-dir', this.stateDir, '--ice', JSON.stringify(this.ice)];
+    if (opts.autoAnswer !== false) args.push('--auto-answer');
+    this.driver = new NsProcess(this.ns, `${this.spec.host}/driver`, process.execPath, args);
+    const ready = this.waitFor((o) => o.ready === true, 15_000);
+    createInterface({ input: this.driver.child.stdout! }).on('line', (line) => {
+      this.driver.keep(line);
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return;
+      }
+      if (typeof o.event === 'string') this.events.push(o);
+      for (const w of [...this.waiters]) {
+        if (w.match(o)) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.resolve(o);
+        }
+      }
+    });
+    await ready;
+  }
+
+  /** Resolves with the first driver output line (answer or event) matching `match`. */
+  waitFor(match: (o: Record<string, unknown>) => boolean, timeoutMs = 20_000, what = 'an event'): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const w: Waiter = { match, resolve: (o) => { clearTimeout(t); resolve(o); } };
+      const t = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`${this.spec.host}: timed out waiting for ${what}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  /** An event already seen, or the next one matching. */
+  async waitEvent(match: (e: Record<string, unknown>) => boolean, timeoutMs = 20_000, what = 'an event'): Promise<Record<string, unknown>> {
+    const seen = this.events.find(match);
+    if (seen) return seen;
+    return this.waitFor((o) => typeof o.event === 'string' && match(o), timeoutMs, what);
+  }
+
+  async call<T = Record<string, unknown>>(verb: string, params: Record<string, unknown> = {}): Promise<T> {
+    const id = this.nextId++;
+    const answer = this.waitFor((o) => o.id === id, 30_000, `the answer to ${verb}`);
+    this.driver.child.stdin!.write(`${JSON.stringify({ id, call: verb, params })}\n`);
+    const o = await answer;
+    if ('error' in o) throw new Error(`${this.spec.host} ${verb}: ${String(o.error)}`);
+    return o.result as T;
+  }
+
+  async command(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const id = this.nextId++;
+    const answer = this.waitFor((o) => o.id === id, 30_000, 'a driver command');
+    this.driver.child.stdin!.write(`${JSON.stringify({ id, ...cmd })}\n`);
+    return answer;
+  }
+
+  /** vNIC + XMPP registration, as a controller would do it. */
+  async configure(xmpp: { host: string; port: number; ca_file: string }, mechanism: 'PLAIN' | 'SCRAM-SHA-1' = 'PLAIN'): Promise<void> {
+    await this.call('set_local_ip', {
+      uid: this.uid, name: 'tincan0', ip4: `${this.spec.ip4}/16`, ip6: `${this.ip6}/64`, mtu: 1280,
+    });
+    await this.call('register_svc', {
+      xmpp: { ...xmpp, jid: this.spec.account.jid, password: this.spec.account.password, mechanism },
+      ...(this.spec.overlay ? { overlay: this.spec.overlay } : {}),
+    });
+    await this.waitEvent((e) => e.event === 'xmpp' && e.state === 'online', 20_000, 'XMPP online');
+  }
+
+  async state(): Promise<StateLike> {
+    return this.call<StateLike>('get_state', {});
+  }
+
+  logs(): string {
+    return [
+      `----- ${this.spec.host} datapath -----`, ...(this.datapath?.log ?? []).slice(-200),
+      `----- ${this.spec.host} driver -----`, ...(this.driver?.log ?? []).slice(-200),
+    ].join('\n');
+  }
+
+  async stop(): Promise<void> {
+    this.driver?.child.stdin?.end();
+    await Promise.all([this.driver?.stop(), this.datapath?.stop()]);
+    rmSync(this.stateDir, { recursive: true, force: true });
+  }
+}
+
+export interface LinkLike {
+  uid: string;
+  state: string;
+  local_candidate: string | null;
+  remote_candidate: string | null;
+  stats: Record<string, number>;
+}
+export interface StateLike {
+  node: Record<string, unknown>;
+  links: LinkLike[];
+  peers: { uid: string; jid: string }[];
+  counters: Record<string, number>;
+}
+
+/** Maps each node's addresses at the other, then links a → b through XMPP signaling. */
+export async function linkNodes(a: TinCanNode, b: TinCanNode, opts: { tamper?: (sdp: string) => string } = {}): Promise<void> {
+  await a.call('set_remote_ip', { uid: b.uid, ip4: b.spec.ip4, ip6: b.ip6 });
+  await b.call('set_remote_ip', { uid: a.uid, ip4: a.spec.ip4, ip6: a.ip6 });
+  await a.waitEvent((e) => e.event === 'presence' && e.uid === b.uid && e.online === true, 20_000, `presence of ${b.spec.host}`);
+  const offer = await a.call<{ description: { type: string; sdp: string } }>('create_link', { uid: b.uid, ...a.ice });
+  const description = opts.tamper ? { ...offer.description, sdp: opts.tamper(offer.description.sdp) } : offer.description;
+  await a.call('send_signal', { uid: b.uid, type: 'con_req', data: { description } });
+}
+
+export function linkUp(n: TinCanNode, peer: TinCanNode, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+  return n.waitEvent((e) => e.event === 'link' && e.uid === peer.uid && e.state === 'up', timeoutMs, `link up to ${peer.spec.host}`);
+}
