@@ -1,1 +1,5 @@
-export {};
+export * from './uid.js';
+export * from './frame.js';
+export * from './rpc.js';
+export * from './signal.js';
+export * from './endpoint.js';
