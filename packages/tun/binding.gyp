@@ -3,7 +3,7 @@
     {
       "target_name": "tincan_tun",
       "sources": ["native/tun.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra"]
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]
 }
