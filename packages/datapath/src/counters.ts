@@ -8,6 +8,7 @@ export class Counters {
   eventsDroppedNoController = 0;
   tunPacketsIn = 0;
   tunMalformed = 0;
+  tunMulticastDropped = 0;
   unmappedToController = 0;
   unmappedDroppedRateLimit = 0;
   unmappedDroppedNoController = 0;

@@ -4,6 +4,7 @@ import {
   FRAME_DST_OFFSET,
   FRAME_HEADER_LEN,
   UID_BYTES,
+  cidrContains,
   parseCidr,
   tokenFilePath,
   uidToBytes,
@@ -32,6 +33,8 @@ export interface DatapathOptions {
   maxBufferedBytes?: number;
   /** Unmapped packets handed to the controller per second, at most. */
   unmappedPerSecond?: number;
+  /** libdatachannel's own log level (its messages go to the logger at warn). */
+  rtcLogLevel?: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
 }
 
 /** Frame header + SCTP/DTLS/UDP/IP overhead that one vNIC packet needs on top of its length. */
@@ -83,7 +86,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   static async start(opts: DatapathOptions): Promise<Datapath> {
     const log = opts.logger;
-    nodeDataChannel.initLogger('Warning', (level, message) => log.child({ component: 'libdatachannel' }).warn({ level }, message));
+    const rtcLog = log.child({ component: 'libdatachannel' });
+    nodeDataChannel.initLogger(opts.rtcLogLevel ?? 'Warning', (level, message) => rtcLog.warn({ rtc: level }, message));
     const identity = await loadIdentity(opts.stateDir);
     const counters = new Counters();
     const tokenFile = tokenFilePath(opts.stateDir, opts.rpc.port);
@@ -158,6 +162,13 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     vnic.onError((err) => this.log.error({ err }, 'vNIC read error'));
     this.log.info({ vnic: vnic.name, uid: req.uid, ip4: req.ip4, ip6: req.ip6, mtu: req.mtu }, 'vNIC up');
     return { vnic: vnic.name };
+  }
+
+  /** Whether an address lies in one of the vNIC's own subnets (never a usable ICE candidate). */
+  private isVnicAddress(address: string): boolean {
+    const c = this.local?.vnic.config;
+    if (!c) return false;
+    return [c.ip4, c.ip6].some((cidr) => cidr !== undefined && cidrContains(cidr, address));
   }
 
   private rtcMtu(): number {
@@ -236,6 +247,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         rtcMtu: this.rtcMtu(),
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         gatherTimeoutMs: 2000,
+        excludeAddress: (address) => this.isVnicAddress(address),
         logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
       },
       { onFrame: this.outside.onFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },

@@ -40,9 +40,19 @@ export class Inside {
       if (local === null) continue;
       const version = len > 0 ? buf[off]! >> 4 : 0;
       let peer;
-      if (version === 4 && len >= 20) peer = this.table.lookup4(buf, off + 16);
-      else if (version === 6 && len >= 40) peer = this.table.lookup6(buf, off + 24);
-      else {
+      if (version === 4 && len >= 20) {
+        if (buf[off + 16]! >= 224) { // multicast and broadcast: no peer owns them
+          this.counters.tunMulticastDropped++;
+          continue;
+        }
+        peer = this.table.lookup4(buf, off + 16);
+      } else if (version === 6 && len >= 40) {
+        if (buf[off + 24] === 0xff) {
+          this.counters.tunMulticastDropped++;
+          continue;
+        }
+        peer = this.table.lookup6(buf, off + 24);
+      } else {
         this.counters.tunMalformed++;
         continue;
       }

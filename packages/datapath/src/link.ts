@@ -27,6 +27,12 @@ export interface LinkOptions {
   maxBufferedBytes: number;
   /** How long to wait for ICE gathering before signaling the candidates found so far. */
   gatherTimeoutMs: number;
+  /**
+   * True for addresses that must never be ICE candidates: the vNIC's own. A link whose path ran
+   * through the vNIC would carry itself (tunnel in tunnel); such candidates are removed from both
+   * the local description and the peer's.
+   */
+  excludeAddress(address: string): boolean;
   logger: Logger;
 }
 
@@ -106,9 +112,11 @@ export class Link {
       this.handlers.onFrame(this, msg);
     });
     this.gatherTimeoutMs = opts.gatherTimeoutMs;
+    this.excludeAddress = opts.excludeAddress;
   }
 
   private readonly gatherTimeoutMs: number;
+  private readonly excludeAddress: (address: string) => boolean;
 
   /** Makes the local description (offer, or answer to `remote`), with the candidates gathered. */
   async localDescription(remote?: SessionDescription): Promise<SessionDescription> {
@@ -122,7 +130,7 @@ export class Link {
       });
     });
     if (remote) {
-      this.pc.setRemoteDescription(remote.sdp, remote.type);
+      this.pc.setRemoteDescription(this.filterCandidates(remote.sdp), remote.type);
       this.pc.setLocalDescription('answer');
     } else {
       this.pc.setLocalDescription('offer');
@@ -130,12 +138,22 @@ export class Link {
     await gathered;
     const d = this.pc.localDescription();
     if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
-    return { type: d.type, sdp: d.sdp };
+    return { type: d.type, sdp: this.filterCandidates(d.sdp) };
+  }
+
+  private filterCandidates(sdp: string): string {
+    return sdp
+      .split(/\r?\n/)
+      .filter((line) => {
+        const m = /^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ/.exec(line);
+        return !m || !this.excludeAddress(m[1]!);
+      })
+      .join('\r\n');
   }
 
   /** Completes an offerer's link with the peer's answer. */
   acceptAnswer(answer: SessionDescription): void {
-    this.pc.setRemoteDescription(answer.sdp, answer.type);
+    this.pc.setRemoteDescription(this.filterCandidates(answer.sdp), answer.type);
   }
 
   get awaitingAnswer(): boolean {

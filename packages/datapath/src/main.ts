@@ -10,13 +10,16 @@ const program = new Command()
   .option('--rpc <address:port>', 'loopback address and port of the JSON-over-UDP RPC', `127.0.0.1:${DEFAULT_RPC_PORT}`)
   .option('--state-dir <dir>', 'node certificate and RPC token live here (one per datapath)', '/var/lib/tincan')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', process.env.TINCAN_LOG_LEVEL ?? 'info')
+  .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error", 'Warning')
   .parse();
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
-  const datapath = await Datapath.start({ rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger });
+  const datapath = await Datapath.start({
+    rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel,
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -96,3 +96,26 @@ export function parseCidr(cidr: string): { address: string; prefix: number; fami
   }
   return { address, prefix, family };
 }
+
+/** Whether `address` (IPv4 or IPv6) lies inside `cidr`; false across families or for garbage. */
+export function cidrContains(cidr: string, address: string): boolean {
+  try {
+    const { address: net, prefix, family } = parseCidr(cidr);
+    if (family === 4) {
+      if (address.includes(':')) return false;
+      const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0;
+      return ((ip4ToNumber(net) & mask) >>> 0) === ((ip4ToNumber(address) & mask) >>> 0);
+    }
+    if (!address.includes(':')) return false;
+    const a = ip6ToBytes(net);
+    const b = ip6ToBytes(address.split('%')[0]!);
+    for (let bit = 0; bit < prefix; bit += 8) {
+      const bits = Math.min(8, prefix - bit);
+      const mask = (0xff << (8 - bits)) & 0xff;
+      if ((a[bit / 8]! & mask) !== (b[bit / 8]! & mask)) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
