@@ -1,0 +1,548 @@
+/**
+ * XmppSession: the datapath's connection to the notification overlay (paper §4.1, §4.2, §5.3).
+ *
+ * The controller registers it with credentials (register_svc); the session keeps it up on its own:
+ * TLS always (STARTTLS, certificate verified against the system store or a CA file given at run
+ * time), SASL SCRAM-SHA-1 or PLAIN, reconnect with exponential backoff and jitter. Once online it
+ * fetches the roster, announces the node (presence carrying <node xmlns="urn:tincan:node:1"
+ * uid=… overlay=…/>) and re-announces it every livenessIntervalMs (the paper's two-minute liveness
+ * broadcast), keeps the table of online TinCan peers, and carries signals: message stanzas holding
+ * one XmppSignal JSON document. Whatever arrives from the network is validated; garbage is counted
+ * and logged at debug, never thrown.
+ */
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { Uid, XmppCredentials, type XmppSignal } from '@tincan/protocol';
+import {
+  buildPresence,
+  buildRosterGet,
+  buildSignalMessage,
+  buildUnavailable,
+  defaultResource,
+  encodeSignal,
+  parseJid,
+  parsePresence,
+  parseRosterQuery,
+  parseSignalMessage,
+  type ParsedJid,
+  type RosterItem,
+  type XmlElement,
+} from './xmpp/codec.js';
+import { xml } from '@xmpp/client-core';
+import { createConnection, DispatchError, LoginError, NS_PING, type XmppConnection } from './xmpp/connection.js';
+import { TypedEmitter } from './xmpp/emitter.js';
+import { PeerTable, type PresenceChange } from './xmpp/peers.js';
+
+export type XmppState = 'connecting' | 'online' | 'offline';
+export type JsonValue = XmppSignal['data'];
+
+export interface XmppSessionOptions {
+  /** host, port, jid (user@domain[/resource]), password, ca_file?, mechanism (default SCRAM-SHA-1). */
+  credentials: z.input<typeof XmppCredentials>;
+  /** Our node UID (40 hex digits), announced in presence. */
+  uid: string;
+  /** Network id announced in presence (GroupVPN admission). */
+  overlay?: string;
+  /** Presence re-broadcast (and server ping) period; the paper's two minutes by default. */
+  livenessIntervalMs?: number;
+  logger: Logger;
+  /** Reconnect backoff: first delay and cap (default 1 s → 60 s), with ±20 % jitter. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** From TCP connect to bound resource (default 30 s). */
+  loginTimeoutMs?: number;
+  /** One negotiation step or IQ (default 10 s). */
+  stepTimeoutMs?: number;
+  /** How long the server may take to answer our ping before the session counts as dead (default 30 s). */
+  pingTimeoutMs?: number;
+  /** After a reconnect, peers not re-announced within this time are reported offline (default 15 s). */
+  presenceGraceMs?: number;
+}
+
+export interface XmppPresence {
+  /** Full JID. */
+  jid: string;
+  uid: string;
+  overlay: string | null;
+  online: boolean;
+}
+
+export interface XmppSignalIn {
+  /** The sender's full JID. */
+  jid: string;
+  uid: string;
+  type: string;
+  data: JsonValue;
+}
+
+export interface XmppRoster {
+  items: RosterItem[];
+  /** true: the whole roster (after each login); false: a push of changed items. */
+  full: boolean;
+}
+
+export interface XmppSessionEvents {
+  state(s: XmppState, reason?: string): void;
+  presence(p: XmppPresence): void;
+  signal(s: XmppSignalIn): void;
+  roster(r: XmppRoster): void;
+}
+
+export interface XmppPeer {
+  jid: string;
+  uid: string;
+  overlay: string | null;
+  /** ms since the epoch of the last presence or signal from that JID. */
+  lastHeardMs: number;
+}
+
+const COUNTER_NAMES = [
+  'signals_in',
+  'signals_out',
+  'signals_dropped_malformed',
+  'signals_dropped_oversized',
+  'signals_dropped_uid_mismatch',
+  'bounces',
+  'messages_ignored',
+  'presence_in',
+  'presence_out',
+  'presence_dropped_malformed',
+  'roster_pushes',
+  'reconnects',
+  'login_failures',
+  'disconnects',
+  'ping_timeouts',
+  'stanza_errors',
+] as const;
+export type XmppCounter = (typeof COUNTER_NAMES)[number];
+
+/** Exponential backoff with ±20 % jitter: initial·2^failures, capped (jitter never exceeds the cap). */
+export function backoffDelay(failures: number, rand: () => number = Math.random, initialMs = 1000, maxMs = 60_000): number {
+  const base = Math.min(maxMs, initialMs * 2 ** Math.min(Math.max(failures, 0), 30));
+  return Math.max(0, Math.min(maxMs, Math.round(base * (0.8 + 0.4 * rand()))));
+}
+
+/** A failure reason fit for the 'state' event and the logs: "<kind>: <what>". */
+export function describeError(err: unknown): string {
+  if (err instanceof LoginError) return `${err.kind}: ${err.message}`;
+  const e = (err ?? {}) as { name?: string; code?: string; condition?: string; text?: string; message?: string };
+  if (e.name === 'StreamError') return `stream error: ${e.condition ?? 'unknown'}${e.text ? ` (${e.text})` : ''}`;
+  if (e.name === 'TimeoutError') return 'timeout: the server did not answer in time';
+  if (typeof e.code === 'string' && /^E[A-Z_]+$/.test(e.code)) return `connect: ${e.message ?? e.code}`;
+  if (e.name === 'XMLError') return `protocol: bad XML from the server (${e.message ?? ''})`;
+  return `error: ${e.message ?? String(err)}`;
+}
+
+/** A connection that stayed up this long resets the backoff; one that drops sooner (a resource
+ *  conflict with another process, a server that kicks us) keeps backing off. */
+const STABLE_SESSION_MS = 60_000;
+
+interface Attempt {
+  conn: XmppConnection;
+  /** Bound and usable (the library's 'online'). */
+  bound: boolean;
+  /** Roster fetched and presence sent. */
+  announced: boolean;
+  done: boolean;
+  onlineSince: number;
+  lastError: string | null;
+  loginTimer: NodeJS.Timeout | null;
+}
+
+export class XmppSession extends TypedEmitter<XmppSessionEvents> {
+  private readonly log: Logger;
+  private readonly creds: XmppCredentials;
+  private readonly uid: string;
+  private readonly overlay: string | null;
+  private readonly own: ParsedJid;
+  private readonly livenessMs: number;
+  private readonly backoffInitialMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly loginTimeoutMs: number;
+  private readonly stepTimeoutMs: number;
+  private readonly pingTimeoutMs: number;
+  private readonly presenceGraceMs: number;
+
+  private _state: XmppState = 'offline';
+  private running = false;
+  private current: Attempt | null = null;
+  private failures = 0;
+  private boundJid: string | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private livenessTimer: NodeJS.Timeout | null = null;
+  private graceTimer: NodeJS.Timeout | null = null;
+  private readonly table = new PeerTable();
+  private readonly ctr: Record<XmppCounter, number>;
+
+  constructor(opts: XmppSessionOptions) {
+    super((event, err) => this.log.error({ err, event }, 'an XMPP session listener threw'));
+    this.creds = XmppCredentials.parse(opts.credentials);
+    this.uid = Uid.parse(opts.uid);
+    this.overlay = opts.overlay ? opts.overlay : null;
+    const jid = parseJid(this.creds.jid);
+    if (!jid || !jid.local) throw new Error(`not a user JID: ${this.creds.jid}`);
+    const resource = jid.resource || defaultResource(this.uid);
+    this.own = { ...jid, resource, full: `${jid.bare}/${resource}` };
+    this.livenessMs = opts.livenessIntervalMs ?? 120_000;
+    this.backoffInitialMs = opts.backoff?.initialMs ?? 1000;
+    this.backoffMaxMs = opts.backoff?.maxMs ?? 60_000;
+    this.loginTimeoutMs = opts.loginTimeoutMs ?? 30_000;
+    this.stepTimeoutMs = opts.stepTimeoutMs ?? 10_000;
+    this.pingTimeoutMs = opts.pingTimeoutMs ?? 30_000;
+    this.presenceGraceMs = opts.presenceGraceMs ?? 15_000;
+    this.ctr = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<XmppCounter, number>;
+    this.log = opts.logger;
+  }
+
+  get state(): XmppState {
+    return this._state;
+  }
+
+  /** Our full JID: the one the server bound, or the one we ask for. */
+  get jid(): string {
+    return this.boundJid ?? this.own.full;
+  }
+
+  /** Starts connecting (and keeps reconnecting until stop()). Idempotent. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.failures = 0;
+    this.log.info(
+      {
+        host: this.creds.host,
+        port: this.creds.port,
+        jid: this.own.full,
+        mechanism: this.creds.mechanism,
+        ca_file: this.creds.ca_file ?? null,
+        overlay: this.overlay,
+      },
+      'XMPP session starting',
+    );
+    this.connect();
+  }
+
+  /** Sends unavailable presence, closes the stream, stops all timers. Never rejects. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.clearTimer('reconnectTimer');
+    this.stopOnlineTimers();
+    const att = this.current;
+    this.current = null;
+    if (att && !att.done) {
+      att.done = true;
+      if (att.loginTimer) clearTimeout(att.loginTimer);
+      const { entity } = att.conn;
+      if (att.bound) {
+        await withTimeout(entity.send(buildUnavailable()), 2000).catch(() => undefined);
+      }
+      await withTimeout(entity.stop(), 3000).catch(() => undefined);
+      abandon(att.conn);
+    }
+    this.table.clear();
+    this.boundJid = null;
+    this.setState('offline', 'stopped');
+    this.log.info('XMPP session stopped');
+  }
+
+  /** Sends one signal to a full JID. Rejects when offline, on a bad type/data, or when too big. */
+  async sendSignal(toFullJid: string, type: string, data: unknown): Promise<void> {
+    const to = parseJid(toFullJid);
+    if (!to?.resource) throw new Error(`signals go to a full JID (user@domain/resource), not ${JSON.stringify(toFullJid)}`);
+    const json = encodeSignal(this.uid, type, data);
+    const att = this.current;
+    if (!att || !att.bound || att.done) throw new Error(`the XMPP session is ${this._state}`);
+    await att.conn.entity.send(buildSignalMessage(to.full, json, randomBytes(6).toString('hex')));
+    this.ctr.signals_out++;
+    this.log.debug({ to: to.full, type, bytes: Buffer.byteLength(json) }, 'signal sent');
+  }
+
+  peers(): XmppPeer[] {
+    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, lastHeardMs: r.lastHeardMs }));
+  }
+
+  jidOfUid(uid: string): string | undefined {
+    return this.table.jidOfUid(uid);
+  }
+
+  counters(): Record<string, number> {
+    return { ...this.ctr };
+  }
+
+  // --------------------------------------------------------------------------------------------
+
+  private connect(): void {
+    this.reconnectTimer = null;
+    if (!this.running) return;
+    this.setState('connecting');
+    let ca: Buffer | undefined;
+    if (this.creds.ca_file) {
+      try {
+        ca = readFileSync(this.creds.ca_file);
+      } catch (err) {
+        this.ctr.login_failures++;
+        this.retryLater(`tls: cannot read ca_file ${this.creds.ca_file}: ${(err as Error).message}`, false);
+        return;
+      }
+    }
+    let att: Attempt | null = null;
+    const conn = createConnection({
+      host: this.creds.host,
+      port: this.creds.port,
+      domain: this.own.domain,
+      username: this.own.local,
+      password: this.creds.password,
+      resource: this.own.resource,
+      mechanism: this.creds.mechanism,
+      ...(ca ? { ca } : {}),
+      stepTimeoutMs: this.stepTimeoutMs,
+      onStanza: (el) => {
+        if (att) this.onStanza(att, el);
+      },
+      onRosterPush: (items) => {
+        if (att && att === this.current) {
+          this.ctr.roster_pushes++;
+          this.emit('roster', { items, full: false });
+        }
+      },
+    });
+    att = {
+      conn,
+      bound: false,
+      announced: false,
+      done: false,
+      onlineSince: 0,
+      lastError: null,
+      loginTimer: null,
+    };
+    this.current = att;
+    const a = att;
+    const { entity } = conn;
+    entity.on('error', (err: unknown) => this.onEntityError(a, err));
+    entity.on('online', () => void this.onOnline(a));
+    entity.on('disconnect', () => this.lost(a, a.lastError ?? 'connection closed'));
+    entity.on('close', () => this.lost(a, a.lastError ?? 'the server closed the stream'));
+    a.loginTimer = setTimeout(
+      () => this.lost(a, `timeout: not logged in after ${Math.round(this.loginTimeoutMs / 1000)} s`),
+      this.loginTimeoutMs,
+    );
+    this.log.debug({ host: this.creds.host, port: this.creds.port }, 'XMPP connecting');
+    entity.start().catch((err: unknown) => this.lost(a, describeError(err)));
+  }
+
+  private onEntityError(att: Attempt, err: unknown): void {
+    if (att.done) return;
+    if (err instanceof DispatchError && att.bound) {
+      this.ctr.stanza_errors++;
+      this.log.debug({ reason: err.message }, 'XMPP stanza dropped');
+      return;
+    }
+    const reason = describeError(err);
+    if (!att.bound) {
+      this.lost(att, reason);
+      return;
+    }
+    att.lastError = reason;
+    this.log.warn({ reason }, 'XMPP connection error');
+  }
+
+  private async onOnline(att: Attempt): Promise<void> {
+    if (att.done || att !== this.current) return;
+    att.bound = true;
+    att.onlineSince = Date.now();
+    if (att.loginTimer) clearTimeout(att.loginTimer);
+    att.loginTimer = null;
+    const { entity, iqCaller } = att.conn;
+    this.boundJid = entity.jid?.toString() ?? this.own.full;
+    this.log.info({ jid: this.boundJid }, 'XMPP logged in');
+    // Roster first, then initial presence (RFC 6121 §2.2).
+    try {
+      const query = await iqCaller.get(buildRosterGet(), undefined, this.stepTimeoutMs);
+      if (att.done) return;
+      this.emit('roster', { items: parseRosterQuery(query), full: true });
+    } catch (err) {
+      if (att.done) return;
+      this.log.warn({ reason: describeError(err) }, 'XMPP roster request failed');
+    }
+    if (!(await this.announce(att))) return;
+    att.announced = true;
+    this.livenessTimer = setInterval(() => void this.liveness(att), this.livenessMs);
+    if (this.table.size > 0) {
+      this.graceTimer = setTimeout(() => {
+        this.graceTimer = null;
+        if (att === this.current && !att.done) this.emitChanges(this.table.dropStale());
+      }, this.presenceGraceMs);
+    }
+    this.setState('online');
+  }
+
+  private async announce(att: Attempt): Promise<boolean> {
+    try {
+      await att.conn.entity.send(buildPresence(this.uid, this.overlay));
+      this.ctr.presence_out++;
+      return !att.done;
+    } catch (err) {
+      if (!att.done) this.log.debug({ reason: describeError(err) }, 'XMPP presence send failed');
+      return false;
+    }
+  }
+
+  /** The paper's periodic broadcast, plus a server ping to notice a dead connection. */
+  private async liveness(att: Attempt): Promise<void> {
+    if (att.done || att !== this.current) return;
+    await this.announce(att);
+    try {
+      await att.conn.iqCaller.request(
+        xml('iq', { type: 'get', to: this.own.domain }, xml('ping', { xmlns: NS_PING })),
+        this.pingTimeoutMs,
+      );
+    } catch (err) {
+      if (att.done) return;
+      // An error reply is still an answer; only silence means the connection is dead.
+      if ((err as { name?: string }).name === 'TimeoutError') {
+        this.ctr.ping_timeouts++;
+        this.lost(att, `timeout: the server did not answer a ping within ${Math.round(this.pingTimeoutMs / 1000)} s`);
+      }
+    }
+  }
+
+  private onStanza(att: Attempt, el: XmlElement): void {
+    if (att.done || att !== this.current) return;
+    try {
+      if (el.name === 'presence') this.onPresence(el);
+      else this.onMessage(el);
+    } catch (err) {
+      this.ctr.stanza_errors++;
+      this.log.debug({ err }, 'XMPP stanza handling failed');
+    }
+  }
+
+  private onPresence(el: XmlElement): void {
+    this.ctr.presence_in++;
+    const p = parsePresence(el);
+    switch (p.kind) {
+      case 'available':
+        if (p.jid.full === this.boundJid) return;
+        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay));
+        return;
+      case 'unavailable':
+        if (p.jid.full === this.boundJid) return;
+        if (p.error) this.log.debug({ from: p.jid.full }, 'error presence: taken as unavailable');
+        this.emitChanges(this.table.unavailable(p.jid));
+        return;
+      case 'malformed':
+        this.ctr.presence_dropped_malformed++;
+        this.log.debug({ from: el.attrs.from, reason: p.reason }, 'presence dropped');
+        return;
+      case 'ignore':
+        return;
+    }
+  }
+
+  private onMessage(el: XmlElement): void {
+    const r = parseSignalMessage(el, (jid) => this.table.uidOf(jid));
+    if (!r.ok) {
+      this.ctr[r.counter]++;
+      this.log.debug({ from: r.from ?? el.attrs.from, reason: r.reason }, 'message dropped');
+      return;
+    }
+    this.ctr.signals_in++;
+    this.table.heard(r.jid.full);
+    this.log.debug({ from: r.jid.full, type: r.signal.type }, 'signal received');
+    this.emit('signal', { jid: r.jid.full, uid: r.signal.uid, type: r.signal.type, data: r.signal.data });
+  }
+
+  private emitChanges(changes: PresenceChange[]): void {
+    for (const c of changes) {
+      this.log.debug(c, c.online ? 'peer online' : 'peer offline');
+      this.emit('presence', { jid: c.jid, uid: c.uid, overlay: c.overlay, online: c.online });
+    }
+  }
+
+  /** The attempt is over (failed login or lost connection): clean up and schedule the next one. */
+  private lost(att: Attempt, reason: string): void {
+    if (att.done) return;
+    att.done = true;
+    if (att.loginTimer) clearTimeout(att.loginTimer);
+    abandon(att.conn);
+    if (att !== this.current) return;
+    this.current = null;
+    const wasOnline = att.bound;
+    if (wasOnline) {
+      this.stopOnlineTimers();
+      this.table.markAllStale();
+      this.boundJid = null;
+      this.ctr.disconnects++;
+      if (Date.now() - att.onlineSince >= STABLE_SESSION_MS) this.failures = 0;
+    } else {
+      this.ctr.login_failures++;
+    }
+    this.retryLater(reason, wasOnline);
+  }
+
+  private retryLater(reason: string, wasOnline: boolean): void {
+    if (!this.running) return;
+    const delay = backoffDelay(this.failures++, Math.random, this.backoffInitialMs, this.backoffMaxMs);
+    const fields = { reason, retry_in_ms: delay, attempt: this.failures };
+    if (reason.startsWith('auth:') || reason.startsWith('tls:')) this.log.error(fields, 'XMPP login failed');
+    else if (reason.startsWith('stream error: conflict')) {
+      this.log.error(fields, 'XMPP session replaced by another login with the same JID and resource');
+    }
+    else if (wasOnline) this.log.warn(fields, 'XMPP connection lost');
+    else this.log.warn(fields, 'XMPP connection failed');
+    this.setState('offline', reason);
+    this.clearTimer('reconnectTimer');
+    this.reconnectTimer = setTimeout(() => {
+      this.ctr.reconnects++;
+      this.connect();
+    }, delay);
+  }
+
+  private stopOnlineTimers(): void {
+    if (this.livenessTimer) clearInterval(this.livenessTimer);
+    this.livenessTimer = null;
+    this.clearTimer('graceTimer');
+  }
+
+  private clearTimer(name: 'reconnectTimer' | 'graceTimer'): void {
+    const t = this[name];
+    if (t) clearTimeout(t);
+    this[name] = null;
+  }
+
+  private setState(s: XmppState, reason?: string): void {
+    if (this._state === s && reason === undefined) return;
+    this._state = s;
+    this.emit('state', s, reason);
+  }
+}
+
+/** Forgets a connection: no more events from it, socket destroyed, late errors swallowed. */
+function abandon(conn: XmppConnection): void {
+  const { entity } = conn;
+  entity.removeAllListeners();
+  entity.on('error', () => undefined);
+  try {
+    entity.socket?.destroy?.();
+  } catch {
+    // already gone
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('timed out')), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
