@@ -1,1 +1,13 @@
-export {};
+export { DatapathClient, DatapathError, type DatapathAddress, type DatapathClientOptions } from './datapath-client.js';
+export * from './clock.js';
+export * from './backoff.js';
+export * from './rate-limit.js';
+export * from './datapath-port.js';
+export * from './datapath-supervisor.js';
+export * from './subnet.js';
+export * from './peer-table.js';
+export * from './signaling.js';
+export * from './link-policy.js';
+export * from './config-loader.js';
+export * from './status-file.js';
+export * from './packet-queue.js';

@@ -1,0 +1,72 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { checkConfig, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
+
+/** A config file that cannot be used; the message names the file, the key and what is expected. */
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(problems.length === 1 ? `${file}: ${problems[0]}` : `${file}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Anything checkConfig accepts (a zod schema from @tincan/protocol). */
+type Schema = Parameters<typeof checkConfig>[0];
+type Output<S> = S extends { _zod: { output: infer O } } ? O : never;
+
+/** Reads and validates a JSON config file: every problem reported with the file name and key path. */
+export async function loadConfigFile<S extends Schema>(file: string, schema: S): Promise<Output<S>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read the file: ${(err as Error).message}`]);
+  }
+  return parseConfigText(file, text, schema);
+}
+
+/** Same as loadConfigFile, from text already read. */
+export function parseConfigText<S extends Schema>(file: string, text: string, schema: S): Output<S> {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(file, [`not valid JSON: ${(err as Error).message}`]);
+  }
+  const r = checkConfig(schema, data);
+  if (!r.ok) throw new ConfigError(file, r.problems);
+  return r.value as Output<S>;
+}
+
+/** A path from a config file: relative paths are relative to the file's directory. */
+export function configRelative(file: string, path: string): string {
+  return isAbsolute(path) ? path : resolve(dirname(file), path);
+}
+
+/**
+ * The XMPP credentials for register_svc: reads `password_file` (its first line) and resolves
+ * `ca_file` against the config file's directory. `keyPath` names the section in error messages.
+ */
+export async function resolveXmppCredentials(file: string, x: XmppConfig, keyPath = 'xmpp'): Promise<XmppCredentials> {
+  const { password_file, password, ...rest } = x;
+  let pw = password;
+  if (password_file !== undefined) {
+    const path = configRelative(file, password_file);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new ConfigError(file, [`${keyPath}.password_file: cannot read ${path}: ${(err as Error).message}`]);
+    }
+    pw = text.split(/\r?\n/, 1)[0] ?? '';
+    if (!pw) throw new ConfigError(file, [`${keyPath}.password_file: ${path} is empty (expected the password on its first line)`]);
+  }
+  return {
+    ...rest,
+    password: pw!,
+    ...(rest.ca_file !== undefined ? { ca_file: configRelative(file, rest.ca_file) } : {}),
+  };
+}

@@ -1,0 +1,507 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type {
+  Attempt,
+  ConReject,
+  ConReq,
+  ConResp,
+  LinkState,
+  SessionDescription,
+  TurnServer,
+  Uid,
+} from '@tincan/protocol';
+import type { Clock, TimerHandle } from './clock.js';
+import type { DatapathPort } from './datapath-port.js';
+import { errorMessage } from './datapath-port.js';
+
+/**
+ * idle: no link (as far as this controller knows);
+ * offering: our create_link (offer) is in flight, or our con_req is out and we wait for con_resp;
+ * answering: our create_link with the peer's offer is in flight;
+ * connecting: descriptions exchanged, waiting for the datapath's link event "up";
+ * up: the link is up.
+ */
+export type SessionState = 'idle' | 'offering' | 'answering' | 'connecting' | 'up';
+
+/**
+ * Why a session went back to idle. `policy`: the controller trimmed it (idle, LRU, departure);
+ * `lost`: the link vanished from the datapath (restart, or trimmed behind our back); the others are
+ * failures worth a retry with backoff.
+ */
+export type CloseReason = 'failed' | 'timeout' | 'rejected' | 'signal_failed' | 'rpc_failed' | 'policy' | 'lost';
+
+export const FAILURE_REASONS: ReadonlySet<CloseReason> = new Set(['failed', 'timeout', 'rejected', 'signal_failed', 'rpc_failed']);
+
+/** What happened to a received signal (for counters and tests). */
+export type SignalOutcome =
+  | 'answered' // a con_req we answer (new link or replacement)
+  | 'glare_kept' // a con_req during our own offer, and our UID is lower: ours stands
+  | 'glare_yielded' // a con_req during our own offer, and our UID is higher: we answer theirs
+  | 'duplicate' // a message seen before (answered again if useful), or a late copy
+  | 'applied' // a con_resp that completes our offer
+  | 'stale' // a con_resp / con_reject for no current attempt of ours
+  | 'rejected'; // a con_reject that ends our current attempt
+
+export interface SignalingHooks {
+  /** The identity fields our con_req / con_resp carry. */
+  identity(uid: Uid): { overlay: string; ip4: string };
+  /** STUN / TURN for create_link. */
+  ice(): { stun: string[]; turn: TurnServer[] };
+  /**
+   * Called with a verified peer message before its link is created or completed: map the peer's
+   * addresses (the datapath drops frames whose inner source is not mapped to the link's peer).
+   */
+  prepare(uid: Uid, msg: ConReq | ConResp): Promise<void>;
+  onUp(uid: Uid): void;
+  onClosed(uid: Uid, reason: CloseReason, detail: string): void;
+}
+
+export interface SignalingOptions {
+  localUid: Uid;
+  rpc: Pick<DatapathPort, 'call'>;
+  clock: Clock;
+  logger: Logger;
+  hooks: SignalingHooks;
+  /** From our create_link (offer) to the peer's con_resp. */
+  offerTimeoutMs?: number;
+  /** From exchanged descriptions to the link being up (ICE alone may take ~40 s to fail). */
+  connectTimeoutMs?: number;
+  /** A link that went "down" (not failed) gets this long to come back before it is trimmed. */
+  downGraceMs?: number;
+  /** Resending our con_req / con_resp for a duplicate is limited to once per this. */
+  resendMinMs?: number;
+  /** An unanswered con_req is sent again this often until the offer times out (lost messages). */
+  offerResendMs?: number;
+  /** A counter of RPC calls sent, to order our link creations against get_state snapshots. */
+  seq?: () => number;
+  /** Attempt ids (tests pass deterministic ones). */
+  newAttempt?: () => Attempt;
+}
+
+export interface Session {
+  readonly uid: Uid;
+  state: SessionState;
+  /** Bumped whenever the session starts over; async continuations of an older generation stop. */
+  gen: number;
+  role: 'offerer' | 'answerer' | null;
+  /** Our current offer's attempt id and description. */
+  myAttempt: Attempt | null;
+  myOffer: SessionDescription | null;
+  answerApplied: boolean;
+  /** The peer's attempt we answer, and our answer to it. */
+  peerAttempt: Attempt | null;
+  myAnswer: SessionDescription | null;
+  /** The peer's attempts seen (answered or refused), most recent last, bounded. */
+  seen: Attempt[];
+  sinceMs: number;
+  upSinceMs: number | null;
+  /** RPC sequence number after which the datapath surely has this session's link (null: no link yet). */
+  linkSeq: number | null;
+  /** RPC sequence number when the session last became idle. */
+  idleSeq: number;
+  lastResendMs: number;
+  trimsInFlight: number;
+  adopted: boolean;
+  timer: TimerHandle | null;
+  timerKind: 'offer' | 'connect' | 'down' | null;
+}
+
+const SEEN_MAX = 8;
+
+/**
+ * The per-peer link negotiation state machine (paper §5.3: connection request / response over the
+ * notification overlay). It owns the signaling and the create_link / trim_link calls; what to link
+ * and when is the caller's policy.
+ *
+ * - Glare (both sides offer at once): the node with the lower UID is the offerer. The higher one
+ *   drops its pending offer and answers; the lower one keeps its offer, ignores the peer's and resends
+ *   its con_req (in case the first was lost).
+ * - Idempotent: a con_req whose attempt was seen before never tears a link down; we resend our answer
+ *   instead (the first may have been lost). A con_req with a new attempt replaces the link (the peer
+ *   restarted or gave up on the old one). con_resp / con_reject for another attempt are ignored.
+ * - Every async step checks the session generation, so late RPC answers never act on a newer attempt.
+ */
+export class Signaling {
+  private readonly sessions = new Map<Uid, Session>();
+  private readonly offerTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly downGraceMs: number;
+  private readonly resendMinMs: number;
+  private readonly offerResendMs: number;
+  private readonly seq: () => number;
+  private readonly newAttempt: () => Attempt;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: SignalingOptions) {
+    this.offerTimeoutMs = opts.offerTimeoutMs ?? 15_000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 45_000;
+    this.downGraceMs = opts.downGraceMs ?? 10_000;
+    this.resendMinMs = opts.resendMinMs ?? 2_000;
+    this.offerResendMs = opts.offerResendMs ?? 5_000;
+    this.seq = opts.seq ?? (() => 0);
+    this.newAttempt = opts.newAttempt ?? (() => randomBytes(8).toString('hex'));
+    this.log = opts.logger;
+  }
+
+  state(uid: Uid): SessionState {
+    return this.sessions.get(uid)?.state ?? 'idle';
+  }
+
+  session(uid: Uid): Session | undefined {
+    return this.sessions.get(uid);
+  }
+
+  all(): IterableIterator<Session> {
+    return this.sessions.values();
+  }
+
+  /** Sessions that hold (or are making) a link. */
+  activeCount(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.state !== 'idle') n++;
+    return n;
+  }
+
+  /** Starts an offer to `uid` if nothing is under way with it; false if a session is active. */
+  connect(uid: Uid): boolean {
+    const s = this.ensure(uid);
+    if (s.state !== 'idle') return false;
+    const gen = this.restart(s, 'offering', 'offerer');
+    s.myAttempt = this.newAttempt();
+    this.armOffer(s);
+    void this.offer(s, gen);
+    return true;
+  }
+
+  private async offer(s: Session, gen: number): Promise<void> {
+    const { uid } = s;
+    let result;
+    try {
+      result = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice() });
+    } catch (err) {
+      if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link: ${errorMessage(err)}`);
+      return;
+    }
+    if (s.gen !== gen) return;
+    if (!result.description) {
+      // The datapath already has a link to this peer that we did not know about.
+      if (result.state === 'up') {
+        s.linkSeq = this.seq();
+        this.markUp(s, true);
+      } else {
+        this.fail(s, 'rpc_failed', `create_link returned an existing ${result.state} link and no offer`);
+      }
+      return;
+    }
+    s.myOffer = result.description;
+    s.linkSeq = this.seq();
+    await this.sendReq(s, gen);
+  }
+
+  private async sendReq(s: Session, gen: number): Promise<void> {
+    if (!s.myOffer || !s.myAttempt) return;
+    s.lastResendMs = this.opts.clock.now();
+    try {
+      await this.opts.rpc.call('send_signal', {
+        uid: s.uid,
+        type: 'con_req',
+        data: { ...this.opts.hooks.identity(s.uid), attempt: s.myAttempt, description: s.myOffer },
+      });
+    } catch (err) {
+      if (s.gen === gen && s.state === 'offering') this.fail(s, 'signal_failed', `con_req: ${errorMessage(err)}`);
+    }
+  }
+
+  /** A verified con_req from `uid`. */
+  handleConReq(uid: Uid, msg: ConReq): SignalOutcome {
+    const s = this.ensure(uid);
+    if (s.seen.includes(msg.attempt)) {
+      if (s.peerAttempt === msg.attempt && s.myAnswer && (s.state === 'connecting' || s.state === 'up')) {
+        this.maybeResend(s, () => this.sendResp(s, s.gen));
+      }
+      return 'duplicate';
+    }
+    this.remember(s, msg.attempt);
+    if (s.state === 'offering' && !s.answerApplied) {
+      if (this.opts.localUid < uid) {
+        // Glare, and we are the offerer: keep ours and send it again, in case the peer never got it
+        // (once per attempt of the peer's: its duplicates take the "seen" path above).
+        if (s.myOffer) void this.sendReq(s, s.gen);
+        return 'glare_kept';
+      }
+      this.log.debug({ peer: short(uid) }, 'glare: yielding to the lower UID');
+      this.answer(s, msg);
+      return 'glare_yielded';
+    }
+    if (s.state !== 'idle') this.log.info({ peer: short(uid), was: s.state }, 'new offer from the peer: replacing the link');
+    this.answer(s, msg);
+    return 'answered';
+  }
+
+  private answer(s: Session, msg: ConReq): void {
+    const gen = this.restart(s, 'answering', 'answerer');
+    s.peerAttempt = msg.attempt;
+    this.arm(s, 'connect', this.connectTimeoutMs);
+    void this.doAnswer(s, gen, msg);
+  }
+
+  private async doAnswer(s: Session, gen: number, msg: ConReq): Promise<void> {
+    const { uid } = s;
+    try {
+      await this.opts.hooks.prepare(uid, msg);
+      if (s.gen !== gen) return;
+      const r = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description });
+      if (s.gen !== gen) return;
+      if (!r.description || r.description.type !== 'answer') throw new Error('create_link returned no answer');
+      s.myAnswer = r.description;
+      s.linkSeq = this.seq();
+      if (s.state === 'answering') s.state = 'connecting';
+    } catch (err) {
+      if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link (answer): ${errorMessage(err)}`);
+      return;
+    }
+    await this.sendResp(s, gen);
+  }
+
+  private async sendResp(s: Session, gen: number): Promise<void> {
+    if (!s.myAnswer || !s.peerAttempt) return;
+    s.lastResendMs = this.opts.clock.now();
+    try {
+      await this.opts.rpc.call('send_signal', {
+        uid: s.uid,
+        type: 'con_resp',
+        data: { ...this.opts.hooks.identity(s.uid), attempt: s.peerAttempt, description: s.myAnswer },
+      });
+    } catch (err) {
+      if (s.gen === gen && s.state !== 'up') this.fail(s, 'signal_failed', `con_resp: ${errorMessage(err)}`);
+    }
+  }
+
+  /** A verified con_resp from `uid`. */
+  handleConResp(uid: Uid, msg: ConResp): SignalOutcome {
+    const s = this.sessions.get(uid);
+    if (!s || s.myAttempt !== msg.attempt) return 'stale';
+    if (s.state !== 'offering' || s.answerApplied || !s.myOffer) return 'duplicate';
+    s.answerApplied = true;
+    const gen = s.gen;
+    this.arm(s, 'connect', this.connectTimeoutMs);
+    void (async () => {
+      try {
+        await this.opts.hooks.prepare(uid, msg);
+        if (s.gen !== gen) return;
+        await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description });
+        if (s.gen !== gen) return;
+        if (s.state === 'offering') s.state = 'connecting';
+      } catch (err) {
+        if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link (answer): ${errorMessage(err)}`);
+      }
+    })();
+    return 'applied';
+  }
+
+  /** A verified con_reject from `uid`. */
+  handleConReject(uid: Uid, msg: ConReject): SignalOutcome {
+    const s = this.sessions.get(uid);
+    if (!s || s.state !== 'offering' || s.answerApplied) return 'stale';
+    if (msg.attempt !== undefined && msg.attempt !== s.myAttempt) return 'stale';
+    this.fail(s, 'rejected', `${msg.reason}${msg.message ? `: ${msg.message}` : ''}`);
+    return 'rejected';
+  }
+
+  /** A link event from the datapath. */
+  handleLinkEvent(uid: Uid, state: LinkState, reason?: string): void {
+    const s = this.sessions.get(uid);
+    if (!s || s.state === 'idle') return;
+    if (state === 'connecting') return;
+    if (state === 'up') {
+      if (s.linkSeq === null && !s.answerApplied && s.state !== 'answering') return; // not our link yet
+      if (s.state !== 'up' || s.timerKind === 'down') this.markUp(s, false);
+      return;
+    }
+    // down or failed
+    if (reason === 'trimmed') {
+      if (s.trimsInFlight > 0) return; // ours
+      this.close(s, 'lost', 'trimmed by someone else', false);
+      return;
+    }
+    if (s.linkSeq === null && s.state === 'offering') return; // the link we are about to replace
+    if (state === 'failed') {
+      this.fail(s, 'failed', reason ?? 'link failed');
+    } else if (s.state === 'up') {
+      // "down" may be a transient ICE disconnect: give it a moment to recover.
+      if (s.timerKind !== 'down') this.arm(s, 'down', this.downGraceMs);
+    } else {
+      this.fail(s, 'failed', reason ?? 'link down');
+    }
+  }
+
+  /** The controller trims the link (idle, LRU, departure, conflict). */
+  trim(uid: Uid, detail: string): void {
+    const s = this.sessions.get(uid);
+    if (!s || s.state === 'idle') return;
+    this.close(s, 'policy', detail, true);
+  }
+
+  /** An up link found in the datapath with no session (controller restart): take it over. */
+  adopt(uid: Uid, upSinceMs: number): void {
+    const s = this.ensure(uid);
+    if (s.state !== 'idle') return;
+    this.restart(s, 'up', null);
+    s.linkSeq = this.seq();
+    s.adopted = true;
+    s.upSinceMs = upSinceMs;
+  }
+
+  /** The datapath no longer has the session's link (restart, external trim): back to idle. */
+  lost(uid: Uid, detail: string): void {
+    const s = this.sessions.get(uid);
+    if (!s || s.state === 'idle') return;
+    this.close(s, 'lost', detail, false);
+  }
+
+  /** Trims a link the datapath has but no session owns (left over, or half made by a crashed controller). */
+  trimOrphan(uid: Uid): void {
+    const s = this.ensure(uid);
+    if (s.state !== 'idle') return;
+    this.sendTrim(s);
+  }
+
+  /** Everything is gone (the datapath restarted): every session to idle, without RPCs. */
+  reset(detail: string): void {
+    for (const s of this.sessions.values()) if (s.state !== 'idle') this.close(s, 'lost', detail, false);
+  }
+
+  /** Drops the record of an idle session (the peer is gone for good). */
+  forget(uid: Uid): void {
+    const s = this.sessions.get(uid);
+    if (s && s.state === 'idle' && s.trimsInFlight === 0) this.sessions.delete(uid);
+  }
+
+  stop(): void {
+    for (const s of this.sessions.values()) {
+      s.gen++;
+      this.disarm(s);
+    }
+  }
+
+  // --- internals -----------------------------------------------------------------------------------
+
+  private ensure(uid: Uid): Session {
+    let s = this.sessions.get(uid);
+    if (!s) {
+      s = {
+        uid, state: 'idle', gen: 0, role: null, myAttempt: null, myOffer: null, answerApplied: false,
+        peerAttempt: null, myAnswer: null, seen: [], sinceMs: this.opts.clock.now(), upSinceMs: null,
+        linkSeq: null, idleSeq: this.seq(), lastResendMs: 0, trimsInFlight: 0, adopted: false,
+        timer: null, timerKind: null,
+      };
+      this.sessions.set(uid, s);
+    }
+    return s;
+  }
+
+  /** Starts a new generation in `state`; returns it. */
+  private restart(s: Session, state: SessionState, role: Session['role']): number {
+    this.disarm(s);
+    s.gen++;
+    s.state = state;
+    s.role = role;
+    s.myAttempt = null;
+    s.myOffer = null;
+    s.answerApplied = false;
+    s.peerAttempt = null;
+    s.myAnswer = null;
+    s.sinceMs = this.opts.clock.now();
+    s.upSinceMs = null;
+    s.linkSeq = null;
+    s.adopted = false;
+    return s.gen;
+  }
+
+  private remember(s: Session, attempt: Attempt): void {
+    s.seen.push(attempt);
+    if (s.seen.length > SEEN_MAX) s.seen.shift();
+  }
+
+  private maybeResend(s: Session, send: () => Promise<void>): void {
+    if (this.opts.clock.now() - s.lastResendMs < this.resendMinMs) return;
+    void send();
+  }
+
+  private markUp(s: Session, adopted: boolean): void {
+    this.disarm(s);
+    const wasUp = s.state === 'up';
+    s.state = 'up';
+    s.adopted = adopted;
+    if (!wasUp) {
+      s.upSinceMs = this.opts.clock.now();
+      this.log.info({ peer: short(s.uid), role: s.role }, 'link up');
+      this.opts.hooks.onUp(s.uid);
+    }
+  }
+
+  private fail(s: Session, reason: CloseReason, detail: string): void {
+    this.log.info({ peer: short(s.uid), state: s.state, reason, detail }, 'link attempt closed');
+    this.close(s, reason, detail, true);
+  }
+
+  private close(s: Session, reason: CloseReason, detail: string, trim: boolean): void {
+    if (reason === 'policy' || reason === 'lost') this.log.info({ peer: short(s.uid), state: s.state, reason, detail }, 'link closed');
+    this.restart(s, 'idle', null);
+    s.idleSeq = this.seq();
+    if (trim) this.sendTrim(s);
+    this.opts.hooks.onClosed(s.uid, reason, detail);
+  }
+
+  private sendTrim(s: Session): void {
+    s.trimsInFlight++;
+    this.opts.rpc
+      .call('trim_link', { uid: s.uid })
+      .catch((err: unknown) => this.log.debug({ peer: short(s.uid), err: errorMessage(err) }, 'trim_link failed'))
+      .finally(() => {
+        s.trimsInFlight--;
+      });
+  }
+
+  private arm(s: Session, kind: 'offer' | 'connect' | 'down', ms: number): void {
+    this.disarm(s);
+    const gen = s.gen;
+    s.timerKind = kind;
+    s.timer = this.opts.clock.setTimeout(() => {
+      s.timer = null;
+      s.timerKind = null;
+      if (s.gen !== gen) return;
+      if (kind === 'down') this.fail(s, 'failed', `link down for ${ms / 1000} s`);
+      else this.fail(s, 'timeout', kind === 'offer' ? 'no answer to our offer' : 'link did not come up');
+    }, ms);
+  }
+
+  /** The offer timeout, in steps: each step without an answer sends the con_req again. */
+  private armOffer(s: Session): void {
+    const remaining = s.sinceMs + this.offerTimeoutMs - this.opts.clock.now();
+    if (remaining <= 0 || remaining <= this.offerResendMs) {
+      this.arm(s, 'offer', Math.max(0, remaining));
+      return;
+    }
+    this.disarm(s);
+    const gen = s.gen;
+    s.timerKind = 'offer';
+    s.timer = this.opts.clock.setTimeout(() => {
+      s.timer = null;
+      s.timerKind = null;
+      if (s.gen !== gen || s.state !== 'offering' || s.answerApplied) return;
+      if (s.myOffer) void this.sendReq(s, gen);
+      this.armOffer(s);
+    }, this.offerResendMs);
+  }
+
+  private disarm(s: Session): void {
+    if (s.timer !== null) this.opts.clock.clearTimeout(s.timer);
+    s.timer = null;
+    s.timerKind = null;
+  }
+}
+
+function short(uid: Uid): string {
+  return uid.slice(0, 12);
+}

@@ -1,0 +1,254 @@
+import pino from 'pino';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { parseControllerSignal, uidFromIp4, type Uid } from '@tincan/protocol';
+import { ManualClock } from '../src/clock.js';
+import { Signaling, type CloseReason, type SignalOutcome } from '../src/signaling.js';
+import { FakeDatapath, FakeNet, type FakePort } from './fake-datapath.js';
+
+const logger = pino({ level: 'silent' });
+
+interface Side {
+  ip4: string;
+  uid: Uid;
+  dp: FakeDatapath;
+  port: FakePort;
+  sig: Signaling;
+  ups: Uid[];
+  closed: { uid: Uid; reason: CloseReason; detail: string }[];
+  outcomes: SignalOutcome[];
+}
+
+let clock: ManualClock;
+let net: FakeNet;
+
+async function side(ip4: string): Promise<Side> {
+  const uid = uidFromIp4(ip4);
+  const dp = new FakeDatapath(net, `${ip4.replace(/\./g, '-')}@vpn.test/tincan`);
+  const port = dp.port();
+  let seq = 0;
+  const rpc = {
+    call: ((m: never, p: never) => {
+      seq++;
+      return port.call(m, p);
+    }) as FakePort['call'],
+  };
+  const s: Side = { ip4, uid, dp, port, sig: null as unknown as Signaling, ups: [], closed: [], outcomes: [] };
+  s.sig = new Signaling({
+    localUid: uid,
+    rpc,
+    clock,
+    logger,
+    seq: () => seq,
+    hooks: {
+      identity: () => ({ overlay: 'lab', ip4 }),
+      ice: () => ({ stun: [], turn: [] }),
+      prepare: async (peer, msg) => {
+        await port.call('set_remote_ip', { uid: peer, ip4: msg.ip4 });
+      },
+      onUp: (peer) => s.ups.push(peer),
+      onClosed: (peer, reason, detail) => s.closed.push({ uid: peer, reason, detail }),
+    },
+  });
+  port.onEvent((e) => {
+    if (e.event === 'signal') {
+      const p = parseControllerSignal(e.type, e.data);
+      if (!p.ok) return;
+      if (p.type === 'con_req') s.outcomes.push(s.sig.handleConReq(e.uid, p.msg));
+      else if (p.type === 'con_resp') s.outcomes.push(s.sig.handleConResp(e.uid, p.msg));
+      else s.outcomes.push(s.sig.handleConReject(e.uid, p.msg));
+    } else if (e.event === 'link') {
+      s.sig.handleLinkEvent(e.uid, e.state, e.reason);
+    }
+  });
+  await port.subscribe();
+  await port.call('set_local_ip', { uid, name: 'tincan0', ip4: `${ip4}/16` });
+  await port.call('register_svc', { xmpp: { host: 'x', port: 5222, jid: dp.jid, password: 'p', mechanism: 'PLAIN' }, overlay: 'lab' });
+  return s;
+}
+
+/** Two sides, `lo` with the lower UID. */
+async function pair(): Promise<{ lo: Side; hi: Side }> {
+  const a = await side('10.9.0.1');
+  const b = await side('10.9.0.2');
+  await clock.settle();
+  return a.uid < b.uid ? { lo: a, hi: b } : { lo: b, hi: a };
+}
+
+beforeEach(() => {
+  clock = new ManualClock();
+  net = new FakeNet(clock);
+});
+
+describe('Signaling', () => {
+  it('makes a link in one round trip: con_req (offer) → con_resp (answer) → up on both sides', async () => {
+    const { lo, hi } = await pair();
+    expect(hi.sig.connect(lo.uid)).toBe(true);
+    expect(hi.sig.connect(lo.uid)).toBe(false); // one attempt in flight per peer
+    await clock.advance(1000);
+    expect(net.signals.map((s) => s.type)).toEqual(['con_req', 'con_resp']);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.session(lo.uid)?.role).toBe('offerer');
+    expect(lo.sig.session(hi.uid)?.role).toBe('answerer');
+    expect(hi.ups).toEqual([lo.uid]);
+    expect(lo.dp.map4.get(hi.ip4)).toBe(hi.uid); // prepare() mapped the peer before the link
+  });
+
+  it('glare: both offer at once, the lower UID stays offerer and exactly one link results', async () => {
+    const { lo, hi } = await pair();
+    lo.sig.connect(hi.uid);
+    hi.sig.connect(lo.uid);
+    await clock.advance(2000);
+    expect(hi.outcomes).toContain('glare_yielded');
+    expect(lo.outcomes).toContain('glare_kept');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.dp.links.get(hi.uid)?.role).toBe('offerer');
+    expect(hi.dp.links.get(lo.uid)?.role).toBe('answerer');
+    expect(lo.closed).toEqual([]);
+    expect(hi.closed).toEqual([]);
+    // Nothing is left to time out and tear the link down later.
+    await clock.advance(120_000);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+  });
+
+  it('glare where the lower UID\'s first con_req is lost: its resend completes the link', async () => {
+    const { lo, hi } = await pair();
+    let dropped = false;
+    net.drop = (s) => {
+      if (!dropped && s.from === lo.uid && s.type === 'con_req') return (dropped = true);
+      return false;
+    };
+    lo.sig.connect(hi.uid);
+    hi.sig.connect(lo.uid);
+    await clock.advance(3000);
+    expect(dropped).toBe(true);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.dp.links.get(hi.uid)?.role).toBe('offerer');
+  });
+
+  it('a duplicate con_req does not tear an up link down; its con_resp is sent again', async () => {
+    const { lo, hi } = await pair();
+    lo.sig.connect(hi.uid);
+    await clock.advance(3000); // past the resend rate limit
+    const req = net.signals.find((s) => s.type === 'con_req')!;
+    const link = hi.dp.links.get(lo.uid);
+    const before = net.signals.length;
+    hi.dp.emit({ event: 'signal', uid: lo.uid, jid: lo.dp.jid, type: 'con_req', data: req.data as never });
+    await clock.advance(1000);
+    hi.dp.emit({ event: 'signal', uid: lo.uid, jid: lo.dp.jid, type: 'con_req', data: req.data as never });
+    await clock.advance(1000);
+    expect(hi.outcomes.slice(-2)).toEqual(['duplicate', 'duplicate']);
+    expect(hi.dp.links.get(lo.uid)).toBe(link);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(net.signals.slice(before).map((s) => s.type)).toEqual(['con_resp']); // once: rate-limited
+    // and the offerer ignores the repeated answer
+    expect(lo.outcomes.at(-1)).toBe('duplicate');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+  });
+
+  it('a con_req with a new attempt (the peer restarted) replaces the link', async () => {
+    const { lo, hi } = await pair();
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    const old = hi.dp.links.get(lo.uid);
+    // lo's controller restarts: a fresh Signaling offers again with a new attempt.
+    lo.sig.trim(hi.uid, 'test restart');
+    await clock.advance(2000);
+    lo.sig.connect(hi.uid);
+    await clock.advance(2000);
+    expect(hi.outcomes.filter((o) => o === 'answered').length).toBe(2);
+    expect(hi.dp.links.get(lo.uid)).not.toBe(old);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+  });
+
+  it('late con_resp / con_reject for another attempt are ignored', async () => {
+    const { lo, hi } = await pair();
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    const resp = net.signals.find((s) => s.type === 'con_resp')!;
+    const data = { ...(resp.data as object), attempt: '0123456789abcdef' };
+    lo.dp.emit({ event: 'signal', uid: hi.uid, jid: hi.dp.jid, type: 'con_resp', data });
+    lo.dp.emit({ event: 'signal', uid: hi.uid, jid: hi.dp.jid, type: 'con_reject', data: { reason: 'max_links', attempt: '0123456789abcdef' } });
+    await clock.advance(100);
+    expect(lo.outcomes.slice(-2)).toEqual(['stale', 'stale']);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+  });
+
+  it('a con_reject ends our offer (trimmed, reported as rejected)', async () => {
+    const { lo, hi } = await pair();
+    net.drop = (s) => s.type === 'con_req';
+    lo.sig.connect(hi.uid);
+    await clock.advance(10);
+    const attempt = lo.sig.session(hi.uid)!.myAttempt!;
+    lo.dp.emit({ event: 'signal', uid: hi.uid, jid: hi.dp.jid, type: 'con_reject', data: { reason: 'max_links', attempt } });
+    await clock.advance(10);
+    expect(lo.sig.state(hi.uid)).toBe('idle');
+    expect(lo.closed).toEqual([{ uid: hi.uid, reason: 'rejected', detail: 'max_links' }]);
+    expect(lo.dp.links.has(hi.uid)).toBe(false);
+  });
+
+  it('a lost con_resp is recovered: the con_req is sent again and answered again', async () => {
+    const { lo, hi } = await pair();
+    let lost = 0;
+    net.drop = (s) => s.type === 'con_resp' && lost++ === 0;
+    lo.sig.connect(hi.uid);
+    await clock.advance(4000);
+    expect(lo.sig.state(hi.uid)).toBe('offering');
+    await clock.advance(2000);
+    expect(net.signals.map((s) => s.type)).toEqual(['con_req', 'con_req', 'con_resp']);
+    expect(hi.outcomes).toEqual(['answered', 'duplicate']);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+  });
+
+  it('an unanswered offer times out and is trimmed', async () => {
+    const { lo, hi } = await pair();
+    net.drop = () => true;
+    lo.sig.connect(hi.uid);
+    await clock.advance(15_001);
+    expect(lo.closed.map((c) => c.reason)).toEqual(['timeout']);
+    expect(lo.dp.links.size).toBe(0);
+    expect(lo.dp.callsOf('trim_link').length).toBe(1);
+  });
+
+  it('a failed link closes both sessions as failed; a transient down recovers within the grace', async () => {
+    const { lo, hi } = await pair();
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    lo.dp.setLinkState(hi.uid, 'down', 'ICE disconnected');
+    await clock.advance(3000);
+    lo.dp.setLinkState(hi.uid, 'up');
+    await clock.advance(20_000);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(lo.ups.length).toBe(1);
+    lo.dp.setLinkState(hi.uid, 'failed', 'ICE failed');
+    await clock.advance(100);
+    expect(lo.closed.map((c) => c.reason)).toEqual(['failed']);
+    expect(lo.sig.state(hi.uid)).toBe('idle');
+  });
+
+  it('links that never connect time out on both sides', async () => {
+    const { lo, hi } = await pair();
+    net.linksWork = false;
+    net.failAfterMs = 100_000;
+    lo.sig.connect(hi.uid);
+    await clock.advance(46_000);
+    expect(lo.closed.map((c) => c.reason)).toEqual(['timeout']);
+    expect(hi.closed.map((c) => c.reason)).toEqual(['timeout']);
+  });
+
+  it('adopt / lost / reset move sessions without RPCs', async () => {
+    const { lo, hi } = await pair();
+    lo.sig.adopt(hi.uid, clock.now());
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(lo.sig.activeCount()).toBe(1);
+    lo.sig.reset('datapath restarted');
+    expect(lo.sig.state(hi.uid)).toBe('idle');
+    expect(lo.closed.map((c) => c.reason)).toEqual(['lost']);
+    expect(lo.dp.callsOf('trim_link')).toEqual([]);
+  });
+});

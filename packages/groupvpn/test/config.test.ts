@@ -1,0 +1,131 @@
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { groupVpnConfigJsonSchema } from '@tincan/protocol';
+import { ConfigError } from '@tincan/controller';
+import { loadGroupVpnConfig } from '../src/config.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+let dir: string;
+
+const base = {
+  network_id: 'lab',
+  xmpp: { host: 'xmpp.lab', jid: 'node1@vpn.test', password: 'secret' },
+  vnic: { ip4: '10.254.0.1/16' },
+};
+
+async function write(name: string, content: unknown): Promise<string> {
+  const file = join(dir, name);
+  await writeFile(file, typeof content === 'string' ? content : JSON.stringify(content));
+  return file;
+}
+
+/** The error message loading `content` gives (fails the test if it loads). */
+async function problem(content: unknown): Promise<string> {
+  const file = await write('bad.json', content);
+  try {
+    await loadGroupVpnConfig(file);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    expect(msg).toContain(file);
+    return msg;
+  }
+  throw new Error('the config loaded');
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'groupvpn-config-'));
+});
+
+describe('GroupVPN config', () => {
+  it('loads a minimal config and fills the defaults', async () => {
+    const c = await loadGroupVpnConfig(await write('ok.json', base));
+    expect(c).toEqual({
+      network_id: 'lab',
+      xmpp: { host: 'xmpp.lab', port: 5222, jid: 'node1@vpn.test', password: 'secret', mechanism: 'SCRAM-SHA-1' },
+      vnic: { name: 'tincan0', ip4: '10.254.0.1/16', mtu: 1280 },
+      stun: [],
+      turn: [],
+      link_policy: 'on-demand',
+      max_links: 32,
+      idle_timeout_s: 300,
+      datapath: '127.0.0.1:5801',
+      state_dir: '/var/lib/tincan',
+      log_level: 'info',
+    });
+  });
+
+  it('loads the full example of docs/config.md', async () => {
+    const full = {
+      $schema: '../docs/groupvpn-config.schema.json',
+      network_id: 'lab',
+      xmpp: { host: 'xmpp.lab', port: 5222, jid: 'node1@vpn.test', password: 's', ca_file: 'ca.pem', mechanism: 'PLAIN' },
+      vnic: { name: 'tincan0', ip4: '10.254.0.1/16', mtu: 1280 },
+      stun: ['stun.lab:3478'],
+      turn: [{ address: 'turn.lab:3478', username: 'u', password: 'p' }],
+      link_policy: 'proactive',
+      max_links: 32,
+      idle_timeout_s: 300,
+      datapath: '127.0.0.1:5801',
+      state_dir: '/var/lib/tincan/lab',
+      log_level: 'debug',
+    };
+    const c = await loadGroupVpnConfig(await write('full.json', full));
+    expect(c.xmpp.ca_file).toBe(join(dir, 'ca.pem')); // relative to the config file
+    expect(c.turn[0]!.username).toBe('u');
+  });
+
+  it('names the file, the key path and what is expected', async () => {
+    const { network_id: _, ...noId } = base;
+    expect(await problem(noId)).toMatch(/network_id: missing \(expected string\)/);
+    expect(await problem({ ...base, max_links: '32' })).toMatch(/max_links: expected number, got the string "32"/);
+    expect(await problem({ ...base, vnic: { ip4: '10.254.0.1' } })).toMatch(
+      /vnic\.ip4: expected an IPv4 address with its prefix length, e\.g\. "10\.254\.0\.1\/16"/,
+    );
+    expect(await problem({ ...base, vnic: { ip4: '10.254.0.0/16' } })).toMatch(/vnic\.ip4: 10\.254\.0\.0 is the network address/);
+    expect(await problem({ ...base, vnic: { ip4: '10.254.255.255/16' } })).toMatch(/broadcast address/);
+    expect(await problem({ ...base, vnic: { ip4: '10.254.0.1/31' } })).toMatch(/vnic\.ip4: the prefix length must be 8–30/);
+    expect(await problem({ ...base, vnic: { ip4: '300.1.1.1/16' } })).toMatch(/vnic\.ip4: expected an IPv4 address/);
+    expect(await problem({ ...base, link_polcy: 'proactive' })).toMatch(/link_polcy: unknown key/);
+    expect(await problem({ ...base, link_policy: 'sometimes' })).toMatch(/link_policy: .*"on-demand".*"proactive"/);
+    expect(await problem({ ...base, turn: [{ address: 'turn.lab', username: 'u', password: 'p' }] })).toMatch(
+      /turn\[0\]\.address: expected host:port/,
+    );
+    expect(await problem({ ...base, datapath: '10.0.0.1:5801' })).toMatch(/datapath: expected "127\.0\.0\.1:PORT"/);
+    expect(await problem({ ...base, vnic: { ip4: '10.254.0.1/16', name: 'much-too-long-name0' } })).toMatch(/vnic\.name: /);
+    expect(await problem({ ...base, xmpp: { host: 'x', jid: 'nobody' , password: 'p' } })).toMatch(/xmpp\.jid: expected user@domain/);
+    expect(await problem('{ "network_id": ')).toMatch(/not valid JSON/);
+    expect(await problem([])).toMatch(/\(top level\): expected object, got an array/);
+  });
+
+  it('reports several problems at once, one per line', async () => {
+    const msg = await problem({ network_id: '', xmpp: base.xmpp, vnic: { ip4: 'x' }, max_links: 0 });
+    expect(msg.split('\n').length).toBe(4);
+  });
+
+  it('takes the password from password_file (first line), relative to the config file; exactly one of the two', async () => {
+    await writeFile(join(dir, 'pw.txt'), 'from-file\nignored\n');
+    const { password: _, ...xmpp } = base.xmpp;
+    const c = await loadGroupVpnConfig(await write('pwf.json', { ...base, xmpp: { ...xmpp, password_file: 'pw.txt' } }));
+    expect(c.xmpp.password).toBe('from-file');
+    expect(c.xmpp).not.toHaveProperty('password_file');
+    expect(await problem({ ...base, xmpp: { ...xmpp } })).toMatch(/xmpp\.password: missing: give "password" or "password_file"/);
+    expect(await problem({ ...base, xmpp: { ...base.xmpp, password_file: 'pw.txt' } })).toMatch(/xmpp\.password_file: give either/);
+    expect(await problem({ ...base, xmpp: { ...xmpp, password_file: 'nope.txt' } })).toMatch(
+      /xmpp\.password_file: cannot read .*nope\.txt/,
+    );
+  });
+
+  it('a missing file is reported with its name', async () => {
+    await expect(loadGroupVpnConfig(join(dir, 'absent.json'))).rejects.toThrow(/absent\.json: cannot read the file/);
+  });
+
+  it('docs/groupvpn-config.schema.json is current (regenerate: tincan-groupvpn --print-config-schema)', async () => {
+    const file = join(here, '../../../docs/groupvpn-config.schema.json');
+    const onDisk = JSON.parse(await readFile(file, 'utf8')) as unknown;
+    expect(onDisk).toEqual(groupVpnConfigJsonSchema());
+  });
+});

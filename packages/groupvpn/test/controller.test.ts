@@ -1,0 +1,416 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { ip6FromUid, ip6ToBytes, uidFromIp4, uidToBytes } from '@tincan/protocol';
+import { ManualClock } from '@tincan/controller';
+import { FakeNet, node, unmappedFrame, warnings, type TestNode } from './helpers.js';
+
+let clock: ManualClock;
+let net: FakeNet;
+
+beforeEach(() => {
+  clock = new ManualClock();
+  net = new FakeNet(clock);
+});
+
+/** Two nodes in the lab overlay, `lo` with the lower UID. */
+function order(a: TestNode, b: TestNode): { lo: TestNode; hi: TestNode } {
+  return a.uid < b.uid ? { lo: a, hi: b } : { lo: b, hi: a };
+}
+
+function linkState(n: TestNode, peer: TestNode): string {
+  return n.ctl.signaling.state(peer.uid);
+}
+
+describe('GroupVpnController: driving the datapath', () => {
+  it('derives UID and IPv6 from the address and drives set_cb_endpoint, set_local_ip, register_svc', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    expect(a.ctl.uid).toBe(uidFromIp4('10.254.0.1'));
+    expect(a.dp.callsOf('set_cb_endpoint').length).toBe(1);
+    expect(a.dp.callsOf('set_local_ip')[0]!.params).toEqual({
+      uid: a.uid, name: 'tincan0', ip4: '10.254.0.1/16', ip6: `${ip6FromUid(a.uid)}/64`, mtu: 1280,
+    });
+    expect(a.dp.callsOf('register_svc')[0]!.params).toMatchObject({ overlay: 'lab', xmpp: { jid: '10-254-0-1@vpn.test' } });
+    const order = a.dp.calls.map((c) => c.m).filter((m) => m !== 'get_state');
+    expect(order.slice(0, 3)).toEqual(['set_cb_endpoint', 'set_local_ip', 'register_svc']);
+  });
+});
+
+describe('GroupVpnController: proactive policy', () => {
+  it('the lower UID offers as soon as the peer is online; one link, no glare', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const { lo, hi } = order(a, b);
+    await clock.advance(1000);
+    expect(linkState(lo, hi)).toBe('up');
+    expect(linkState(hi, lo)).toBe('up');
+    expect(net.signals.filter((s) => s.type === 'con_req').map((s) => s.from)).toEqual([lo.uid]);
+    expect(lo.dp.map4.get(hi.ip4)).toBe(hi.uid);
+    expect(lo.dp.map6.get(ip6FromUid(hi.uid))).toBe(hi.uid);
+    expect(hi.dp.map4.get(lo.ip4)).toBe(lo.uid);
+  });
+
+  it('the higher UID offers after waiting if the lower one\'s offer does not arrive', async () => {
+    const loUid = [uidFromIp4('10.254.0.1'), uidFromIp4('10.254.0.2')].sort()[0];
+    let lost = 0;
+    net.drop = (s) => s.from === loUid && s.type === 'con_req' && lost++ === 0;
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const { lo, hi } = order(a, b);
+    const offers = () => hi.dp.callsOf('create_link').filter((c) => !c.params.remote).length;
+    await clock.advance(4000);
+    expect(lost).toBe(1);
+    expect(offers()).toBe(0);
+    await clock.advance(2000); // proactiveWaitMs (5 s) is over: hi offers, lo resends its own (glare)
+    expect(offers()).toBe(1);
+    await clock.advance(2000);
+    expect(linkState(lo, hi)).toBe('up');
+    expect(linkState(hi, lo)).toBe('up');
+    expect(lo.dp.links.get(hi.uid)?.role).toBe('offerer');
+  });
+
+  it('glare (both offer at once) ends with exactly one link, offered by the lower UID', async () => {
+    const t = { proactiveWaitMs: 0 };
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' }, t);
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' }, t);
+    const { lo, hi } = order(a, b);
+    await clock.advance(3000);
+    expect(net.signals.filter((s) => s.type === 'con_req').length).toBeGreaterThanOrEqual(2);
+    expect(hi.ctl.counters.glare_yielded).toBe(1);
+    expect(linkState(lo, hi)).toBe('up');
+    expect(linkState(hi, lo)).toBe('up');
+    expect(lo.dp.links.get(hi.uid)?.role).toBe('offerer');
+    expect(hi.dp.links.get(lo.uid)?.role).toBe('answerer');
+    await clock.advance(60_000);
+    expect(lo.ctl.counters.link_failures + hi.ctl.counters.link_failures).toBe(0);
+  });
+
+  it('retries a failing link with exponential backoff while the peer is online', async () => {
+    net.linksWork = false;
+    net.failAfterMs = 1000;
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const { lo, hi } = order(a, b);
+    const times: number[] = [];
+    const start = clock.now();
+    for (let t = 0; t < 120; t++) {
+      const before = net.signals.filter((s) => s.type === 'con_req').length;
+      await clock.advance(1000);
+      const after = net.signals.filter((s) => s.type === 'con_req').length;
+      if (after > before) times.push(Math.round((clock.now() - start) / 1000));
+    }
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
+    expect(times.length).toBeGreaterThanOrEqual(4);
+    expect(times.length).toBeLessThan(12);
+    expect(gaps.at(-1)!).toBeGreaterThan(gaps[0]!);
+    expect(lo.ctl.status().peers[0]).toMatchObject({ uid: hi.uid, link: expect.any(String) });
+    expect(lo.ctl.counters.link_failures).toBeGreaterThanOrEqual(3);
+    // The path heals: the next retry makes the link, and the backoff resets.
+    net.linksWork = true;
+    await clock.advance(130_000);
+    expect(linkState(lo, hi)).toBe('up');
+    expect(linkState(hi, lo)).toBe('up');
+    expect(lo.ctl.status().peers.find((p) => p.uid === hi.uid)?.failures).toBe(0);
+  });
+
+  it('a link that fails after being up is trimmed and made again', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const { lo, hi } = order(a, b);
+    await clock.advance(1000);
+    lo.dp.setLinkState(hi.uid, 'failed', 'ICE failed');
+    await clock.advance(100);
+    expect(lo.dp.links.has(hi.uid)).toBe(false); // trimmed
+    await clock.advance(10_000);
+    expect(linkState(lo, hi)).toBe('up');
+    expect(linkState(hi, lo)).toBe('up');
+    expect(lo.ctl.counters.link_failures).toBe(1);
+  });
+
+  it('departure: presence offline trims the link and removes the mappings', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    expect(linkState(a, b)).toBe('up');
+    net.offline(b.dp);
+    await clock.advance(100);
+    expect(linkState(a, b)).toBe('idle');
+    expect(a.dp.links.has(b.uid)).toBe(false);
+    expect(a.dp.map4.has(b.ip4)).toBe(false);
+    expect(a.ctl.counters.links_trimmed_departed).toBe(1);
+  });
+});
+
+describe('GroupVpnController: on-demand policy', () => {
+  it('an unmapped packet to a member address triggers one link, and the packet is injected once it is up', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    const b = await node(net, clock, '10.254.0.2');
+    await clock.advance(1000);
+    expect(a.dp.links.size).toBe(0); // nothing without traffic
+    const frame = unmappedFrame(a.uid, a.ip4, b.ip4);
+    for (let i = 0; i < 5; i++) a.dp.emitPacket(frame);
+    await clock.advance(1000);
+    expect(a.dp.callsOf('create_link').filter((c) => !c.params.remote).length).toBe(1); // one attempt in flight
+    expect(linkState(a, b)).toBe('up');
+    expect(linkState(b, a)).toBe('up');
+    expect(a.dp.injected.length).toBe(5);
+    const injected = a.dp.injected[0]!;
+    expect(injected.subarray(20, 40).equals(uidToBytes(b.uid))).toBe(true);
+    expect(injected.subarray(40).equals(frame.subarray(40))).toBe(true);
+    expect(a.ctl.counters.packets_reinjected).toBe(5);
+  });
+
+  it('an IPv6 packet to a member\'s ULA address triggers the link too', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    const b = await node(net, clock, '10.254.0.2');
+    await clock.advance(100);
+    const ip6 = Buffer.alloc(40);
+    ip6[0] = 0x60;
+    ip6[6] = 58; // ICMPv6
+    ip6[7] = 64;
+    ip6ToBytes(ip6FromUid(a.uid)).copy(ip6, 8);
+    ip6ToBytes(ip6FromUid(b.uid)).copy(ip6, 24);
+    a.dp.emitPacket(Buffer.concat([uidToBytes(a.uid), Buffer.alloc(20), ip6]));
+    await clock.advance(1000);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.dp.map4.get(b.ip4)).toBe(b.uid); // learned from b's con_resp, checked against its UID
+    expect(a.dp.injected.length).toBe(1);
+  });
+
+  it('ignores packets to non-members, broadcast and other subnets, and transit frames', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    await clock.advance(100);
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, '10.254.9.9'));
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, '10.254.255.255'));
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, '8.8.8.8'));
+    a.dp.emitPacket(unmappedFrame(uidFromIp4('10.254.0.7'), '10.254.0.7', '10.254.0.8'));
+    a.dp.emitPacket(Buffer.alloc(10));
+    await clock.advance(100);
+    expect(a.ctl.counters).toMatchObject({
+      unmapped_packets: 5, unmapped_not_member: 1, unmapped_outside_subnet: 2, transit_dropped: 1, unmapped_malformed: 1,
+    });
+    expect(a.dp.callsOf('create_link').length).toBe(0);
+  });
+
+  it('trims the least recently used link when max_links is reached', async () => {
+    const cfg = { max_links: 2 } as const;
+    const a = await node(net, clock, '10.254.0.1', cfg);
+    const b = await node(net, clock, '10.254.0.2', cfg);
+    const c = await node(net, clock, '10.254.0.3', cfg);
+    const d = await node(net, clock, '10.254.0.4', cfg);
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, b.ip4));
+    await clock.advance(2000);
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, c.ip4));
+    await clock.advance(2000);
+    expect(linkState(a, b)).toBe('up');
+    expect(linkState(a, c)).toBe('up');
+    a.dp.traffic(c.uid); // c is busy, b is not
+    await clock.advance(5000);
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, d.ip4));
+    await clock.advance(2000);
+    expect(linkState(a, b)).toBe('idle');
+    expect(linkState(a, c)).toBe('up');
+    expect(linkState(a, d)).toBe('up');
+    expect(a.dp.links.has(b.uid)).toBe(false);
+    expect(a.dp.map4.has(b.ip4)).toBe(false);
+    expect(a.ctl.counters.links_trimmed_lru).toBe(1);
+    expect(a.ctl.signaling.activeCount()).toBe(2);
+  });
+
+  it('answers an incoming request at max_links by trimming its LRU link', async () => {
+    const a = await node(net, clock, '10.254.0.1', { max_links: 1 });
+    const b = await node(net, clock, '10.254.0.2');
+    const c = await node(net, clock, '10.254.0.3');
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, b.ip4));
+    await clock.advance(2000);
+    c.dp.emitPacket(unmappedFrame(c.uid, c.ip4, a.ip4));
+    await clock.advance(2000);
+    expect(linkState(a, c)).toBe('up');
+    expect(linkState(a, b)).toBe('idle');
+  });
+
+  it('rejects an incoming request at max_links in proactive mode', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive', max_links: 1 });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    const c = await node(net, clock, '10.254.0.3', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, c)).toBe('idle');
+    expect(a.ctl.counters.con_reject_sent).toBeGreaterThanOrEqual(1);
+    expect(linkState(a, b)).toBe('up');
+  });
+
+  it('trims links idle for longer than idle_timeout_s; traffic keeps them', async () => {
+    const a = await node(net, clock, '10.254.0.1', { idle_timeout_s: 60 });
+    const b = await node(net, clock, '10.254.0.2', { idle_timeout_s: 600 });
+    const c = await node(net, clock, '10.254.0.3', { idle_timeout_s: 600 });
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, b.ip4));
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, c.ip4));
+    await clock.advance(2000);
+    expect(linkState(a, b)).toBe('up');
+    expect(linkState(a, c)).toBe('up');
+    for (let i = 0; i < 14; i++) {
+      a.dp.traffic(c.uid);
+      await clock.advance(5000);
+    }
+    expect(linkState(a, b)).toBe('idle');
+    expect(linkState(a, c)).toBe('up');
+    expect(a.ctl.counters.links_trimmed_idle).toBe(1);
+    expect(a.dp.links.has(b.uid)).toBe(false);
+    // the other end sees its link go down and does not retry on its own (no demand there)
+    await clock.advance(30_000);
+    expect(linkState(b, a)).toBe('idle');
+  });
+});
+
+describe('GroupVpnController: admission', () => {
+  it('refuses signals from other overlays, unknown JIDs, wrong JIDs and bad UID/ip4 bindings; logs rate-limited', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    const b = await node(net, clock, '10.254.0.2');
+    const other = await node(net, clock, '10.254.0.3', { network_id: 'other' });
+    await clock.advance(500);
+    expect(a.ctl.peers.member(other.uid)).toBeUndefined();
+    const req = (ip4: string) => ({
+      overlay: 'lab', ip4, attempt: '00112233445566ff', description: { type: 'offer', sdp: 'v=0' },
+    });
+    // a node of another overlay (its presence was refused)
+    a.dp.emit({ event: 'signal', uid: other.uid, jid: other.dp.jid, type: 'con_req', data: req(other.ip4) });
+    a.dp.emit({ event: 'signal', uid: other.uid, jid: other.dp.jid, type: 'con_req', data: req(other.ip4) });
+    // a JID we never saw
+    const stranger = uidFromIp4('10.254.0.66');
+    a.dp.emit({ event: 'signal', uid: stranger, jid: 'mallory@evil.test/x', type: 'con_req', data: req('10.254.0.66') });
+    // a member's UID from another JID
+    a.dp.emit({ event: 'signal', uid: b.uid, jid: 'b-imposter@vpn.test/x', type: 'con_req', data: req(b.ip4) });
+    // a member claiming an address that is not bound to its UID
+    a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'con_req', data: req('10.254.0.9') });
+    // a member in our overlay but announcing another overlay in the message
+    a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'con_req', data: { ...req(b.ip4), overlay: 'other' } });
+    await clock.advance(500);
+    expect(a.ctl.refusals).toEqual({
+      not_admitted: 2, unknown_sender: 1, jid_mismatch: 1, binding_mismatch: 1, overlay_mismatch: 1,
+    });
+    expect(a.ctl.counters.signals_refused).toBe(6);
+    expect(warnings(a.lines, 'signal refused').length).toBe(5); // the repeated one is rate-limited
+    expect(a.dp.callsOf('create_link').length).toBe(0);
+    expect(a.dp.map4.size).toBe(0);
+    // the member whose binding was wrong gets a con_reject; nobody else hears from us
+    expect(net.signals.filter((s) => s.type === 'con_reject').map((s) => s.to)).toEqual([b.dp.jid, b.dp.jid]);
+  });
+
+  it('never crashes on garbage signal payloads; counts them; still links afterwards', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const garbage: unknown[] = [
+      null, 42, 'x', [], {}, { overlay: 'lab' }, { overlay: 'lab', ip4: b.ip4, attempt: 'zz', description: { type: 'offer', sdp: 'x' } },
+      { overlay: 'lab', ip4: b.ip4, attempt: '0011223344556677', description: { type: 'answer', sdp: 'x' } },
+      { overlay: 'lab', ip4: 'x'.repeat(10_000), attempt: '0011223344556677', description: { type: 'offer', sdp: 'x' } },
+      { reason: 'BAD REASON' },
+    ];
+    for (const [i, data] of garbage.entries()) {
+      a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: i === garbage.length - 1 ? 'con_reject' : 'con_req', data: data as never });
+    }
+    a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'whatever', data: {} });
+    a.dp.emit({ event: 'signal', uid: a.uid, jid: a.dp.jid, type: 'con_req', data: {} }); // our own, bounced
+    await clock.advance(100);
+    expect(a.ctl.counters.signals_malformed).toBe(garbage.length);
+    expect(a.ctl.counters.signals_unknown_type).toBe(1);
+    expect(a.ctl.counters.signals_bounced).toBe(1);
+    await clock.advance(10_000);
+    expect(linkState(a, b)).toBe('up');
+  });
+
+  it('two JIDs announcing one address: reported (log + status), neither linked until one leaves', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    // A second node is (mis)configured with b's address.
+    const dup = await node(net, clock, '10.254.0.2', { link_policy: 'proactive', xmpp: { host: 'x', port: 5222, jid: 'dup@vpn.test', password: 'p', mechanism: 'PLAIN' } });
+    await clock.advance(100);
+    expect(a.ctl.peers.get(b.uid)?.status).toBe('conflict');
+    expect(linkState(a, b)).toBe('idle');
+    expect(a.ctl.status().conflicts).toEqual([{ uid: b.uid, jids: [b.dp.jid, dup.dp.jid], local: false }]);
+    expect(a.lines.some((l) => l.level === 50 && String(l.msg).startsWith('address conflict'))).toBe(true);
+    // b also sees someone claiming its own address
+    expect(b.ctl.status().conflicts).toMatchObject([{ uid: b.uid, local: true }]);
+    await clock.advance(20_000);
+    expect(linkState(a, b)).toBe('idle');
+    // the duplicate leaves: b is a member again and gets linked
+    net.offline(dup.dp);
+    await clock.advance(10_000);
+    expect(a.ctl.status().conflicts).toEqual([]);
+    expect(linkState(a, b)).toBe('up');
+  });
+});
+
+describe('GroupVpnController: restarts', () => {
+  it('a restarted controller adopts the up links (re-learning addresses from get_state) and recreates nothing', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    const b = await node(net, clock, '10.254.0.2');
+    a.dp.emitPacket(unmappedFrame(a.uid, a.ip4, b.ip4));
+    await clock.advance(2000);
+    expect(linkState(a, b)).toBe('up');
+    const link = a.dp.links.get(b.uid);
+    a.dp.calls.length = 0;
+    const ctl = await a.restartController();
+    await clock.advance(30_000);
+    expect(ctl.signaling.state(b.uid)).toBe('up');
+    expect(ctl.signaling.session(b.uid)?.adopted).toBe(true);
+    expect(ctl.peers.get(b.uid)?.ip4).toBe(b.ip4);
+    expect(ctl.counters.links_adopted).toBe(1);
+    expect(a.dp.links.get(b.uid)).toBe(link);
+    expect(a.dp.callsOf('create_link')).toEqual([]);
+    expect(a.dp.callsOf('trim_link')).toEqual([]);
+    expect(linkState(b, a)).toBe('up');
+  });
+
+  it('a restarted controller trims half-made links it cannot own', async () => {
+    const a = await node(net, clock, '10.254.0.1');
+    const b = await node(net, clock, '10.254.0.2');
+    await a.ctl.stop();
+    await a.dp.port().call('create_link', { uid: b.uid }); // an offer the old controller never sent
+    const ctl = await a.restartController();
+    await clock.advance(100);
+    expect(a.dp.links.has(b.uid)).toBe(false);
+    expect(ctl.counters.orphan_links_trimmed).toBe(1);
+  });
+
+  it('a restarted datapath (new token) is re-driven: vNIC, XMPP, links', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    a.dp.restart();
+    await clock.advance(30_000);
+    expect(a.dp.callsOf('set_local_ip').length).toBe(2);
+    expect(a.dp.callsOf('register_svc').length).toBe(2);
+    expect(a.ctl.counters.datapath_restarts).toBe(1);
+    expect(a.ctl.status().datapath).toMatchObject({ status: 'attached', restarts: 1 });
+    expect(linkState(a, b)).toBe('up');
+    expect(linkState(b, a)).toBe('up');
+    expect(a.dp.links.get(b.uid)?.state).toBe('up');
+  });
+
+  it('survives a datapath that stops answering for a while, without re-driving it', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    a.dp.unreachable = true;
+    await clock.advance(20_000);
+    expect(a.ctl.status().datapath.status).toBe('unreachable');
+    a.dp.unreachable = false;
+    await clock.advance(6000);
+    expect(a.ctl.status().datapath).toMatchObject({ status: 'attached', restarts: 0, outages: 1 });
+    expect(a.dp.callsOf('set_local_ip').length).toBe(1);
+    expect(linkState(a, b)).toBe('up');
+  });
+
+  it('stop() leaves the links up in the datapath', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    await a.ctl.stop();
+    await clock.advance(60_000);
+    expect(a.dp.links.get(b.uid)?.state).toBe('up');
+    expect(a.dp.callsOf('trim_link')).toEqual([]);
+  });
+});

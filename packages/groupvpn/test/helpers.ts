@@ -1,0 +1,97 @@
+import pino, { type Logger } from 'pino';
+import { uidFromIp4, uidToBytes, type Uid } from '@tincan/protocol';
+import { ManualClock } from '@tincan/controller';
+import { FakeDatapath, FakeNet } from '../../controller/test/fake-datapath.js';
+import { GroupVpnController, type GroupVpnTuning } from '../src/controller.js';
+import type { GroupVpnSettings } from '../src/config.js';
+
+export { FakeDatapath, FakeNet };
+
+export function settings(ip4: string, over: Partial<GroupVpnSettings> = {}): GroupVpnSettings {
+  return {
+    network_id: 'lab',
+    xmpp: { host: 'xmpp.test', port: 5222, jid: `${ip4.replace(/\./g, '-')}@vpn.test`, password: 'pw', mechanism: 'PLAIN' },
+    vnic: { name: 'tincan0', ip4: `${ip4}/16`, mtu: 1280 },
+    stun: [],
+    turn: [],
+    link_policy: 'on-demand',
+    max_links: 32,
+    idle_timeout_s: 300,
+    datapath: '127.0.0.1:5801',
+    state_dir: '/nonexistent',
+    log_level: 'info',
+    ...over,
+  };
+}
+
+/** Collects log lines (objects) so tests can check what was logged. */
+export function captureLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+export interface TestNode {
+  ip4: string;
+  uid: Uid;
+  dp: FakeDatapath;
+  ctl: GroupVpnController;
+  lines: Record<string, unknown>[];
+  /** Starts a new controller on the same datapath (a controller restart). */
+  restartController(): Promise<GroupVpnController>;
+}
+
+export const FAST: Partial<GroupVpnTuning> = { pollIntervalMs: 5_000 };
+
+export async function node(
+  net: FakeNet,
+  clock: ManualClock,
+  ip4: string,
+  over: Partial<GroupVpnSettings> = {},
+  tuning: Partial<GroupVpnTuning> = {},
+): Promise<TestNode> {
+  const config = settings(ip4, over);
+  const dp = new FakeDatapath(net, `${config.xmpp.jid}/tincan`);
+  const { logger, lines } = captureLogger();
+  const make = () =>
+    new GroupVpnController({
+      config,
+      connect: async () => dp.port(),
+      logger,
+      clock,
+      tuning: { ...FAST, ...tuning },
+      statusFile: null,
+      random: () => 0.5,
+    });
+  const n: TestNode = {
+    ip4,
+    uid: uidFromIp4(ip4),
+    dp,
+    ctl: make(),
+    lines,
+    restartController: async () => {
+      await n.ctl.stop();
+      n.ctl = make();
+      await n.ctl.start();
+      return n.ctl;
+    },
+  };
+  await n.ctl.start();
+  return n;
+}
+
+/** An IPv4 packet (20-byte header, no payload checks) from src to dst, as an unmapped frame. */
+export function unmappedFrame(srcUid: Uid, src: string, dst: string, dstUid: Uid | null = null): Buffer {
+  const ip = Buffer.alloc(28);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(28, 2);
+  ip[8] = 64;
+  ip[9] = 1; // ICMP
+  src.split('.').forEach((b, i) => (ip[12 + i] = Number(b)));
+  dst.split('.').forEach((b, i) => (ip[16 + i] = Number(b)));
+  return Buffer.concat([uidToBytes(srcUid), dstUid ? uidToBytes(dstUid) : Buffer.alloc(20), ip]);
+}
+
+export function warnings(lines: Record<string, unknown>[], msg: string): Record<string, unknown>[] {
+  return lines.filter((l) => l.msg === msg);
+}

@@ -1,0 +1,73 @@
+import { z } from 'zod';
+import { SessionDescription } from './rpc.js';
+
+/**
+ * Controller-to-controller signals, carried over XMPP as `send_signal {uid, type, data}` and received
+ * as `signal` events. The datapath validates the envelope (XmppSignal); `data` is one of these.
+ *
+ * A link is negotiated in one round trip: the offerer sends `con_req` (its offer), the answerer
+ * `con_resp` (its answer), or `con_reject`. `attempt` names one negotiation: the answer echoes the
+ * offer's attempt, so duplicates and late messages are recognised and dropped instead of tearing a
+ * working link down; a peer that restarts or re-offers uses a new attempt.
+ *
+ * Objects are not strict: a newer controller may add keys, which older ones ignore.
+ */
+export const SignalType = { ConReq: 'con_req', ConResp: 'con_resp', ConReject: 'con_reject' } as const;
+export type SignalType = (typeof SignalType)[keyof typeof SignalType];
+
+/** One negotiation: 16 lowercase hex digits, random, chosen by the offerer. */
+export const Attempt = z.string().regex(/^[0-9a-f]{16}$/, 'an attempt id is 16 lowercase hex digits');
+export type Attempt = z.infer<typeof Attempt>;
+
+/** Who the sender is on the overlay: GroupVPN binds the sender's UID to SHA-1(ip4). */
+const identity = {
+  /** The network id the sender belongs to (GroupVPN: network_id). */
+  overlay: z.string().min(1).max(64),
+  /** The sender's own virtual IPv4 address (no prefix length). */
+  ip4: z.ipv4(),
+};
+
+export const ConReq = z.object({
+  ...identity,
+  attempt: Attempt,
+  description: SessionDescription.refine((d) => d.type === 'offer', 'a con_req carries an offer'),
+});
+export type ConReq = z.infer<typeof ConReq>;
+
+export const ConResp = z.object({
+  ...identity,
+  attempt: Attempt,
+  description: SessionDescription.refine((d) => d.type === 'answer', 'a con_resp carries an answer'),
+});
+export type ConResp = z.infer<typeof ConResp>;
+
+/** Why a con_req was refused; the receiver backs off before it asks again. */
+export const RejectReason = z.string().regex(/^[a-z_]{1,32}$/);
+/** Reasons this implementation sends (others may appear from newer peers). */
+export const REJECT_REASONS = ['max_links', 'address_mismatch', 'overlay_mismatch'] as const;
+
+export const ConReject = z.object({
+  reason: RejectReason,
+  /** The attempt of the con_req being refused. */
+  attempt: Attempt.optional(),
+  message: z.string().max(256).optional(),
+});
+export type ConReject = z.infer<typeof ConReject>;
+
+export type ControllerSignal =
+  | { type: 'con_req'; msg: ConReq }
+  | { type: 'con_resp'; msg: ConResp }
+  | { type: 'con_reject'; msg: ConReject };
+
+export type ParsedControllerSignal =
+  | ({ ok: true } & ControllerSignal)
+  | { ok: false; unknownType: boolean; reason: string };
+
+/** Validates a received signal; never throws, whatever `data` holds. */
+export function parseControllerSignal(type: string, data: unknown): ParsedControllerSignal {
+  const schema = type === 'con_req' ? ConReq : type === 'con_resp' ? ConResp : type === 'con_reject' ? ConReject : null;
+  if (!schema) return { ok: false, unknownType: true, reason: `unknown signal type "${String(type).slice(0, 40)}"` };
+  const r = schema.safeParse(data);
+  if (!r.success) return { ok: false, unknownType: false, reason: z.prettifyError(r.error).slice(0, 500) };
+  return { ok: true, type, msg: r.data } as ParsedControllerSignal;
+}
