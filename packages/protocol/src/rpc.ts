@@ -122,7 +122,12 @@ export const CreateLinkRequest = z.strictObject({
 
 export const TrimLinkRequest = z.strictObject({ ...base, m: z.literal('trim_link'), uid: Uid });
 
-/** Maps virtual addresses to a peer UID in the forwarding table (or removes them). */
+/**
+ * Maps virtual addresses to a peer UID in the forwarding table (or removes them). With `translate`
+ * (SocialVPN, paper §4.3), `ip4` is the peer's address in *this* node's subnet: IPv4 packets from the
+ * peer get their source rewritten to it and their destination to this node's own address, whatever
+ * addresses the peer uses in its own subnet. IPv6 is never translated.
+ */
 export const SetRemoteIpRequest = z.strictObject({
   ...base,
   m: z.literal('set_remote_ip'),
@@ -130,6 +135,7 @@ export const SetRemoteIpRequest = z.strictObject({
   ip4: z.ipv4().optional(),
   ip6: z.ipv6().optional(),
   remove: z.boolean().default(false),
+  translate: z.boolean().default(false),
 });
 
 export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
