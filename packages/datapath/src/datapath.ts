@@ -5,6 +5,7 @@ import {
   FRAME_HEADER_LEN,
   UID_BYTES,
   cidrContains,
+  ip4ToNumber,
   parseCidr,
   tokenFilePath,
   uidToBytes,
@@ -157,7 +158,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       ip6: req.ip6 ? parseCidr(req.ip6).address : null,
     };
     this.inside.setLocalUid(uidBytes);
-    this.outside.attach(uidBytes, vnic);
+    this.outside.attach(uidBytes, vnic, this.local.ip4 === null ? null : ip4ToNumber(this.local.ip4));
     vnic.onPackets(this.inside.onPackets);
     vnic.onError((err) => this.log.error({ err }, 'vNIC read error'));
     this.log.info({ vnic: vnic.name, uid: req.uid, ip4: req.ip4, ip6: req.ip6, mtu: req.mtu }, 'vNIC up');
@@ -300,7 +301,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       if (req.ip4) this.table.unmap4(req.uid, req.ip4);
       if (req.ip6) this.table.unmap6(req.uid, req.ip6);
     } else {
-      if (req.ip4) this.table.map4(req.uid, req.ip4);
+      if (req.ip4) this.table.map4(req.uid, req.ip4, req.translate);
       if (req.ip6) this.table.map6(req.uid, req.ip6);
       const link = this.links.get(req.uid);
       if (link) this.table.ensurePeer(req.uid).link = link;

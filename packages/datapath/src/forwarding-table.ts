@@ -10,6 +10,11 @@ export interface Peer {
   link: Link | null;
   readonly ip4: Set<string>;
   readonly ip6: Set<string>;
+  /**
+   * SocialVPN: the peer's IPv4 address in this node's subnet (as a number) when its IPv4 packets are
+   * translated on receive (source := this, destination := our own address); null otherwise.
+   */
+  translate4: number | null;
 }
 
 interface Route6 {
@@ -35,7 +40,7 @@ export class ForwardingTable {
   ensurePeer(uid: Uid): Peer {
     let p = this.peers.get(uid);
     if (!p) {
-      p = { uid, uidBytes: uidToBytes(uid), link: null, ip4: new Set(), ip6: new Set() };
+      p = { uid, uidBytes: uidToBytes(uid), link: null, ip4: new Set(), ip6: new Set(), translate4: null };
       this.peers.set(uid, p);
     }
     return p;
@@ -45,20 +50,30 @@ export class ForwardingTable {
     return this.peers.values();
   }
 
-  /** Maps an IPv4 address to a UID; an address maps to exactly one UID (a later mapping moves it). */
-  map4(uid: Uid, ip: string): void {
+  /**
+   * Maps an IPv4 address to a UID; an address maps to exactly one UID (a later mapping moves it).
+   * With `translate`, packets from the peer are rewritten to come from this address.
+   */
+  map4(uid: Uid, ip: string, translate = false): void {
     const key = ip4ToNumber(ip);
     const old = this.v4.get(key);
-    if (old && old.uid !== uid) old.ip4.delete(ip);
+    if (old && old.uid !== uid) {
+      old.ip4.delete(ip);
+      if (old.translate4 === key) old.translate4 = null;
+    }
     const p = this.ensurePeer(uid);
     p.ip4.add(ip);
+    if (translate) p.translate4 = key;
+    else if (p.translate4 === key) p.translate4 = null;
     this.v4.set(key, p);
   }
 
   unmap4(uid: Uid, ip: string): void {
     const key = ip4ToNumber(ip);
     if (this.v4.get(key)?.uid === uid) this.v4.delete(key);
-    this.peers.get(uid)?.ip4.delete(ip);
+    const p = this.peers.get(uid);
+    p?.ip4.delete(ip);
+    if (p?.translate4 === key) p.translate4 = null;
     this.dropIfEmpty(uid);
   }
 

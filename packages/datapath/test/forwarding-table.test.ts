@@ -51,4 +51,18 @@ describe('ForwardingTable', () => {
     t.removePeer(B);
     expect(t.lookup6(ip6ToBytes('fd50::1'), 0)).toBeUndefined();
   });
+
+  it('remembers which peer is translated, and forgets it with the mapping', () => {
+    const t = new ForwardingTable();
+    t.map4(A, '172.31.0.2', true);
+    expect(t.peer(A)?.translate4).toBe(0xac1f0002);
+    t.map4(A, '172.31.0.2');
+    expect(t.peer(A)?.translate4).toBeNull();
+    t.map4(A, '172.31.0.2', true);
+    t.map4(B, '172.31.0.2'); // the address moves to B: A is no longer translated to it
+    expect(t.peer(A)?.translate4).toBeNull();
+    t.map4(A, '172.31.0.3', true);
+    t.unmap4(A, '172.31.0.3');
+    expect(t.peer(A)?.translate4 ?? null).toBeNull();
+  });
 });
