@@ -11,3 +11,6 @@ export * from './link-policy.js';
 export * from './config-loader.js';
 export * from './status-file.js';
 export * from './packet-queue.js';
+export * from './state-file.js';
+export * from './address-pool.js';
+export * from './traffic-profile.js';

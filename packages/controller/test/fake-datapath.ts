@@ -5,6 +5,7 @@
 // descriptions. Lab end-to-end tests cover the real datapath.
 import type {
   CreateLinkResult,
+  EventOf,
   LinkInfo,
   LinkState,
   RpcEvent,
@@ -40,7 +41,11 @@ interface FakeLink {
   last_tx_ms: number | null;
   packets_in: number;
   packets_out: number;
+  bytes_in: number;
+  bytes_out: number;
 }
+
+export type FakeRosterItem = EventOf<'roster'>['items'][number];
 
 export interface CallRecord {
   m: string;
@@ -74,6 +79,11 @@ export class FakeDatapath {
   private packetSink: ((f: Buffer) => void) | null = null;
   /** XMPP goes online by itself on register_svc. */
   autoOnline = true;
+  /**
+   * The account's roster (SocialVPN): when set, sent as a full `roster` event at each XMPP login
+   * (before the "online" event, as the real session does). null: no roster events at all.
+   */
+  roster: FakeRosterItem[] | null = null;
 
   constructor(
     readonly net: FakeNet,
@@ -129,12 +139,14 @@ export class FakeDatapath {
     if (sink) queueMicrotask(() => sink(frame));
   }
 
-  /** Moves traffic on a link (for activity / idle tests). */
-  traffic(uid: Uid): void {
+  /** Moves traffic on a link (for activity / idle tests): `packets` each way, `bytes` each way. */
+  traffic(uid: Uid, packets = 1, bytes = 0): void {
     const l = this.links.get(uid);
     if (!l) return;
-    l.packets_in++;
-    l.packets_out++;
+    l.packets_in += packets;
+    l.packets_out += packets;
+    l.bytes_in += bytes;
+    l.bytes_out += bytes;
     l.last_rx_ms = this.net.clock.now();
     l.last_tx_ms = this.net.clock.now();
   }
@@ -217,7 +229,20 @@ export class FakeDatapath {
     }
   }
 
+  /** A roster push (RFC 6121 §2.1.6): the items change in `roster`, and the controller hears of it. */
+  rosterPush(items: FakeRosterItem[]): void {
+    const roster = this.roster ?? [];
+    for (const it of items) {
+      const i = roster.findIndex((r) => r.jid === it.jid);
+      if (i >= 0) roster.splice(i, 1);
+      if (it.subscription !== 'remove') roster.push({ ...it });
+    }
+    this.roster = roster;
+    if (this.xmppState === 'online') this.emit({ event: 'roster', items: items.map((i) => ({ ...i })), full: false });
+  }
+
   goOnline(): void {
+    if (this.roster !== null) this.emit({ event: 'roster', items: this.roster.map((i) => ({ ...i })), full: true });
     this.xmppState = 'online';
     this.emit({ event: 'xmpp', state: 'online' });
     this.net.online(this);
@@ -247,6 +272,7 @@ export class FakeDatapath {
     const link: FakeLink = {
       uid, jid: this.net.jidOf(uid), role, state: 'connecting', local, remote: p.remote ?? null,
       created_ms: this.net.clock.now(), connected_ms: null, last_rx_ms: null, last_tx_ms: null, packets_in: 0, packets_out: 0,
+      bytes_in: 0, bytes_out: 0,
     };
     this.links.set(uid, link);
     if (p.remote) this.net.tryConnect(this, uid);
@@ -261,7 +287,7 @@ export class FakeDatapath {
       local_candidate: null, remote_candidate: null, local_address: null, remote_address: null, rtt_ms: null,
       created_ms: l.created_ms, connected_ms: l.connected_ms, last_rx_ms: l.last_rx_ms, last_tx_ms: l.last_tx_ms,
       stats: {
-        bytes_in: 0, bytes_out: 0, packets_in: l.packets_in, packets_out: l.packets_out,
+        bytes_in: l.bytes_in, bytes_out: l.bytes_out, packets_in: l.packets_in, packets_out: l.packets_out,
         drops_backpressure: 0, drops_spoofed: 0, drops_malformed: 0,
       },
     }));

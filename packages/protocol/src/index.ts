@@ -5,3 +5,4 @@ export * from './signal.js';
 export * from './endpoint.js';
 export * from './config.js';
 export * from './controller-messages.js';
+export * from './social-config.js';
