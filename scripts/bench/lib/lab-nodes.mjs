@@ -1,0 +1,162 @@
+// Shared by the benchmarks: bring the lab up (and down again if we brought it up), run datapaths
+// with the scripted driver inside lab hosts, link them by handing descriptions across directly.
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const LAB = join(ROOT, 'scripts/lab');
+const LAB_DIR = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
+const run = promisify(execFile);
+
+export async function labUp() {
+  const wasUp = existsSync(join(LAB_DIR, 'lab.json'));
+  await run(LAB, ['up'], { timeout: 120_000 });
+  const info = JSON.parse(readFileSync(join(LAB_DIR, 'lab.json'), 'utf8'));
+  return { info, down: async () => { if (!wasUp) await run(LAB, ['down'], { timeout: 60_000 }).catch(() => undefined); } };
+}
+
+export function inHost(host, cmd, opts = {}) {
+  return run('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 });
+}
+
+export function spawnInHost(host, cmd) {
+  return spawn('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { stdio: 'ignore' });
+}
+
+export const uidOf = (ip) => createHash('sha1').update(ip).digest('hex');
+
+/** A datapath + scripted driver in a lab host. */
+export async function startNode(host, ip4, extraArgs = [], driverArgs = []) {
+  const stateDir = mkdtempSync(join(tmpdir(), `tincan-bench-${host}-`));
+  const dp = spawn('ip', ['netns', 'exec', `tc-${host}`, process.execPath, join(ROOT, 'packages/datapath/dist/main.js'),
+    '--state-dir', stateDir, '--log-level', 'warn', ...extraArgs],
+    { stdio: ['ignore', process.env.BENCH_LOG_DIR ? openSync(join(process.env.BENCH_LOG_DIR, `${host}.log`), 'w') : 'ignore', 'inherit'] });
+  const drv = spawn('ip', ['netns', 'exec', `tc-${host}`, process.execPath, join(ROOT, 'test/fixtures/rpc-driver.mjs'),
+    '--state-dir', stateDir, ...driverArgs], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const waiters = [];
+  const events = [];
+  let id = 0;
+  createInterface({ input: drv.stdout }).on('line', (line) => {
+    let o;
+    try { o = JSON.parse(line); } catch { return; }
+    if (o.event) events.push(o);
+    for (const w of [...waiters]) if (w.match(o)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(o); }
+  });
+  const waitFor = (match, ms = 20_000) => new Promise((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`${host}: timeout`)), ms);
+    waiters.push({ match, resolve: (o) => { clearTimeout(t); res(o); } });
+  });
+  const call = async (verb, params = {}) => {
+    const n = ++id;
+    const p = waitFor((o) => o.id === n);
+    drv.stdin.write(`${JSON.stringify({ id: n, call: verb, params })}\n`);
+    const o = await p;
+    if (o.error) throw new Error(`${host} ${verb}: ${o.error}`);
+    return o.result;
+  };
+  await waitFor((o) => o.ready === true);
+  const uid = uidOf(ip4);
+  await call('set_local_ip', { uid, name: 'tincan0', ip4: `${ip4}/16`, mtu: 1280 });
+  return {
+    host, ip4, uid, stateDir, call, events, waitFor,
+    stop: async () => {
+      drv.stdin.end();
+      dp.kill('SIGTERM');
+      await new Promise((r) => dp.once('exit', r));
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Links a and b with descriptions handed over directly (no XMPP); resolves with setup time in ms. */
+export async function linkDirect(a, b, ice = { stun: [], turn: [] }) {
+  await a.call('set_remote_ip', { uid: b.uid, ip4: b.ip4 });
+  await b.call('set_remote_ip', { uid: a.uid, ip4: a.ip4 });
+  const t0 = performance.now();
+  const upA = a.waitFor((o) => o.event === 'link' && o.uid === b.uid && o.state === 'up', 30_000);
+  const offer = await a.call('create_link', { uid: b.uid, ...ice });
+  const answer = await b.call('create_link', { uid: a.uid, ...ice, remote: offer.description });
+  await a.call('create_link', { uid: b.uid, ...ice, remote: answer.description });
+  await upA;
+  return performance.now() - t0;
+}
+
+export function median(xs) {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function quantile(xs, q) {
+  const s = [...xs].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
+/** iperf3 TCP from `client` to `address` served in `server`; Mbit/s received. */
+export async function iperfTcp(server, client, address, seconds = 5) {
+  const srv = spawnInHost(server, ['iperf3', '-s', '-1', '-B', address]);
+  await new Promise((r) => setTimeout(r, 400));
+  try {
+    const { stdout } = await inHost(client, ['iperf3', '-c', address, '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 });
+    return JSON.parse(stdout).end.sum_received.bits_per_second / 1e6;
+  } finally {
+    srv.kill();
+  }
+}
+
+/** Median ping RTT in ms (count pings at 50 ms intervals). */
+export async function pingRtt(host, address, count = 40) {
+  const { stdout } = await inHost(host, ['ping', '-c', String(count), '-i', '0.05', '-W', '2', address]);
+  const rtts = [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  if (rtts.length === 0) throw new Error(`no ping replies from ${address}`);
+  return median(rtts.slice(1)); // the first one may include ARP/neighbour resolution
+}
+
+/** Registers a node with the lab's XMPP server and waits until it is online. */
+export async function registerXmpp(node, lab, account) {
+  await node.call('register_svc', {
+    xmpp: { host: lab.xmpp.host, port: lab.xmpp.port, jid: `${account}@vpn.test`, password: `pw-${account}`, ca_file: lab.xmpp.ca_file, mechanism: 'PLAIN' },
+  });
+  if (!node.events.some((e) => e.event === 'xmpp' && e.state === 'online')) {
+    await node.waitFor((o) => o.event === 'xmpp' && o.state === 'online', 20_000);
+  }
+}
+
+/** A CDF as a small standalone SVG (no plotting dependency): one step line per series. */
+export function cdfSvg(title, xLabel, series) {
+  const W = 640, H = 400, L = 60, R = 20, T = 40, B = 50;
+  const all = series.flatMap((s) => s.values);
+  const xMax = Math.max(...all) * 1.05 || 1;
+  const x = (v) => L + (v / xMax) * (W - L - R);
+  const y = (p) => H - B - p * (H - T - B);
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>`,
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
+    `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">${xLabel}</text>`,
+    `<text x="15" y="${H / 2}" text-anchor="middle" transform="rotate(-90 15 ${H / 2})">fraction of setups</text>`];
+  for (let i = 0; i <= 4; i++) {
+    const p = i / 4;
+    parts.push(`<text x="${L - 5}" y="${y(p) + 4}" text-anchor="end">${p.toFixed(2)}</text>`,
+      `<line x1="${L}" y1="${y(p)}" x2="${W - R}" y2="${y(p)}" stroke="#ddd"/>`);
+    const v = (xMax * i) / 4;
+    parts.push(`<text x="${x(v)}" y="${H - B + 16}" text-anchor="middle">${v >= 10 ? v.toFixed(0) : v.toFixed(2)}</text>`);
+  }
+  series.forEach((s, k) => {
+    const v = [...s.values].sort((a, b) => a - b);
+    let d = `M ${x(0)} ${y(0)}`;
+    v.forEach((val, i) => { d += ` L ${x(val)} ${y(i / v.length)} L ${x(val)} ${y((i + 1) / v.length)}`; });
+    parts.push(`<path d="${d}" fill="none" stroke="${colors[k % colors.length]}" stroke-width="2"/>`,
+      `<text x="${W - R - 5}" y="${T + 15 + 16 * k}" text-anchor="end" fill="${colors[k % colors.length]}">${s.name}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}
