@@ -1,0 +1,138 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ip6FromUid, uidFromIp4 } from '@tincan/protocol';
+import { CTL_BIN, DATAPATH_BIN, NsProcess, type StateLike } from './tincan-node.js';
+
+const run = promisify(execFile);
+export const GROUPVPN_BIN = DATAPATH_BIN.replace('/datapath/dist/', '/groupvpn/dist/');
+
+export interface LabInfo {
+  xmpp: { host: string; port: number; ca_file: string };
+  stun: string;
+  turn: { address: string; username: string; password: string };
+}
+
+export interface GroupNodeSpec {
+  host: string;
+  ip4: string; // e.g. 10.254.1.1
+  prefix?: number;
+  account: string; // e.g. node11
+  password?: string;
+  networkId: string;
+  policy?: 'proactive' | 'on-demand';
+  idleTimeoutS?: number;
+  maxLinks?: number;
+}
+
+/** A real node in a lab host: tincan-datapath + tincan-groupvpn with a config file. */
+export class GroupNode {
+  readonly uid: string;
+  readonly ip6: string;
+  readonly dir: string;
+  readonly stateDir: string;
+  readonly configFile: string;
+  datapath: NsProcess | null = null;
+  controller: NsProcess | null = null;
+
+  constructor(readonly spec: GroupNodeSpec, lab: LabInfo) {
+    this.uid = uidFromIp4(spec.ip4);
+    this.ip6 = ip6FromUid(this.uid);
+    this.dir = mkdtempSync(join(tmpdir(), `tincan-gv-${spec.host}-`));
+    this.stateDir = join(this.dir, 'state');
+    this.configFile = join(this.dir, 'groupvpn.json');
+    writeFileSync(this.configFile, JSON.stringify({
+      network_id: spec.networkId,
+      xmpp: {
+        host: lab.xmpp.host, port: lab.xmpp.port, jid: `${spec.account}@vpn.test`,
+        password: spec.password ?? `pw-${spec.account}`, ca_file: lab.xmpp.ca_file, mechanism: 'PLAIN',
+      },
+      vnic: { name: 'tincan0', ip4: `${spec.ip4}/${spec.prefix ?? 16}`, mtu: 1280 },
+      stun: [lab.stun],
+      turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }],
+      link_policy: spec.policy ?? 'proactive',
+      max_links: spec.maxLinks ?? 32,
+      idle_timeout_s: spec.idleTimeoutS ?? 300,
+      datapath: '127.0.0.1:5801',
+      state_dir: this.stateDir,
+    }, null, 2));
+  }
+
+  get ns(): string {
+    return `tc-${this.spec.host}`;
+  }
+
+  startDatapath(): void {
+    this.datapath = this.spawn('datapath', [DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug']);
+  }
+
+  startController(): void {
+    this.controller = this.spawn('groupvpn', [GROUPVPN_BIN, '--config', this.configFile, '--log-level', 'debug']);
+  }
+
+  start(): void {
+    this.startDatapath();
+    this.startController();
+  }
+
+  private spawn(name: string, args: string[]): NsProcess {
+    const p = new NsProcess(this.ns, `${this.spec.host}/${name}`, process.execPath, args);
+    p.child.stdout!.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n')) if (l) p.keep(l);
+    });
+    return p;
+  }
+
+  async status(): Promise<StateLike> {
+    const { stdout } = await run('ip', ['netns', 'exec', this.ns, process.execPath, CTL_BIN, '--state-dir', this.stateDir, 'status', '--json'], { timeout: 10_000 });
+    return JSON.parse(stdout) as StateLike;
+  }
+
+  /** Links in state up, by peer UID (empty if the datapath does not answer). */
+  async upLinks(): Promise<Map<string, StateLike['links'][number]>> {
+    try {
+      const s = await this.status();
+      return new Map(s.links.filter((l) => l.state === 'up').map((l) => [l.uid, l]));
+    } catch {
+      return new Map();
+    }
+  }
+
+  async ping(address: string, count = 2): Promise<boolean> {
+    const args = ['netns', 'exec', this.ns, 'ping', ...(address.includes(':') ? ['-6'] : []), '-c', String(count), '-i', '0.2', '-W', '2', address];
+    try {
+      const { stdout } = await run('ip', args, { timeout: 20_000 });
+      return /\b[1-9]\d* received/.test(stdout);
+    } catch {
+      return false;
+    }
+  }
+
+  logs(): string {
+    return [
+      `----- ${this.spec.host} datapath -----`, ...(this.datapath?.log ?? []).slice(-150),
+      `----- ${this.spec.host} groupvpn -----`, ...(this.controller?.log ?? []).slice(-150),
+    ].join('\n');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.controller?.stop(), this.datapath?.stop()]);
+  }
+
+  async remove(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Polls `check` until it returns true or the time is up. */
+export async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
