@@ -251,7 +251,10 @@ export class Link {
 }
 
 function iceServers(stun: readonly string[], turn: readonly TurnServer[]): string[] {
-  const out = stun.map((s) => `stun:${s}`);
+  // A TURN server also reflects (its Allocate answer carries the mapped address): asking the same
+  // server again as a STUN server only costs libjuice another paced transaction during gathering.
+  const turnAddresses = new Set(turn.map((t) => t.address));
+  const out = stun.filter((s) => !turnAddresses.has(s)).map((s) => `stun:${s}`);
   for (const t of turn) {
     out.push(`turn:${encodeURIComponent(t.username)}:${encodeURIComponent(t.password)}@${t.address}`);
   }
