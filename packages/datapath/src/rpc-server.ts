@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
+  MAX_DATAGRAM,
   MsgType,
   RpcRequest,
   decodeDatagram,
@@ -192,6 +193,12 @@ export class RpcServer {
       buf = encodeControl(msg);
     } catch (err) {
       buf = encodeControl({ tid: tidOf(msg), ok: false, error: { code: 'internal', message: String(err) } });
+    }
+    if (buf.length > MAX_DATAGRAM) {
+      buf = encodeControl({
+        tid: tidOf(msg), ok: false,
+        error: { code: 'internal', message: `the answer (${buf.length} bytes) does not fit in one datagram` },
+      });
     }
     this.socket.send(buf, to.port, to.address);
   }
