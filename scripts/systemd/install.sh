@@ -37,7 +37,7 @@ run() { if [[ $DRY == 1 ]]; then echo "+ $*"; else "$@"; fi; }
 [[ -n $NODE && -x $NODE ]] || die "no node binary (use --node PATH)"
 ver=$("$NODE" -p 'process.versions.node')
 [[ ${ver%%.*} -ge 20 ]] || die "node $ver is too old (need >= 20.10)"
-for f in packages/datapath/dist/main.js packages/groupvpn/dist/main.js packages/tun/build/Release; do
+for f in packages/datapath/dist/main.js packages/groupvpn/dist/main.js packages/socialvpn/dist/main.js packages/tun/build/Release; do
   [[ -e $PREFIX/$f ]] || die "$PREFIX/$f is missing: run 'npm ci && npm run build' in $PREFIX first"
 done
 [[ $DRY == 1 || $(id -u) == 0 ]] || die "run as root (or with --dry-run)"
@@ -47,7 +47,7 @@ if ! getent passwd tincan >/dev/null; then
 fi
 run install -d -m 0750 -o root -g tincan /etc/tincan
 run install -d -m 0755 "$UNIT_DIR"
-for unit in tincan-datapath@.service tincan-groupvpn@.service; do
+for unit in tincan-datapath@.service tincan-groupvpn@.service tincan-socialvpn@.service; do
   if [[ $DRY == 1 ]]; then
     echo "+ write $UNIT_DIR/$unit (prefix $PREFIX, node $NODE)"
   else
@@ -62,4 +62,4 @@ else
   echo "install.sh: systemd is not running here: skipped daemon-reload"
 fi
 echo "installed. Next: write /etc/tincan/NET.json (docs/config.md; mode 0640 root:tincan), then"
-echo "  systemctl enable --now tincan-datapath@NET tincan-groupvpn@NET"
+echo "  systemctl enable --now tincan-datapath@NET tincan-groupvpn@NET   (or tincan-socialvpn@NET)"
