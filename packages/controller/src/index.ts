@@ -14,3 +14,4 @@ export * from './packet-queue.js';
 export * from './state-file.js';
 export * from './address-pool.js';
 export * from './traffic-profile.js';
+export * from './overlay-controller.js';

@@ -1,0 +1,804 @@
+import type { Logger } from 'pino';
+import {
+  DEFAULT_IP6_PREFIX,
+  FRAME_DST_OFFSET,
+  FRAME_HEADER_LEN,
+  UID_BYTES,
+  ip6FromUid,
+  ip6ToBytes,
+  parseControllerSignal,
+  uidToBytes,
+  type ConReq,
+  type ConResp,
+  type EventOf,
+  type LinkInfo,
+  type RpcEvent,
+  type StateResult,
+  type TurnServer,
+  type Uid,
+  type XmppCredentials,
+} from '@tincan/protocol';
+import { Backoff } from './backoff.js';
+import type { Clock, TimerHandle } from './clock.js';
+import { errorMessage, type DatapathPort } from './datapath-port.js';
+import { DatapathSupervisor } from './datapath-supervisor.js';
+import { PacketQueue } from './packet-queue.js';
+import { PeerTable, type Admission, type Peer, type PresenceChange } from './peer-table.js';
+import { LogLimiter } from './rate-limit.js';
+import { FAILURE_REASONS, Signaling, type CloseReason, type SignalOutcome } from './signaling.js';
+import { StatusFile } from './status-file.js';
+import type { Subnet4 } from './subnet.js';
+
+/** Timing knobs both controllers share (tests shorten them). */
+export interface OverlayTuning {
+  /** get_state every this often: liveness, presence and link sync, trimming. */
+  pollIntervalMs: number;
+  /** Our offer gets this long for a con_resp. */
+  offerTimeoutMs: number;
+  /** Exchanged descriptions get this long to become an up link. */
+  connectTimeoutMs: number;
+  /** An up link that went "down" gets this long to recover before it is trimmed. */
+  downGraceMs: number;
+  /** Proactive: the higher UID waits this long for the lower UID's offer. */
+  proactiveWaitMs: number;
+  /** On-demand: a packet keeps wanting a link (and its retries) for this long. */
+  demandWindowMs: number;
+  /** Retry backoff after a failed link: first delay and ceiling. */
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  /** A presence missing from get_state for this long (while XMPP is online) counts as gone. */
+  presenceGraceMs: number;
+  /** Packets kept per peer while its link is made, and for how long. */
+  queuePerPeer: number;
+  queueMaxAgeMs: number;
+  /** Refusal warnings: at most one per sender and reason per this. */
+  warnIntervalMs: number;
+}
+
+export const DEFAULT_OVERLAY_TUNING: OverlayTuning = {
+  pollIntervalMs: 5_000,
+  offerTimeoutMs: 15_000,
+  connectTimeoutMs: 45_000,
+  downGraceMs: 10_000,
+  proactiveWaitMs: 5_000,
+  demandWindowMs: 30_000,
+  backoffInitialMs: 2_000,
+  backoffMaxMs: 120_000,
+  presenceGraceMs: 15_000,
+  queuePerPeer: 8,
+  queueMaxAgeMs: 10_000,
+  warnIntervalMs: 60_000,
+};
+
+/** The counters the shared machinery keeps; each controller's counters extend these. */
+export interface OverlayCounters {
+  signals_received: number;
+  signals_malformed: number;
+  signals_unknown_type: number;
+  signals_bounced: number;
+  signals_refused: number;
+  signals_duplicate: number;
+  signals_stale: number;
+  glare_kept: number;
+  glare_yielded: number;
+  con_reject_sent: number;
+  offers: number;
+  links_up: number;
+  link_failures: number;
+  links_adopted: number;
+  links_trimmed_idle: number;
+  links_trimmed_lru: number;
+  links_trimmed_departed: number;
+  links_trimmed_conflict: number;
+  orphan_links_trimmed: number;
+  unmapped_packets: number;
+  unmapped_malformed: number;
+  unmapped_outside_subnet: number;
+  transit_dropped: number;
+  packets_reinjected: number;
+  datapath_restarts: number;
+}
+
+/** Why signals were refused, by reason (unknown_sender, not_admitted, not_friend, …). */
+export type RefusalCounts = Record<string, number>;
+
+/** The config keys the shared machinery reads (both controllers' settings have them). */
+export interface OverlaySettings {
+  xmpp: XmppCredentials;
+  vnic: { name: string; mtu: number };
+  stun: string[];
+  turn: TurnServer[];
+  max_links: number;
+  idle_timeout_s: number;
+}
+
+/** A refused con_req / con_resp: the refusal counted and logged, and the con_reject reason. */
+export interface OfferRefusal {
+  refusal: string;
+  detail: string;
+  reject: string;
+}
+
+/** Log and trim texts that differ between the controllers ("member" / "friend device", …). */
+export interface OverlayTexts {
+  conflictLocal: string;
+  conflictRemote: string;
+  conflictResolved: string;
+  conflictTrim: string;
+  memberLeft: string;
+  departedTrim: string;
+  roomForPeer: string;
+}
+
+/**
+ * What a controller decides; the OverlayController does the rest. Hooks are called synchronously
+ * from the core's event, poll and packet paths; none is called before start().
+ */
+export interface OverlayPolicy {
+  /** The overlay name our presence and con_req / con_resp carry (register_svc, overlay check). */
+  readonly overlay: string;
+  readonly texts: OverlayTexts;
+  /** Who may be a peer (PeerTable admission). */
+  admit(p: { uid: Uid; jid: string; overlay: string | null }): Admission;
+  /** Identity fields of our con_req / con_resp to `uid`. */
+  identity(uid: Uid): { overlay: string; ip4: string } & Record<string, unknown>;
+  /** Before a description is exchanged with `uid`: map its address in the datapath. */
+  prepare(uid: Uid, msg: ConReq | ConResp): Promise<void>;
+
+  // --- attaching ---
+  /** The datapath restarted: forget what it held (mappings). */
+  datapathRestarted(): void;
+  /** The error when the datapath's vNIC belongs to another node. */
+  foreignVnic(node: StateResult['node']): string;
+  /** set_local_ip's ip4 (address/prefix). */
+  localIp4(): string;
+
+  // --- get_state ---
+  /** After presence sync while XMPP is online. */
+  syncedPresences?(state: StateResult): void;
+  /** Log fields of an up link found in the datapath that may be adopted, or null to trim it. */
+  adoptable(link: LinkInfo): Record<string, unknown> | null;
+  /** A link was adopted: map it (signaling.adopt and activity are done). */
+  adopted(link: LinkInfo): void;
+  /** A link tracked (or adopted) in this snapshot. */
+  observeLink?(link: LinkInfo, now: number): void;
+  /** After the links of a snapshot, before trimming. */
+  syncedLinks?(now: number): void;
+  /** Up links idle for too long. */
+  idleVictims(now: number): Uid[];
+  /** Up links to trim so that `room` more fit under max_links (room 0: over the limit now). */
+  lruVictims(room: number): Uid[];
+  /** Before every peer is reconciled at the end of a snapshot. */
+  beforeReconcile?(): void;
+
+  // --- events ---
+  presenceEvent?(e: EventOf<'presence'>): void;
+  roster?(e: EventOf<'roster'>): void;
+  /** Two nodes claim `uid` (or someone claims ours): count it (the core logs and trims). */
+  conflicted(uid: Uid): void;
+  /** A presence change made `uid` a member: log, map, reset, reconcile as the policy wants. */
+  joined(uid: Uid): void;
+  /** A member left (after its link was trimmed). */
+  left?(uid: Uid): void;
+  /** After a batch of presence changes. */
+  presenceChanged?(changes: PresenceChange[]): void;
+
+  // --- signals ---
+  /** Refusal reason for a well-formed signal before the sender check, or null. */
+  screen?(e: EventOf<'signal'>): string | null;
+  /** Checks a con_req / con_resp from a verified sender; null accepts it. */
+  checkOffer(peer: Peer, uid: Uid, msg: ConReq | ConResp): OfferRefusal | null;
+  /** A con_req / con_resp was handled with this outcome. */
+  signalHandled?(uid: Uid, type: 'con_req' | 'con_resp', outcome: SignalOutcome, data: unknown): void;
+
+  // --- packets ---
+  /** The peer owning an IPv4 address in the subnet (host order), or null (count why). */
+  ip4Owner(dst: number): Uid | null;
+  /** The peer whose UID starts with this IPv6 host part (hex), or null (count why). */
+  ip6Owner(host: string): Uid | null;
+  /** The member an unmapped packet may start a link to, or null (count why). */
+  demandPeer(uid: Uid): Peer | null;
+  /** The link is up: make sure the datapath has the peer's mapping. */
+  ensureMapped(uid: Uid): void;
+
+  // --- making links ---
+  /** How long to wait before offering to `peer`, or null if the policy does not want a link. */
+  offerDelay(peer: Peer, now: number, readyAt: number): number | null;
+  /** We sent an offer to `peer`. */
+  offered?(peer: Peer, now: number): void;
+  /** A link closed (before the core's retry / backoff bookkeeping). */
+  closed(uid: Uid): void;
+}
+
+export interface OverlayControllerOptions<C extends OverlayCounters> {
+  uid: Uid;
+  subnet: Subnet4;
+  settings: OverlaySettings;
+  policy: OverlayPolicy;
+  counters: C;
+  tuning: OverlayTuning;
+  /** A connected datapath client (tests pass a fake). */
+  client?: DatapathPort;
+  /** Makes a client (reads the datapath's token): used at start and after the datapath restarts. */
+  connect?: () => Promise<DatapathPort>;
+  /** The controller's logger: signaling and datapath get child loggers of `root`. */
+  log: Logger;
+  root: Logger;
+  clock: Clock;
+  /** The status file path, or null for none. */
+  statusPath: string | null;
+  status: () => unknown;
+  random?: () => number;
+}
+
+const ZERO_UID = Buffer.alloc(UID_BYTES);
+const ULA_PREFIX = ip6ToBytes(DEFAULT_IP6_PREFIX).subarray(0, 8);
+
+/**
+ * The machinery GroupVPN and SocialVPN share: the datapath supervisor (attach, poll, restarts),
+ * event dispatch, signaling sessions (con_req / con_resp / con_reject, glare, retries with backoff),
+ * unmapped packets (on-demand trigger, queue and re-injection), link bookkeeping (adoption after a
+ * controller restart, idle / LRU trimming), counters and the status file. What is a peer, which
+ * address it has and which links are wanted is the OverlayPolicy's.
+ */
+export class OverlayController<C extends OverlayCounters> {
+  readonly uid: Uid;
+  readonly ip6: string;
+  readonly peers: PeerTable;
+  readonly signaling: Signaling;
+  readonly supervisor: DatapathSupervisor;
+  readonly counters: C;
+  readonly refusals: RefusalCounts = {};
+  readonly backoff: Backoff;
+  readonly queue: PacketQueue;
+  readonly warnLimiter: LogLimiter;
+  /** Last activity per link (traffic from get_state, link up, local demand). */
+  readonly activity = new Map<Uid, number>();
+  /** set_local_ip and register_svc done on the current datapath: the policy may act. */
+  ready = false;
+  xmppState = 'unregistered';
+  xmppJid: string | null = null;
+
+  private readonly subnet: Subnet4;
+  private readonly settings: OverlaySettings;
+  private readonly policy: OverlayPolicy;
+  private readonly tuning: OverlayTuning;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly uidBytes: Buffer;
+  private readonly wakeups = new Map<Uid, { at: number; timer: TimerHandle }>();
+  private readonly statusFile: StatusFile | null;
+  private readonly statusOf: () => unknown;
+  private xmppOnlineSince: number | null = null;
+  private stopped_ = false;
+
+  constructor(opts: OverlayControllerOptions<C>) {
+    this.uid = opts.uid;
+    this.uidBytes = uidToBytes(this.uid);
+    this.ip6 = ip6FromUid(this.uid);
+    this.subnet = opts.subnet;
+    this.settings = opts.settings;
+    this.policy = opts.policy;
+    this.counters = opts.counters;
+    this.tuning = opts.tuning;
+    this.clock = opts.clock;
+    this.log = opts.log;
+    this.statusOf = opts.status;
+    const t = this.tuning;
+    this.backoff = new Backoff({ initialMs: t.backoffInitialMs, maxMs: t.backoffMaxMs, ...(opts.random ? { random: opts.random } : {}) });
+    this.queue = new PacketQueue({ perPeer: t.queuePerPeer, maxAgeMs: t.queueMaxAgeMs });
+    this.warnLimiter = new LogLimiter(this.clock, t.warnIntervalMs);
+    this.peers = new PeerTable({ localUid: this.uid, admit: (p) => this.policy.admit(p) });
+    this.supervisor = new DatapathSupervisor({
+      ...(opts.client ? { client: opts.client } : {}),
+      ...(opts.connect ? { connect: opts.connect } : {}),
+      clock: this.clock,
+      logger: opts.root.child({ component: 'datapath' }),
+      pollIntervalMs: t.pollIntervalMs,
+      handlers: {
+        onEvent: (e) => this.onEvent(e),
+        onPacket: (f) => this.onPacket(f),
+        attach: (state, restarted, seq) => this.attach(state, restarted, seq),
+        onState: (state, seq) => this.sync(state, seq),
+        onUnreachable: () => this.markDirty(),
+      },
+    });
+    const rpc = { call: this.supervisor.call.bind(this.supervisor) } as Pick<DatapathPort, 'call'>;
+    this.signaling = new Signaling({
+      localUid: this.uid,
+      rpc,
+      clock: this.clock,
+      logger: opts.root.child({ component: 'signaling' }),
+      offerTimeoutMs: t.offerTimeoutMs,
+      connectTimeoutMs: t.connectTimeoutMs,
+      downGraceMs: t.downGraceMs,
+      seq: () => this.supervisor.seq,
+      hooks: {
+        identity: (uid) => this.policy.identity(uid),
+        ice: () => ({ stun: this.settings.stun, turn: this.settings.turn }),
+        prepare: (uid, msg) => this.policy.prepare(uid, msg),
+        onUp: (uid) => this.onLinkUp(uid),
+        onClosed: (uid, reason, detail) => this.onLinkClosed(uid, reason, detail),
+      },
+    });
+    this.statusFile = opts.statusPath === null ? null : new StatusFile(opts.statusPath, this.clock, this.log);
+  }
+
+  get stopped(): boolean {
+    return this.stopped_;
+  }
+
+  /** Attaches to the datapath (waiting for it if need be) and starts the policy loop. */
+  async start(): Promise<void> {
+    await this.supervisor.start();
+  }
+
+  /** Stops; links stay up in the datapath, and a restarted controller adopts them. */
+  async stop(): Promise<void> {
+    if (this.stopped_) return;
+    this.stopped_ = true;
+    this.markDirty();
+    this.supervisor.stop();
+    this.signaling.stop();
+    for (const w of this.wakeups.values()) this.clock.clearTimeout(w.timer);
+    this.wakeups.clear();
+    await this.statusFile?.flush();
+  }
+
+  /** The status file is out of date (rewritten soon, at most so often). */
+  markDirty(): void {
+    this.statusFile?.update(this.statusOf);
+  }
+
+  // --- attaching to the datapath ------------------------------------------------------------------
+
+  private async attach(state: StateResult, restarted: boolean, seq: number): Promise<void> {
+    this.ready = false;
+    if (restarted) {
+      this.counters.datapath_restarts++;
+      // Its links, mappings and XMPP session are gone; presences will be announced again.
+      this.policy.datapathRestarted();
+      this.activity.clear();
+      this.signaling.reset('the datapath restarted');
+      this.handlePresence(this.peers.clear(this.clock.now()));
+    }
+    if (state.node.uid !== null && state.node.uid !== this.uid) throw new Error(this.policy.foreignVnic(state.node));
+    await this.supervisor.call('set_local_ip', {
+      uid: this.uid,
+      name: this.settings.vnic.name,
+      ip4: this.policy.localIp4(),
+      ip6: `${this.ip6}/64`,
+      mtu: this.settings.vnic.mtu,
+    });
+    await this.supervisor.call('register_svc', { xmpp: this.settings.xmpp, overlay: this.policy.overlay });
+    this.ready = true;
+    this.sync(state, seq);
+  }
+
+  /** One get_state snapshot: presence, links (adopt, lose, orphan), activity, trimming, policy. */
+  private sync(state: StateResult, seq: number): void {
+    if (this.stopped_) return;
+    const now = this.clock.now();
+    const policy = this.policy;
+    this.xmppJid = state.xmpp.jid;
+    this.handlePresence(this.peers.setOwnJid(state.xmpp.jid, now));
+    this.setXmppState(state.xmpp.state, now);
+    if (state.xmpp.state === 'online') {
+      // Presences missing from the datapath's list are gone, but only once XMPP has been online long
+      // enough for everyone's presence to arrive again after a reconnect.
+      const settled = this.xmppOnlineSince !== null && now - this.xmppOnlineSince > this.tuning.presenceGraceMs;
+      this.handlePresence(this.peers.syncOnline(state.peers, now, this.tuning.presenceGraceMs, settled));
+      policy.syncedPresences?.(state);
+    }
+
+    const inState = new Set<Uid>();
+    for (const link of state.links) {
+      inState.add(link.uid);
+      const s = this.signaling.session(link.uid);
+      const untracked = !s || (s.state === 'idle' && s.idleSeq < seq && s.trimsInFlight === 0);
+      if (untracked) {
+        if (link.state === 'up' && this.adopt(link, now)) {
+          policy.observeLink?.(link, now);
+          continue;
+        }
+        this.log.info({ peer: link.uid.slice(0, 12), state: link.state }, 'trimming a link no session owns');
+        this.counters.orphan_links_trimmed++;
+        this.signaling.trimOrphan(link.uid);
+        continue;
+      }
+      if (s.state === 'idle') continue;
+      this.noteActivity(link);
+      policy.observeLink?.(link, now);
+      if (s.state === 'up' && (link.state === 'failed' || link.state === 'down')) {
+        this.signaling.handleLinkEvent(link.uid, link.state, 'seen in get_state');
+      }
+    }
+    for (const s of [...this.signaling.all()]) {
+      if (s.state !== 'idle' && s.linkSeq !== null && s.linkSeq < seq && !inState.has(s.uid)) {
+        this.signaling.lost(s.uid, 'the datapath no longer has this link');
+      }
+    }
+    policy.syncedLinks?.(now);
+
+    for (const uid of policy.idleVictims(now)) {
+      this.counters.links_trimmed_idle++;
+      this.signaling.trim(uid, `idle for more than ${this.settings.idle_timeout_s} s`);
+    }
+    for (const uid of policy.lruVictims(0)) {
+      this.counters.links_trimmed_lru++;
+      this.signaling.trim(uid, `more than max_links (${this.settings.max_links}) links: least recently used`);
+    }
+    this.queue.expire(now);
+    this.forgetGone();
+    policy.beforeReconcile?.();
+    this.reconcileAll();
+    this.markDirty();
+  }
+
+  /** Drops the records of peers that are gone and hold nothing (bounded memory under churn). */
+  private forgetGone(): void {
+    for (const p of [...this.peers.all()]) {
+      if (p.status !== 'absent' || this.wakeups.has(p.uid)) continue;
+      const s = this.signaling.session(p.uid);
+      if (s && s.state !== 'idle') continue;
+      this.signaling.forget(p.uid);
+      this.peers.forget(p.uid);
+      this.backoff.reset(p.uid);
+      this.queue.drop(p.uid);
+    }
+    for (const s of [...this.signaling.all()]) {
+      if (s.state === 'idle' && !this.peers.get(s.uid) && !this.wakeups.has(s.uid)) this.signaling.forget(s.uid);
+    }
+  }
+
+  /** Takes over an up link found in the datapath (controller restart); false if it must go. */
+  private adopt(link: LinkInfo, now: number): boolean {
+    if (link.uid === this.uid || this.peers.get(link.uid)?.status === 'conflict') return false;
+    const fields = this.policy.adoptable(link);
+    if (fields === null) return false;
+    this.signaling.adopt(link.uid, link.connected_ms ?? now);
+    this.noteActivity(link);
+    this.policy.adopted(link);
+    this.counters.links_adopted++;
+    this.log.info({ peer: link.uid.slice(0, 12), ...fields }, 'adopted a link that was already up');
+    return true;
+  }
+
+  private noteActivity(link: LinkInfo): void {
+    const t = Math.max(link.last_rx_ms ?? 0, link.last_tx_ms ?? 0, link.connected_ms ?? link.created_ms);
+    this.activity.set(link.uid, Math.max(t, this.activity.get(link.uid) ?? 0));
+  }
+
+  /** When the link to `uid` was last active (traffic, up, or its attempt started). */
+  lastActive(uid: Uid): number {
+    const s = this.signaling.session(uid);
+    return this.activity.get(uid) ?? s?.upSinceMs ?? s?.sinceMs ?? 0;
+  }
+
+  private setXmppState(state: string, now: number): void {
+    if (state === this.xmppState) return;
+    this.xmppState = state;
+    if (state === 'online') {
+      this.xmppOnlineSince = now;
+      this.reconcileAll();
+    } else {
+      this.xmppOnlineSince = null;
+    }
+    this.markDirty();
+  }
+
+  // --- events ---------------------------------------------------------------------------------------
+
+  private onEvent(e: RpcEvent): void {
+    if (this.stopped_) return;
+    const now = this.clock.now();
+    switch (e.event) {
+      case 'presence':
+        this.policy.presenceEvent?.(e);
+        this.handlePresence(this.peers.presence(e, now));
+        break;
+      case 'signal':
+        this.onSignal(e);
+        break;
+      case 'link':
+        this.signaling.handleLinkEvent(e.uid, e.state, e.reason);
+        this.markDirty();
+        break;
+      case 'xmpp':
+        if (e.state === 'connecting') this.log.debug('XMPP session connecting');
+        else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
+        this.setXmppState(e.state, now);
+        break;
+      case 'roster':
+        this.policy.roster?.(e);
+        break;
+    }
+  }
+
+  /** Applies presence changes: conflicts, members joining and leaving. */
+  handlePresence(changes: PresenceChange[]): void {
+    const texts = this.policy.texts;
+    for (const c of changes) {
+      if (c.after === 'conflict') {
+        this.policy.conflicted(c.uid);
+        const conflict = this.peers.conflicts().find((x) => x.uid === c.uid);
+        const local = c.uid === this.uid;
+        this.log.error({ uid: c.uid, jids: conflict?.jids, local }, local ? texts.conflictLocal : texts.conflictRemote);
+        if (this.signaling.state(c.uid) !== 'idle') {
+          this.counters.links_trimmed_conflict++;
+          this.signaling.trim(c.uid, texts.conflictTrim);
+        }
+        this.queue.drop(c.uid);
+      } else if (c.before === 'conflict') {
+        this.log.warn({ uid: c.uid, now: c.after }, texts.conflictResolved);
+      }
+      if (c.after === 'member') {
+        this.policy.joined(c.uid);
+      } else if (c.before === 'member' && c.after === 'absent') {
+        this.log.info({ peer: c.uid.slice(0, 12) }, texts.memberLeft);
+        if (this.signaling.state(c.uid) !== 'idle') {
+          this.counters.links_trimmed_departed++;
+          this.signaling.trim(c.uid, texts.departedTrim);
+        }
+        this.policy.left?.(c.uid);
+        this.queue.drop(c.uid);
+        this.backoff.reset(c.uid);
+        this.cancelWake(c.uid);
+      }
+    }
+    this.policy.presenceChanged?.(changes);
+    if (changes.length) this.markDirty();
+  }
+
+  /** Counts and (rate-limited) logs a refused signal. */
+  refuse(e: EventOf<'signal'>, reason: string, detail?: string): void {
+    this.counters.signals_refused++;
+    this.refusals[reason] = (this.refusals[reason] ?? 0) + 1;
+    const gate = this.warnLimiter.allow(`${reason} ${e.jid}`);
+    if (gate.ok) {
+      this.log.warn({ jid: e.jid, uid: e.uid, type: e.type, reason, detail, suppressed: gate.suppressed || undefined }, 'signal refused');
+    }
+  }
+
+  private onSignal(e: EventOf<'signal'>): void {
+    this.counters.signals_received++;
+    if (e.uid === this.uid) {
+      this.counters.signals_bounced++; // our own signal, bounced or reflected back
+      return;
+    }
+    const parsed = parseControllerSignal(e.type, e.data);
+    if (!parsed.ok) {
+      if (parsed.unknownType) this.counters.signals_unknown_type++;
+      else this.counters.signals_malformed++;
+      const gate = this.warnLimiter.allow(`garbage ${e.jid}`);
+      if (gate.ok) this.log.warn({ jid: e.jid, type: e.type, problem: parsed.reason, suppressed: gate.suppressed || undefined }, 'unusable signal ignored');
+      return;
+    }
+    const screened = this.policy.screen?.(e) ?? null;
+    if (screened !== null) {
+      this.refuse(e, screened);
+      return;
+    }
+    const sender = this.peers.verifySender(e.uid, e.jid);
+    if (!sender.ok) {
+      this.refuse(e, sender.reason);
+      return;
+    }
+    if (parsed.type === 'con_reject') {
+      this.countOutcome(this.signaling.handleConReject(e.uid, parsed.msg));
+      this.markDirty();
+      return;
+    }
+    const msg = parsed.msg;
+    const problem =
+      msg.overlay !== this.policy.overlay
+        ? { refusal: 'overlay_mismatch', detail: `overlay ${JSON.stringify(msg.overlay)}`, reject: 'overlay_mismatch' }
+        : this.policy.checkOffer(sender.peer, e.uid, msg);
+    if (problem !== null) {
+      this.refuse(e, problem.refusal, problem.detail);
+      if (parsed.type === 'con_req') this.reject(e.uid, problem.reject, msg.attempt);
+      return;
+    }
+    if (parsed.type === 'con_resp') {
+      const o = this.signaling.handleConResp(e.uid, parsed.msg);
+      this.policy.signalHandled?.(e.uid, 'con_resp', o, e.data);
+      this.countOutcome(o);
+      this.markDirty();
+      return;
+    }
+    // con_req: room for one more link?
+    if (this.signaling.state(e.uid) === 'idle' && this.signaling.activeCount() >= this.settings.max_links) {
+      const victims = this.policy.lruVictims(1);
+      if (victims.length === 0) {
+        this.reject(e.uid, 'max_links', msg.attempt);
+        return;
+      }
+      for (const v of victims) {
+        this.counters.links_trimmed_lru++;
+        this.signaling.trim(v, this.policy.texts.roomForPeer);
+      }
+    }
+    this.cancelWake(e.uid);
+    const o = this.signaling.handleConReq(e.uid, parsed.msg);
+    this.policy.signalHandled?.(e.uid, 'con_req', o, e.data);
+    this.countOutcome(o);
+    this.markDirty();
+  }
+
+  private countOutcome(o: SignalOutcome): void {
+    if (o === 'duplicate') this.counters.signals_duplicate++;
+    else if (o === 'stale') this.counters.signals_stale++;
+    else if (o === 'glare_kept') this.counters.glare_kept++;
+    else if (o === 'glare_yielded') this.counters.glare_yielded++;
+  }
+
+  private reject(uid: Uid, reason: string, attempt: string): void {
+    this.counters.con_reject_sent++;
+    this.supervisor
+      .call('send_signal', { uid, type: 'con_reject', data: { reason, attempt } })
+      .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot send con_reject'));
+  }
+
+  // --- unmapped packets (on-demand trigger) -------------------------------------------------------
+
+  /**
+   * A frame [src UID][dst UID or zeros][IP packet] the datapath could not send on a link. Only our
+   * own packets start a link; transit frames (another node's packets) are never forwarded.
+   */
+  private onPacket(frame: Buffer): void {
+    if (this.stopped_) return;
+    this.counters.unmapped_packets++;
+    if (frame.length < FRAME_HEADER_LEN + 20) {
+      this.counters.unmapped_malformed++;
+      return;
+    }
+    if (frame.compare(this.uidBytes, 0, UID_BYTES, 0, UID_BYTES) !== 0) {
+      this.counters.transit_dropped++;
+      return;
+    }
+    const uid = this.destinationUid(frame);
+    if (uid === null) return;
+    const peer = this.policy.demandPeer(uid);
+    if (!peer) return;
+    const now = this.clock.now();
+    peer.demandMs = now;
+    const copy = Buffer.from(frame);
+    uidToBytes(uid).copy(copy, FRAME_DST_OFFSET);
+    if (this.signaling.state(uid) === 'up') {
+      // The link is up but the datapath lacked a mapping (or the channel was not open): fix and forward.
+      this.activity.set(uid, now);
+      this.policy.ensureMapped(uid);
+      this.counters.packets_reinjected++;
+      this.supervisor.sendPacket(copy);
+      return;
+    }
+    this.queue.push(uid, copy, now);
+    this.reconcile(uid);
+  }
+
+  /** The peer a frame is for: its dst UID, or the owner of its IPv4 / IPv6 destination address. */
+  private destinationUid(frame: Buffer): Uid | null {
+    if (frame.compare(ZERO_UID, 0, UID_BYTES, FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES) !== 0) {
+      return frame.subarray(FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES).toString('hex');
+    }
+    const ipOff = FRAME_HEADER_LEN;
+    const version = frame[ipOff]! >> 4;
+    if (version === 4) {
+      const dst = frame.readUInt32BE(ipOff + 16);
+      if (!this.subnet.isPeerHost(dst)) {
+        this.counters.unmapped_outside_subnet++; // broadcast, multicast, our own, or not ours
+        return null;
+      }
+      return this.policy.ip4Owner(dst);
+    }
+    if (version === 6 && frame.length >= ipOff + 40) {
+      const d = ipOff + 24;
+      if (frame.compare(ULA_PREFIX, 0, 8, d, d + 8) !== 0) {
+        this.counters.unmapped_outside_subnet++;
+        return null;
+      }
+      return this.policy.ip6Owner(frame.subarray(d + 8, d + 16).toString('hex'));
+    }
+    this.counters.unmapped_malformed++;
+    return null;
+  }
+
+  // --- making links -----------------------------------------------------------------------------------
+
+  /** Makes the link to `uid` if the policy wants it and nothing is under way; otherwise waits. */
+  reconcile(uid: Uid): void {
+    if (this.stopped_ || !this.ready) return;
+    const peer = this.peers.member(uid);
+    if (!peer || this.signaling.state(uid) !== 'idle') return;
+    const now = this.clock.now();
+    const readyAt = this.backoff.readyAt(uid);
+    const delay = this.policy.offerDelay(peer, now, readyAt);
+    if (delay === null) return;
+    const wait = Math.max(readyAt - now, delay);
+    if (wait > 0) {
+      this.wake(uid, wait);
+      return;
+    }
+    if (this.signaling.activeCount() >= this.settings.max_links) {
+      const victims = this.policy.lruVictims(1);
+      if (victims.length === 0) return;
+      for (const v of victims) {
+        this.counters.links_trimmed_lru++;
+        this.signaling.trim(v, 'room for a new link (least recently used)');
+      }
+    }
+    this.cancelWake(uid);
+    if (this.signaling.connect(uid)) {
+      this.counters.offers++;
+      this.policy.offered?.(peer, now);
+    }
+  }
+
+  reconcileAll(): void {
+    for (const p of [...this.peers.members()]) this.reconcile(p.uid);
+  }
+
+  hasWake(uid: Uid): boolean {
+    return this.wakeups.has(uid);
+  }
+
+  private wake(uid: Uid, ms: number): void {
+    const at = this.clock.now() + ms;
+    const w = this.wakeups.get(uid);
+    if (w && w.at <= at) return;
+    if (w) this.clock.clearTimeout(w.timer);
+    const timer = this.clock.setTimeout(() => {
+      this.wakeups.delete(uid);
+      this.reconcile(uid);
+    }, ms);
+    this.wakeups.set(uid, { at, timer });
+  }
+
+  cancelWake(uid: Uid): void {
+    const w = this.wakeups.get(uid);
+    if (w) {
+      this.clock.clearTimeout(w.timer);
+      this.wakeups.delete(uid);
+    }
+  }
+
+  // --- signaling hooks ------------------------------------------------------------------------------
+
+  private onLinkUp(uid: Uid): void {
+    const now = this.clock.now();
+    this.counters.links_up++;
+    this.backoff.reset(uid);
+    this.activity.set(uid, now);
+    this.policy.ensureMapped(uid);
+    const frames = this.queue.take(uid, now);
+    for (const f of frames) this.supervisor.sendPacket(f);
+    this.counters.packets_reinjected += frames.length;
+    this.markDirty();
+  }
+
+  private onLinkClosed(uid: Uid, reason: CloseReason, detail: string): void {
+    this.policy.closed(uid);
+    this.activity.delete(uid);
+    const now = this.clock.now();
+    if (FAILURE_REASONS.has(reason)) {
+      this.counters.link_failures++;
+      const delay = this.backoff.fail(uid, now);
+      this.log.info({ peer: uid.slice(0, 12), reason, detail, retry_in_ms: delay }, 'link failed');
+      this.wake(uid, delay);
+    } else if (reason === 'lost') {
+      this.wake(uid, 0);
+    } else {
+      // Trimmed by policy: on demand, only new traffic brings it back (proactive: reconcile does).
+      const peer = this.peers.get(uid);
+      if (peer) peer.demandMs = null;
+      this.queue.drop(uid);
+    }
+    this.markDirty();
+  }
+
+  /** The status fields both controllers report the same way. */
+  datapathStatus(): { status: string; restarts: number; outages: number; last_error: string | null } {
+    const s = this.supervisor;
+    return { status: s.status, restarts: s.restarts, outages: s.outages, last_error: s.lastError };
+  }
+}
