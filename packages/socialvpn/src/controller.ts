@@ -2,35 +2,21 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
-  DEFAULT_IP6_PREFIX,
-  FRAME_DST_OFFSET,
-  FRAME_HEADER_LEN,
   SOCIAL_OVERLAY,
   SocialSignalExtras,
   SocialVpnState,
   UID_BYTES,
   ip6FromUid,
-  ip6ToBytes,
   numberToIp4,
-  parseControllerSignal,
-  uidToBytes,
   type EventOf,
   type LinkInfo,
-  type RpcEvent,
-  type StateResult,
   type Uid,
 } from '@tincan/protocol';
 import {
   AddressPool,
-  Backoff,
-  DatapathSupervisor,
-  FAILURE_REASONS,
-  LogLimiter,
-  PacketQueue,
-  PeerTable,
+  DEFAULT_OVERLAY_TUNING,
+  OverlayController,
   PersistentJsonFile,
-  Signaling,
-  StatusFile,
   Subnet4,
   TrafficProfile,
   errorMessage,
@@ -38,55 +24,25 @@ import {
   systemClock,
   type Admission,
   type Clock,
-  type CloseReason,
   type DatapathPort,
+  type DatapathSupervisor,
   type DayTraffic,
+  type OverlayCounters,
+  type OverlayPolicy,
+  type OverlayTuning,
+  type Peer,
+  type PeerTable,
   type PresenceChange,
-  type SignalOutcome,
-  type TimerHandle,
+  type RefusalCounts,
+  type Signaling,
 } from '@tincan/controller';
 import type { SocialVpnSettings } from './config.js';
 import { Roster, bareJid } from './roster.js';
 
-export interface SocialVpnTuning {
-  /** get_state every this often: liveness, presence and link sync, traffic, trimming. */
-  pollIntervalMs: number;
-  /** Our offer gets this long for a con_resp. */
-  offerTimeoutMs: number;
-  /** Exchanged descriptions get this long to become an up link. */
-  connectTimeoutMs: number;
-  /** An up link that went "down" gets this long to recover before it is trimmed. */
-  downGraceMs: number;
-  /** Proactive: the higher UID waits this long for the lower UID's offer. */
-  proactiveWaitMs: number;
-  /** On-demand: a packet keeps wanting a link (and its retries) for this long. */
-  demandWindowMs: number;
-  /** Retry backoff after a failed link: first delay and ceiling. */
-  backoffInitialMs: number;
-  backoffMaxMs: number;
-  /** A presence missing from get_state for this long (while XMPP is online) counts as gone. */
-  presenceGraceMs: number;
-  /** Packets kept per peer while its link is made, and for how long. */
-  queuePerPeer: number;
-  queueMaxAgeMs: number;
-  /** Refusal warnings: at most one per sender and reason per this. */
-  warnIntervalMs: number;
-}
-
-export const DEFAULT_TUNING: SocialVpnTuning = {
-  pollIntervalMs: 5_000,
-  offerTimeoutMs: 15_000,
-  connectTimeoutMs: 45_000,
-  downGraceMs: 10_000,
-  proactiveWaitMs: 5_000,
-  demandWindowMs: 30_000,
-  backoffInitialMs: 2_000,
-  backoffMaxMs: 120_000,
-  presenceGraceMs: 15_000,
-  queuePerPeer: 8,
-  queueMaxAgeMs: 10_000,
-  warnIntervalMs: 60_000,
-};
+export type SocialVpnTuning = OverlayTuning;
+export const DEFAULT_TUNING: SocialVpnTuning = DEFAULT_OVERLAY_TUNING;
+/** Why signals were refused, by reason (not_friend, not_social, uid_of_other_jid, unknown_sender, …). */
+export type { RefusalCounts };
 
 export interface SocialVpnControllerOptions {
   config: SocialVpnSettings;
@@ -105,46 +61,18 @@ export interface SocialVpnControllerOptions {
   random?: () => number;
 }
 
-export interface SocialVpnCounters {
-  signals_received: number;
-  signals_malformed: number;
-  signals_unknown_type: number;
-  signals_bounced: number;
-  signals_refused: number;
-  signals_duplicate: number;
-  signals_stale: number;
-  glare_kept: number;
-  glare_yielded: number;
-  con_reject_sent: number;
-  offers: number;
+export interface SocialVpnCounters extends OverlayCounters {
   offers_proactive: number;
-  links_up: number;
-  link_failures: number;
-  links_adopted: number;
-  links_trimmed_idle: number;
-  links_trimmed_lru: number;
-  links_trimmed_departed: number;
   links_trimmed_unfriended: number;
-  links_trimmed_conflict: number;
-  orphan_links_trimmed: number;
   uid_conflicts: number;
   roster_updates: number;
   mappings_created: number;
   mappings_removed: number;
   mappings_evicted: number;
   address_pool_exhausted: number;
-  unmapped_packets: number;
-  unmapped_malformed: number;
-  unmapped_outside_subnet: number;
   unmapped_not_friend: number;
   unmapped_offline: number;
-  transit_dropped: number;
-  packets_reinjected: number;
-  datapath_restarts: number;
 }
-
-/** Why signals were refused, by reason (not_friend, not_social, uid_of_other_jid, unknown_sender, …). */
-export type RefusalCounts = Record<string, number>;
 
 /** One friend device and its address in our subnet (tincanctl shows these). */
 export interface SocialVpnMappingStatus {
@@ -212,9 +140,6 @@ interface Mapping {
 
 /** last_seen_ms of an online device is refreshed (and persisted) at most this often. */
 const LAST_SEEN_STEP_MS = 600_000;
-
-const ZERO_UID = Buffer.alloc(UID_BYTES);
-const ULA_PREFIX = ip6ToBytes(DEFAULT_IP6_PREFIX).subarray(0, 8);
 export const STATUS_FILE = 'socialvpn-status.json';
 export const STATE_FILE = 'socialvpn-state.json';
 
@@ -232,6 +157,7 @@ export class SocialVpnController {
   readonly ip4: string;
   readonly ip6: string;
   readonly subnet: Subnet4;
+  readonly core: OverlayController<SocialVpnCounters>;
   readonly peers: PeerTable;
   readonly signaling: Signaling;
   readonly supervisor: DatapathSupervisor;
@@ -247,18 +173,14 @@ export class SocialVpnController {
     unmapped_outside_subnet: 0, unmapped_not_friend: 0, unmapped_offline: 0, transit_dropped: 0,
     packets_reinjected: 0, datapath_restarts: 0,
   };
-  readonly refusals: RefusalCounts = {};
+  readonly refusals: RefusalCounts;
 
   private readonly config: SocialVpnSettings;
   private readonly tuning: SocialVpnTuning;
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly uidBytes: Buffer;
   private readonly ownBare: string;
   private readonly pool: AddressPool;
-  private readonly backoff: Backoff;
-  private readonly queue: PacketQueue;
-  private readonly warnLimiter: LogLimiter;
   /** Friend device UID → its address in our subnet and owner (persisted). */
   private readonly mappings = new Map<Uid, Mapping>();
   /** The address the datapath has mapped to each UID (set_remote_ip sent). */
@@ -269,17 +191,10 @@ export class SocialVpnController {
   private proactive = new Set<Uid>();
   /** Links the peer asked to keep (its con_req / con_resp said proactive). */
   private readonly peerKeeps = new Set<Uid>();
-  private readonly wakeups = new Map<Uid, { at: number; timer: TimerHandle }>();
-  /** Last activity per link (traffic from get_state, link up, local demand). */
-  private readonly activity = new Map<Uid, number>();
   private readonly stateFile: PersistentJsonFile | null;
-  private readonly statusFile: StatusFile | null;
   private stateIsNew = false;
-  private ready = false;
-  private xmppState = 'unregistered';
-  private xmppJid: string | null = null;
-  private xmppOnlineSince: number | null = null;
-  private stopped = false;
+  /** Some link's traffic was counted in the get_state snapshot being applied. */
+  private trafficSeen = false;
 
   constructor(opts: SocialVpnControllerOptions) {
     this.config = opts.config;
@@ -304,53 +219,27 @@ export class SocialVpnController {
     this.stateIsNew = saved === null;
     this.pool = new AddressPool(this.subnet, saved?.next_ip4);
     if (saved) this.restoreState(saved);
-    this.uidBytes = uidToBytes(this.uid);
     this.ip6 = ip6FromUid(this.uid);
     this.stateFile = statePath === null ? null : new PersistentJsonFile(statePath, this.clock, this.log);
 
-    const t = this.tuning;
-    this.backoff = new Backoff({ initialMs: t.backoffInitialMs, maxMs: t.backoffMaxMs, ...(opts.random ? { random: opts.random } : {}) });
-    this.queue = new PacketQueue({ perPeer: t.queuePerPeer, maxAgeMs: t.queueMaxAgeMs });
-    this.warnLimiter = new LogLimiter(this.clock, t.warnIntervalMs);
-    this.peers = new PeerTable({ localUid: this.uid, admit: (p) => this.admit(p) });
-    this.supervisor = new DatapathSupervisor({
+    const statusPath = opts.statusFile === undefined ? join(opts.config.state_dir, STATUS_FILE) : opts.statusFile;
+    this.core = new OverlayController({
+      uid: this.uid,
+      subnet: this.subnet,
+      settings: opts.config,
+      policy: this.overlayPolicy(),
+      counters: this.counters,
+      tuning: this.tuning,
       ...(opts.client ? { client: opts.client } : {}),
       ...(opts.connect ? { connect: opts.connect } : {}),
+      log: this.log,
+      root: opts.logger,
       clock: this.clock,
-      logger: opts.logger.child({ component: 'datapath' }),
-      pollIntervalMs: t.pollIntervalMs,
-      handlers: {
-        onEvent: (e) => this.onEvent(e),
-        onPacket: (f) => this.onPacket(f),
-        attach: (state, restarted, seq) => this.attach(state, restarted, seq),
-        onState: (state, seq) => this.sync(state, seq),
-        onUnreachable: () => this.markDirty(),
-      },
+      statusPath,
+      status: () => this.status(),
+      ...(opts.random ? { random: opts.random } : {}),
     });
-    const rpc = { call: this.supervisor.call.bind(this.supervisor) } as Pick<DatapathPort, 'call'>;
-    this.signaling = new Signaling({
-      localUid: this.uid,
-      rpc,
-      clock: this.clock,
-      logger: opts.logger.child({ component: 'signaling' }),
-      offerTimeoutMs: t.offerTimeoutMs,
-      connectTimeoutMs: t.connectTimeoutMs,
-      downGraceMs: t.downGraceMs,
-      seq: () => this.supervisor.seq,
-      hooks: {
-        identity: (uid) => {
-          // ip4: our own address in our own subnet (the schema wants one; the friend ignores it).
-          const id = { overlay: SOCIAL_OVERLAY, ip4: this.ip4, proactive: this.proactive.has(uid) };
-          return id;
-        },
-        ice: () => ({ stun: this.config.stun, turn: this.config.turn }),
-        prepare: (uid) => this.mapInDatapath(uid),
-        onUp: (uid) => this.onLinkUp(uid),
-        onClosed: (uid, reason, detail) => this.onLinkClosed(uid, reason, detail),
-      },
-    });
-    const statusPath = opts.statusFile === undefined ? join(opts.config.state_dir, STATUS_FILE) : opts.statusFile;
-    this.statusFile = statusPath === null ? null : new StatusFile(statusPath, this.clock, this.log);
+    ({ peers: this.peers, signaling: this.signaling, supervisor: this.supervisor, refusals: this.refusals } = this.core);
   }
 
   /** Persists the state if it is new, attaches to the datapath (waiting for it) and starts the policy. */
@@ -370,26 +259,111 @@ export class SocialVpnController {
         throw new Error(`cannot write ${this.stateFile.path}: ${this.stateFile.lastError} (the node UID and friends' addresses are kept there)`);
       }
     }
-    await this.supervisor.start();
+    await this.core.start();
   }
 
   /** Stops the controller; links stay up in the datapath, and a restarted controller adopts them. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.markDirty();
+    if (this.core.stopped) return;
     this.saveState('soon');
-    this.supervisor.stop();
-    this.signaling.stop();
-    for (const w of this.wakeups.values()) this.clock.clearTimeout(w.timer);
-    this.wakeups.clear();
-    await Promise.all([this.statusFile?.flush(), this.stateFile?.flush()]);
+    await Promise.all([this.core.stop(), this.stateFile?.flush()]);
   }
 
   /** Writes the state file now (tests, tools); resolves when it is on disk. */
   async flushState(): Promise<void> {
     this.saveState('soon');
     await this.stateFile?.flush();
+  }
+
+  /** The hooks the core calls: SocialVPN's decisions. */
+  private overlayPolicy(): OverlayPolicy {
+    return {
+      overlay: SOCIAL_OVERLAY,
+      texts: {
+        conflictLocal: 'UID conflict: another device announces our own node UID (a copied state directory?)',
+        conflictRemote: 'UID conflict: two devices announce the same UID; neither is linked until one leaves',
+        conflictResolved: 'UID conflict resolved',
+        conflictTrim: 'UID conflict',
+        memberLeft: 'friend device offline',
+        departedTrim: 'the device left',
+        roomForPeer: 'room for a link a friend asked for (least recently used)',
+      },
+      admit: (p) => this.admit(p),
+      // ip4: our own address in our own subnet (the schema wants one; the friend ignores it).
+      identity: (uid) => ({ overlay: SOCIAL_OVERLAY, ip4: this.ip4, proactive: this.proactive.has(uid) }),
+      prepare: (uid) => this.mapInDatapath(uid),
+      datapathRestarted: () => {
+        // Its links, mappings and XMPP session are gone; the roster and presences come again at login.
+        this.dpMapped.clear();
+        for (const uid of [...this.peerKeeps]) this.setPeerKeeps(uid, false);
+        this.refusedPresences.clear();
+      },
+      foreignVnic: (node) =>
+        `the datapath's vNIC belongs to node ${node.uid} (${node.ip4 ?? '?'}), not to this SocialVPN node ${this.uid} ` +
+        '(another controller configured it, or socialvpn-state.json was replaced): restart the datapath',
+      localIp4: () => `${this.ip4}/${this.subnet.prefix}`,
+      syncedPresences: (state) => {
+        const listed = new Set(state.peers.map((p) => `${p.uid} ${p.jid}`));
+        for (const [jid, r] of this.refusedPresences) if (!listed.has(`${r.uid} ${jid}`)) this.refusedPresences.delete(jid);
+      },
+      adoptable: (link) => this.adoptable(link),
+      adopted: (link) => this.adopted(link),
+      observeLink: (link, now) => {
+        if (this.observeTraffic(link, now)) this.trafficSeen = true;
+      },
+      syncedLinks: (now) => this.syncedLinks(now),
+      idleVictims: (now) => this.idleVictims(now),
+      lruVictims: (room) => this.lruVictims(room),
+      beforeReconcile: () => this.refreshProactive(),
+      presenceEvent: (e) => {
+        if (!e.online && this.refusedPresences.get(e.jid)?.uid === e.uid) this.refusedPresences.delete(e.jid);
+      },
+      roster: (e) => this.onRoster(e),
+      conflicted: () => void this.counters.uid_conflicts++,
+      joined: (uid) => this.joined(uid),
+      left: (uid) => {
+        const m = this.mappings.get(uid);
+        if (m) m.last_seen_ms = this.clock.now();
+        this.unmapInDatapath(uid);
+      },
+      presenceChanged: (changes) => this.presenceChanged(changes),
+      screen: (e) => {
+        // Only a friend (mutual subscription), from the full JID whose presence announced that UID.
+        if (!this.isTrusted(bareJid(e.jid))) return 'not_friend';
+        const refused = this.refusedPresences.get(e.jid);
+        return refused && refused.uid === e.uid ? refused.reason : null; // not_social, uid_of_other_jid
+      },
+      checkOffer: (_peer, uid) =>
+        this.mappings.has(uid) ? null : { refusal: 'no_address', detail: `no free address in ${this.subnet.cidr}`, reject: 'no_address' },
+      signalHandled: (uid, type, o, data) => {
+        if (type === 'con_resp' ? o !== 'applied' : o !== 'answered' && o !== 'glare_yielded') return;
+        const extras = SocialSignalExtras.safeParse(data);
+        this.setPeerKeeps(uid, extras.success && extras.data.proactive === true);
+      },
+      ip4Owner: (dst) => {
+        const uid = this.pool.ownerOf(dst);
+        if (uid === undefined) this.counters.unmapped_not_friend++; // an address no friend device has
+        return uid ?? null;
+      },
+      ip6Owner: (host) => {
+        for (const uid of this.mappings.keys()) if (uid.startsWith(host)) return uid;
+        this.counters.unmapped_not_friend++;
+        return null;
+      },
+      demandPeer: (uid) => this.demandPeer(uid),
+      ensureMapped: (uid) => {
+        if (this.mappings.has(uid) && this.dpMapped.get(uid) === undefined) void this.mapInDatapath(uid).catch(() => undefined);
+      },
+      offerDelay: (peer, now, readyAt) => this.offerDelay(peer, now, readyAt),
+      offered: (peer, now) => {
+        if (!this.demanded(peer, now)) this.counters.offers_proactive++;
+      },
+      closed: (uid) => {
+        this.setPeerKeeps(uid, false);
+        // The mapping stays while the device is online: its next packets still name it (dst UID).
+        if (!this.peers.member(uid)) this.unmapInDatapath(uid);
+      },
+    };
   }
 
   /** The address of a friend's device in our subnet (null if it has none). */
@@ -450,80 +424,10 @@ export class SocialVpnController {
     this.stateFile?.update(() => this.stateSnapshot(), urgency);
   }
 
-  // --- attaching to the datapath ------------------------------------------------------------------
+  // --- get_state ------------------------------------------------------------------------------------
 
-  private async attach(state: StateResult, restarted: boolean, seq: number): Promise<void> {
-    this.ready = false;
-    if (restarted) {
-      this.counters.datapath_restarts++;
-      // Its links, mappings and XMPP session are gone; the roster and presences come again at login.
-      this.dpMapped.clear();
-      this.activity.clear();
-      for (const uid of [...this.peerKeeps]) this.setPeerKeeps(uid, false);
-      this.signaling.reset('the datapath restarted');
-      this.handlePresence(this.peers.clear(this.clock.now()));
-      this.refusedPresences.clear();
-    }
-    if (state.node.uid !== null && state.node.uid !== this.uid) {
-      throw new Error(
-        `the datapath's vNIC belongs to node ${state.node.uid} (${state.node.ip4 ?? '?'}), not to this SocialVPN node ${this.uid} ` +
-          '(another controller configured it, or socialvpn-state.json was replaced): restart the datapath',
-      );
-    }
-    await this.supervisor.call('set_local_ip', {
-      uid: this.uid,
-      name: this.config.vnic.name,
-      ip4: `${this.ip4}/${this.subnet.prefix}`,
-      ip6: `${this.ip6}/64`,
-      mtu: this.config.vnic.mtu,
-    });
-    await this.supervisor.call('register_svc', { xmpp: this.config.xmpp, overlay: SOCIAL_OVERLAY });
-    this.ready = true;
-    this.sync(state, seq);
-  }
-
-  /** One get_state snapshot: presence, links (adopt, lose, orphan), traffic, trimming, policy. */
-  private sync(state: StateResult, seq: number): void {
-    if (this.stopped) return;
-    const now = this.clock.now();
-    this.xmppJid = state.xmpp.jid;
-    this.handlePresence(this.peers.setOwnJid(state.xmpp.jid, now));
-    this.setXmppState(state.xmpp.state, now);
-    if (state.xmpp.state === 'online') {
-      const settled = this.xmppOnlineSince !== null && now - this.xmppOnlineSince > this.tuning.presenceGraceMs;
-      this.handlePresence(this.peers.syncOnline(state.peers, now, this.tuning.presenceGraceMs, settled));
-      const listed = new Set(state.peers.map((p) => `${p.uid} ${p.jid}`));
-      for (const [jid, r] of this.refusedPresences) if (!listed.has(`${r.uid} ${jid}`)) this.refusedPresences.delete(jid);
-    }
-
-    let traffic = false;
-    const inState = new Set<Uid>();
-    for (const link of state.links) {
-      inState.add(link.uid);
-      const s = this.signaling.session(link.uid);
-      const untracked = !s || (s.state === 'idle' && s.idleSeq < seq && s.trimsInFlight === 0);
-      if (untracked) {
-        if (link.state === 'up' && this.adopt(link, now)) {
-          if (this.observeTraffic(link, now)) traffic = true;
-          continue;
-        }
-        this.log.info({ peer: link.uid.slice(0, 12), state: link.state }, 'trimming a link no session owns');
-        this.counters.orphan_links_trimmed++;
-        this.signaling.trimOrphan(link.uid);
-        continue;
-      }
-      if (s.state === 'idle') continue;
-      this.noteActivity(link);
-      if (this.observeTraffic(link, now)) traffic = true;
-      if (s.state === 'up' && (link.state === 'failed' || link.state === 'down')) {
-        this.signaling.handleLinkEvent(link.uid, link.state, 'seen in get_state');
-      }
-    }
-    for (const s of [...this.signaling.all()]) {
-      if (s.state !== 'idle' && s.linkSeq !== null && s.linkSeq < seq && !inState.has(s.uid)) {
-        this.signaling.lost(s.uid, 'the datapath no longer has this link');
-      }
-    }
+  /** After a snapshot's links: last-seen times, traffic history pruning, the state file. */
+  private syncedLinks(now: number): void {
     let seen = false;
     for (const p of this.peers.members()) {
       const m = this.mappings.get(p.uid);
@@ -534,22 +438,10 @@ export class SocialVpnController {
       }
       if (this.dpMapped.get(p.uid) !== m.ip4) void this.mapInDatapath(p.uid).catch(() => undefined);
     }
+    let traffic = this.trafficSeen;
+    this.trafficSeen = false;
     if (this.profile.pruneAll(now)) traffic = true;
     if (traffic || seen) this.saveState('later'); // history and last-seen times: no hurry
-
-    for (const uid of this.idleVictims(now)) {
-      this.counters.links_trimmed_idle++;
-      this.signaling.trim(uid, `idle for more than ${this.config.idle_timeout_s} s`);
-    }
-    for (const uid of this.lruVictims(0)) {
-      this.counters.links_trimmed_lru++;
-      this.signaling.trim(uid, `more than max_links (${this.config.max_links}) links: least recently used`);
-    }
-    this.queue.expire(now);
-    this.forgetGone();
-    this.refreshProactive();
-    this.reconcileAll();
-    this.markDirty();
   }
 
   /** Counts a link's new traffic into its device's history; true if there was any. */
@@ -563,34 +455,20 @@ export class SocialVpnController {
     );
   }
 
-  /** Drops the records of peers that are gone and hold nothing (bounded memory under churn). */
-  private forgetGone(): void {
-    for (const p of [...this.peers.all()]) {
-      if (p.status !== 'absent' || this.wakeups.has(p.uid)) continue;
-      const s = this.signaling.session(p.uid);
-      if (s && s.state !== 'idle') continue;
-      this.signaling.forget(p.uid);
-      this.peers.forget(p.uid);
-      this.backoff.reset(p.uid);
-      this.queue.drop(p.uid);
-    }
-    for (const s of [...this.signaling.all()]) {
-      if (s.state === 'idle' && !this.peers.get(s.uid) && !this.wakeups.has(s.uid)) this.signaling.forget(s.uid);
-    }
-  }
-
   /**
-   * Takes over an up link found in the datapath (controller restart): only a device we have an
+   * An up link found in the datapath (controller restart) may be adopted: only a device we have an
    * address for, owned by someone who is still a friend, and (if the datapath knows the link's JID)
    * by that very JID. Anything else is trimmed.
    */
-  private adopt(link: LinkInfo, now: number): boolean {
+  private adoptable(link: LinkInfo): Record<string, unknown> | null {
     const m = this.mappings.get(link.uid);
-    const peer = this.peers.get(link.uid);
-    if (!m || link.uid === this.uid || peer?.status === 'conflict' || !this.isTrusted(m.jid)) return false;
-    if (link.jid !== null && bareJid(link.jid) !== m.jid) return false;
-    this.signaling.adopt(link.uid, link.connected_ms ?? now);
-    this.noteActivity(link);
+    if (!m || !this.isTrusted(m.jid)) return null;
+    if (link.jid !== null && bareJid(link.jid) !== m.jid) return null;
+    return { jid: m.jid, ip4: m.ip4 };
+  }
+
+  private adopted(link: LinkInfo): void {
+    const m = this.mappings.get(link.uid)!;
     if (m.peer_keeps) this.peerKeeps.add(link.uid);
     const ip6 = ip6FromUid(link.uid);
     if (link.ip4.includes(m.ip4) && link.ip6.includes(ip6)) {
@@ -600,31 +478,6 @@ export class SocialVpnController {
         this.log.warn({ peer: link.uid.slice(0, 12), err: errorMessage(err) }, 'cannot map an adopted link');
       });
     }
-    this.counters.links_adopted++;
-    this.log.info({ peer: link.uid.slice(0, 12), jid: m.jid, ip4: m.ip4 }, 'adopted a link that was already up');
-    return true;
-  }
-
-  private noteActivity(link: LinkInfo): void {
-    const t = Math.max(link.last_rx_ms ?? 0, link.last_tx_ms ?? 0, link.connected_ms ?? link.created_ms);
-    this.activity.set(link.uid, Math.max(t, this.activity.get(link.uid) ?? 0));
-  }
-
-  private lastActive(uid: Uid): number {
-    const s = this.signaling.session(uid);
-    return this.activity.get(uid) ?? s?.upSinceMs ?? s?.sinceMs ?? 0;
-  }
-
-  private setXmppState(state: string, now: number): void {
-    if (state === this.xmppState) return;
-    this.xmppState = state;
-    if (state === 'online') {
-      this.xmppOnlineSince = now;
-      this.reconcileAll();
-    } else {
-      this.xmppOnlineSince = null;
-    }
-    this.markDirty();
   }
 
   // --- trust: roster and admission ----------------------------------------------------------------
@@ -672,8 +525,8 @@ export class SocialVpnController {
     for (const bare of new Set([...added, ...gone])) this.readmit(bare);
     this.saveState('soon');
     this.refreshProactive();
-    this.reconcileAll();
-    this.markDirty();
+    this.core.reconcileAll();
+    this.core.markDirty();
   }
 
   /** `bare` is no longer a friend: trim its devices' links, unmap and forget their addresses. */
@@ -697,9 +550,9 @@ export class SocialVpnController {
     this.profile.forget(uid);
     this.proactive.delete(uid);
     this.peerKeeps.delete(uid);
-    this.queue.drop(uid);
-    this.cancelWake(uid);
-    this.backoff.reset(uid);
+    this.core.queue.drop(uid);
+    this.core.cancelWake(uid);
+    this.core.backoff.reset(uid);
     this.counters.mappings_removed++;
     this.log.info({ peer: uid.slice(0, 12), jid: m.jid, ip4: m.ip4, why }, 'friend device unmapped');
     this.saveState('soon');
@@ -715,7 +568,7 @@ export class SocialVpnController {
     for (const [jid, r] of this.refusedPresences) {
       if (bareJid(jid) === bare) again.push({ uid: r.uid, jid, overlay: r.overlay, online: true });
     }
-    for (const ev of again) this.handlePresence(this.peers.presence(ev, now));
+    for (const ev of again) this.core.handlePresence(this.peers.presence(ev, now));
   }
 
   // --- addresses ------------------------------------------------------------------------------------
@@ -742,7 +595,7 @@ export class SocialVpnController {
     }
     if (ip4 === null) {
       this.counters.address_pool_exhausted++;
-      const gate = this.warnLimiter.allow('pool exhausted');
+      const gate = this.core.warnLimiter.allow('pool exhausted');
       if (gate.ok) this.log.warn({ subnet: this.subnet.cidr, peer: uid.slice(0, 12), jid: bare, suppressed: gate.suppressed || undefined }, 'no free address in the subnet for a friend device: use a larger subnet');
       return null;
     }
@@ -779,166 +632,26 @@ export class SocialVpnController {
       .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot unmap'));
   }
 
-  // --- events ---------------------------------------------------------------------------------------
+  // --- presence -------------------------------------------------------------------------------------
 
-  private onEvent(e: RpcEvent): void {
-    if (this.stopped) return;
-    const now = this.clock.now();
-    switch (e.event) {
-      case 'presence':
-        if (!e.online && this.refusedPresences.get(e.jid)?.uid === e.uid) this.refusedPresences.delete(e.jid);
-        this.handlePresence(this.peers.presence(e, now));
-        break;
-      case 'signal':
-        this.onSignal(e);
-        break;
-      case 'link':
-        this.signaling.handleLinkEvent(e.uid, e.state, e.reason);
-        this.markDirty();
-        break;
-      case 'xmpp':
-        if (e.state === 'connecting') this.log.debug('XMPP session connecting');
-        else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
-        this.setXmppState(e.state, now);
-        break;
-      case 'roster':
-        this.onRoster(e);
-        break;
-    }
+  /** A friend device came online: it gets (or keeps) its address in our subnet. */
+  private joined(uid: Uid): void {
+    const short = uid.slice(0, 12);
+    const peer = this.peers.get(uid);
+    const bare = peer?.jid ? bareJid(peer.jid) : null;
+    const ip4 = bare ? this.ensureMapping(uid, bare) : null;
+    this.log.info({ peer: short, jid: peer?.jid, ip4 }, 'friend device online');
+    if (ip4) void this.mapInDatapath(uid).catch((err: unknown) => this.log.debug({ peer: short, err: errorMessage(err) }, 'cannot map'));
+    this.core.backoff.reset(uid);
   }
 
-  private handlePresence(changes: PresenceChange[]): void {
-    let changed = false;
-    for (const c of changes) {
-      const short = c.uid.slice(0, 12);
-      if (c.after === 'conflict') {
-        this.counters.uid_conflicts++;
-        const conflict = this.peers.conflicts().find((x) => x.uid === c.uid);
-        this.log.error(
-          { uid: c.uid, jids: conflict?.jids, local: c.uid === this.uid },
-          c.uid === this.uid
-            ? 'UID conflict: another device announces our own node UID (a copied state directory?)'
-            : 'UID conflict: two devices announce the same UID; neither is linked until one leaves',
-        );
-        if (this.signaling.state(c.uid) !== 'idle') {
-          this.counters.links_trimmed_conflict++;
-          this.signaling.trim(c.uid, 'UID conflict');
-        }
-        this.queue.drop(c.uid);
-      } else if (c.before === 'conflict') {
-        this.log.warn({ uid: c.uid, now: c.after }, 'UID conflict resolved');
-      }
-      if (c.after === 'member') {
-        const peer = this.peers.get(c.uid);
-        const bare = peer?.jid ? bareJid(peer.jid) : null;
-        const ip4 = bare ? this.ensureMapping(c.uid, bare) : null;
-        this.log.info({ peer: short, jid: peer?.jid, ip4 }, 'friend device online');
-        if (ip4) void this.mapInDatapath(c.uid).catch((err: unknown) => this.log.debug({ peer: short, err: errorMessage(err) }, 'cannot map'));
-        this.backoff.reset(c.uid);
-        changed = true;
-      } else if (c.before === 'member' && c.after === 'absent') {
-        this.log.info({ peer: short }, 'friend device offline');
-        if (this.signaling.state(c.uid) !== 'idle') {
-          this.counters.links_trimmed_departed++;
-          this.signaling.trim(c.uid, 'the device left');
-        }
-        const m = this.mappings.get(c.uid);
-        if (m) m.last_seen_ms = this.clock.now();
-        this.unmapInDatapath(c.uid);
-        this.queue.drop(c.uid);
-        this.backoff.reset(c.uid);
-        this.cancelWake(c.uid);
-        changed = true;
-      }
-    }
-    if (changed) {
-      this.refreshProactive();
-      for (const c of changes) if (c.after === 'member') this.reconcile(c.uid);
-    }
-    if (changes.length) this.markDirty();
+  private presenceChanged(changes: PresenceChange[]): void {
+    if (!changes.some((c) => c.after === 'member' || (c.before === 'member' && c.after === 'absent'))) return;
+    this.refreshProactive();
+    for (const c of changes) if (c.after === 'member') this.core.reconcile(c.uid);
   }
 
-  private refuse(e: EventOf<'signal'>, reason: string, detail?: string): void {
-    this.counters.signals_refused++;
-    this.refusals[reason] = (this.refusals[reason] ?? 0) + 1;
-    const gate = this.warnLimiter.allow(`${reason} ${e.jid}`);
-    if (gate.ok) {
-      this.log.warn({ jid: e.jid, uid: e.uid, type: e.type, reason, detail, suppressed: gate.suppressed || undefined }, 'signal refused');
-    }
-  }
-
-  private onSignal(e: EventOf<'signal'>): void {
-    this.counters.signals_received++;
-    if (e.uid === this.uid) {
-      this.counters.signals_bounced++; // our own signal, bounced or reflected back
-      return;
-    }
-    const parsed = parseControllerSignal(e.type, e.data);
-    if (!parsed.ok) {
-      if (parsed.unknownType) this.counters.signals_unknown_type++;
-      else this.counters.signals_malformed++;
-      const gate = this.warnLimiter.allow(`garbage ${e.jid}`);
-      if (gate.ok) this.log.warn({ jid: e.jid, type: e.type, problem: parsed.reason, suppressed: gate.suppressed || undefined }, 'unusable signal ignored');
-      return;
-    }
-    // Only a friend (mutual subscription), from the full JID whose presence announced that UID.
-    if (!this.isTrusted(bareJid(e.jid))) {
-      this.refuse(e, 'not_friend');
-      return;
-    }
-    const refused = this.refusedPresences.get(e.jid);
-    if (refused && refused.uid === e.uid) {
-      this.refuse(e, refused.reason); // its presence was refused: not_social, uid_of_other_jid
-      return;
-    }
-    const sender = this.peers.verifySender(e.uid, e.jid);
-    if (!sender.ok) {
-      this.refuse(e, sender.reason);
-      return;
-    }
-    if (parsed.type === 'con_reject') {
-      this.countOutcome(this.signaling.handleConReject(e.uid, parsed.msg));
-      this.markDirty();
-      return;
-    }
-    const msg = parsed.msg;
-    if (msg.overlay !== SOCIAL_OVERLAY) {
-      this.refuse(e, 'overlay_mismatch', `overlay ${JSON.stringify(msg.overlay)}`);
-      if (parsed.type === 'con_req') this.reject(e.uid, 'overlay_mismatch', msg.attempt);
-      return;
-    }
-    if (!this.mappings.has(e.uid)) {
-      this.refuse(e, 'no_address', `no free address in ${this.subnet.cidr}`);
-      if (parsed.type === 'con_req') this.reject(e.uid, 'no_address', msg.attempt);
-      return;
-    }
-    const extras = SocialSignalExtras.safeParse(e.data);
-    const keeps = extras.success && extras.data.proactive === true;
-    if (parsed.type === 'con_resp') {
-      const o = this.signaling.handleConResp(e.uid, parsed.msg);
-      if (o === 'applied') this.setPeerKeeps(e.uid, keeps);
-      this.countOutcome(o);
-      this.markDirty();
-      return;
-    }
-    // con_req: room for one more link?
-    if (this.signaling.state(e.uid) === 'idle' && this.signaling.activeCount() >= this.config.max_links) {
-      const victims = this.lruVictims(1);
-      if (victims.length === 0) {
-        this.reject(e.uid, 'max_links', msg.attempt);
-        return;
-      }
-      for (const v of victims) {
-        this.counters.links_trimmed_lru++;
-        this.signaling.trim(v, 'room for a link a friend asked for (least recently used)');
-      }
-    }
-    this.cancelWake(e.uid);
-    const o = this.signaling.handleConReq(e.uid, parsed.msg);
-    if (o === 'answered' || o === 'glare_yielded') this.setPeerKeeps(e.uid, keeps);
-    this.countOutcome(o);
-    this.markDirty();
-  }
+  // --- signals and packets --------------------------------------------------------------------------
 
   private setPeerKeeps(uid: Uid, keeps: boolean): void {
     if (keeps) this.peerKeeps.add(uid);
@@ -951,95 +664,18 @@ export class SocialVpnController {
     }
   }
 
-  private countOutcome(o: SignalOutcome): void {
-    if (o === 'duplicate') this.counters.signals_duplicate++;
-    else if (o === 'stale') this.counters.signals_stale++;
-    else if (o === 'glare_kept') this.counters.glare_kept++;
-    else if (o === 'glare_yielded') this.counters.glare_yielded++;
-  }
-
-  private reject(uid: Uid, reason: string, attempt: string): void {
-    this.counters.con_reject_sent++;
-    this.supervisor
-      .call('send_signal', { uid, type: 'con_reject', data: { reason, attempt } })
-      .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot send con_reject'));
-  }
-
-  // --- unmapped packets (on-demand trigger) -------------------------------------------------------
-
   /**
-   * A frame [src UID][dst UID or zeros][IP packet] the datapath could not send on a link. Only our
-   * own packets to a friend device's address start a link; transit frames (another node's packets,
-   * e.g. from a friend of a friend through a common friend) are never forwarded.
+   * The online friend device an unmapped packet of ours may start a link to. Transit frames (another
+   * node's packets, e.g. from a friend of a friend through a common friend) never get here.
    */
-  private onPacket(frame: Buffer): void {
-    if (this.stopped) return;
-    this.counters.unmapped_packets++;
-    if (frame.length < FRAME_HEADER_LEN + 20) {
-      this.counters.unmapped_malformed++;
-      return;
-    }
-    if (frame.compare(this.uidBytes, 0, UID_BYTES, 0, UID_BYTES) !== 0) {
-      this.counters.transit_dropped++;
-      return;
-    }
-    const uid = this.destinationUid(frame);
-    if (uid === null) return;
+  private demandPeer(uid: Uid): Peer | null {
     if (!this.mappings.has(uid)) {
-      this.counters.unmapped_not_friend++;
-      return;
-    }
-    const peer = this.peers.member(uid);
-    if (!peer) {
-      this.counters.unmapped_offline++;
-      return;
-    }
-    const now = this.clock.now();
-    peer.demandMs = now;
-    const copy = Buffer.from(frame);
-    uidToBytes(uid).copy(copy, FRAME_DST_OFFSET);
-    if (this.signaling.state(uid) === 'up') {
-      // The link is up but the datapath lacked the mapping (or the channel was not open): fix, forward.
-      this.activity.set(uid, now);
-      if (this.dpMapped.get(uid) === undefined) void this.mapInDatapath(uid).catch(() => undefined);
-      this.counters.packets_reinjected++;
-      this.supervisor.sendPacket(copy);
-      return;
-    }
-    this.queue.push(uid, copy, now);
-    this.reconcile(uid);
-  }
-
-  /** The device a frame is for: its dst UID, or looked up from the IPv4 / IPv6 destination. */
-  private destinationUid(frame: Buffer): Uid | null {
-    if (frame.compare(ZERO_UID, 0, UID_BYTES, FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES) !== 0) {
-      return frame.subarray(FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES).toString('hex');
-    }
-    const ipOff = FRAME_HEADER_LEN;
-    const version = frame[ipOff]! >> 4;
-    if (version === 4) {
-      const dst = frame.readUInt32BE(ipOff + 16);
-      if (!this.subnet.isPeerHost(dst)) {
-        this.counters.unmapped_outside_subnet++; // broadcast, multicast, our own, or not ours
-        return null;
-      }
-      const uid = this.pool.ownerOf(dst);
-      if (uid === undefined) this.counters.unmapped_not_friend++; // an address no friend device has
-      return uid ?? null;
-    }
-    if (version === 6 && frame.length >= ipOff + 40) {
-      const d = ipOff + 24;
-      if (frame.compare(ULA_PREFIX, 0, 8, d, d + 8) !== 0) {
-        this.counters.unmapped_outside_subnet++;
-        return null;
-      }
-      const host = frame.subarray(d + 8, d + 16).toString('hex');
-      for (const uid of this.mappings.keys()) if (uid.startsWith(host)) return uid;
       this.counters.unmapped_not_friend++;
       return null;
     }
-    this.counters.unmapped_malformed++;
-    return null;
+    const peer = this.peers.member(uid);
+    if (!peer) this.counters.unmapped_offline++;
+    return peer ?? null;
   }
 
   // --- policy: the social profile -----------------------------------------------------------------
@@ -1058,7 +694,7 @@ export class SocialVpnController {
     }
     const added = [...next].filter((u) => !this.proactive.has(u));
     this.proactive = next;
-    for (const uid of added) this.reconcile(uid);
+    for (const uid of added) this.core.reconcile(uid);
   }
 
   private wants(uid: Uid, demandMs: number | null, now: number): boolean {
@@ -1067,41 +703,18 @@ export class SocialVpnController {
   }
 
   /** Makes the link to `uid` if the policy wants it and nothing is under way; otherwise waits. */
-  private reconcile(uid: Uid): void {
-    if (this.stopped || !this.ready) return;
-    const peer = this.peers.member(uid);
-    if (!peer || this.signaling.state(uid) !== 'idle') return;
-    const m = this.mappings.get(uid);
-    if (!m || !this.isTrusted(m.jid)) return;
-    const now = this.clock.now();
-    if (!this.wants(uid, peer.demandMs, now)) return;
-    const readyAt = this.backoff.readyAt(uid);
-    const demand = peer.demandMs !== null && now - peer.demandMs < this.tuning.demandWindowMs;
-    // Proactive glare avoidance (as GroupVPN's): the lower UID offers; the higher waits for its offer.
-    let delay = 0;
-    if (!demand && this.uid > uid) delay = Math.max(0, Math.max(peer.onlineSinceMs ?? 0, readyAt) + this.tuning.proactiveWaitMs - now);
-    const wait = Math.max(readyAt - now, delay);
-    if (wait > 0) {
-      this.wake(uid, wait);
-      return;
-    }
-    if (this.signaling.activeCount() >= this.config.max_links) {
-      const victims = this.lruVictims(1);
-      if (victims.length === 0) return;
-      for (const v of victims) {
-        this.counters.links_trimmed_lru++;
-        this.signaling.trim(v, 'room for a new link (least recently used)');
-      }
-    }
-    this.cancelWake(uid);
-    if (this.signaling.connect(uid)) {
-      this.counters.offers++;
-      if (!demand) this.counters.offers_proactive++;
-    }
+  private demanded(peer: Peer, now: number): boolean {
+    return peer.demandMs !== null && now - peer.demandMs < this.tuning.demandWindowMs;
   }
 
-  private reconcileAll(): void {
-    for (const p of [...this.peers.members()]) this.reconcile(p.uid);
+  /** How long to wait before offering to a trusted device the policy wants a link to; null: none. */
+  private offerDelay(peer: Peer, now: number, readyAt: number): number | null {
+    const m = this.mappings.get(peer.uid);
+    if (!m || !this.isTrusted(m.jid)) return null;
+    if (!this.wants(peer.uid, peer.demandMs, now)) return null;
+    // Proactive glare avoidance (as GroupVPN's): the lower UID offers; the higher waits for its offer.
+    if (this.demanded(peer, now) || this.uid <= peer.uid) return 0;
+    return Math.max(0, Math.max(peer.onlineSinceMs ?? 0, readyAt) + this.tuning.proactiveWaitMs - now);
   }
 
   /** Up on-demand links idle for longer than idle_timeout_s (proactive and peer-kept links stay). */
@@ -1111,7 +724,7 @@ export class SocialVpnController {
     const out: Uid[] = [];
     for (const s of this.signaling.all()) {
       if (s.state !== 'up' || this.proactive.has(s.uid) || this.peerKeeps.has(s.uid)) continue;
-      if (now - this.lastActive(s.uid) > limit) out.push(s.uid);
+      if (now - this.core.lastActive(s.uid) > limit) out.push(s.uid);
     }
     return out;
   }
@@ -1126,64 +739,8 @@ export class SocialVpnController {
     const up = [...this.signaling.all()].filter((s) => s.state === 'up' && !this.proactive.has(s.uid)).map((s) => s.uid);
     const rank = (u: Uid) => (this.peerKeeps.has(u) ? 1 : 0);
     return up
-      .sort((a, b) => rank(a) - rank(b) || this.lastActive(a) - this.lastActive(b) || (a < b ? -1 : 1))
+      .sort((a, b) => rank(a) - rank(b) || this.core.lastActive(a) - this.core.lastActive(b) || (a < b ? -1 : 1))
       .slice(0, excess);
-  }
-
-  private wake(uid: Uid, ms: number): void {
-    const at = this.clock.now() + ms;
-    const w = this.wakeups.get(uid);
-    if (w && w.at <= at) return;
-    if (w) this.clock.clearTimeout(w.timer);
-    const timer = this.clock.setTimeout(() => {
-      this.wakeups.delete(uid);
-      this.reconcile(uid);
-    }, ms);
-    this.wakeups.set(uid, { at, timer });
-  }
-
-  private cancelWake(uid: Uid): void {
-    const w = this.wakeups.get(uid);
-    if (w) {
-      this.clock.clearTimeout(w.timer);
-      this.wakeups.delete(uid);
-    }
-  }
-
-  // --- signaling hooks ------------------------------------------------------------------------------
-
-  private onLinkUp(uid: Uid): void {
-    const now = this.clock.now();
-    this.counters.links_up++;
-    this.backoff.reset(uid);
-    this.activity.set(uid, now);
-    if (this.mappings.has(uid) && this.dpMapped.get(uid) === undefined) void this.mapInDatapath(uid).catch(() => undefined);
-    const frames = this.queue.take(uid, now);
-    for (const f of frames) this.supervisor.sendPacket(f);
-    this.counters.packets_reinjected += frames.length;
-    this.markDirty();
-  }
-
-  private onLinkClosed(uid: Uid, reason: CloseReason, detail: string): void {
-    this.activity.delete(uid);
-    this.setPeerKeeps(uid, false);
-    // The mapping stays while the device is online: its next packets still name it (dst UID).
-    if (!this.peers.member(uid)) this.unmapInDatapath(uid);
-    const now = this.clock.now();
-    if (FAILURE_REASONS.has(reason)) {
-      this.counters.link_failures++;
-      const delay = this.backoff.fail(uid, now);
-      this.log.info({ peer: uid.slice(0, 12), reason, detail, retry_in_ms: delay }, 'link failed');
-      this.wake(uid, delay);
-    } else if (reason === 'lost') {
-      this.wake(uid, 0);
-    } else {
-      // Trimmed by policy: on demand, only new traffic brings it back (proactive: reconcile does).
-      const peer = this.peers.get(uid);
-      if (peer) peer.demandMs = null;
-      this.queue.drop(uid);
-    }
-    this.markDirty();
   }
 
   // --- status -----------------------------------------------------------------------------------------
@@ -1194,7 +751,7 @@ export class SocialVpnController {
     for (const [uid, m] of this.mappings) {
       const p = this.peers.get(uid);
       const s = this.signaling.session(uid);
-      const retry = this.backoff.readyAt(uid);
+      const retry = this.core.backoff.readyAt(uid);
       const sum = this.profile.summary(uid, now);
       mappings.push({
         uid,
@@ -1211,10 +768,10 @@ export class SocialVpnController {
         score: this.profile.score(uid, now),
         traffic_today: sum.today,
         active_days: sum.active_days,
-        last_active_ms: this.activity.get(uid) ?? null,
+        last_active_ms: this.core.activity.get(uid) ?? null,
         since_ms: m.since_ms,
         last_seen_ms: m.last_seen_ms,
-        failures: this.backoff.failures(uid),
+        failures: this.core.backoff.failures(uid),
         retry_at_ms: retry > now ? retry : null,
       });
     }
@@ -1241,13 +798,8 @@ export class SocialVpnController {
         active_day_packets: sp.active_day_packets,
         own_devices: this.config.own_devices,
       },
-      datapath: {
-        status: this.supervisor.status,
-        restarts: this.supervisor.restarts,
-        outages: this.supervisor.outages,
-        last_error: this.supervisor.lastError,
-      },
-      xmpp: { state: this.xmppState, jid: this.xmppJid },
+      datapath: this.core.datapathStatus(),
+      xmpp: { state: this.core.xmppState, jid: this.core.xmppJid },
       roster: { source: this.roster.source, updated_ms: this.roster.updatedMs, contacts: this.roster.size, friends: this.roster.mutual().sort() },
       addresses: { used: this.pool.size, capacity: this.pool.capacity },
       links: this.signaling.activeCount(),
@@ -1259,7 +811,4 @@ export class SocialVpnController {
     };
   }
 
-  private markDirty(): void {
-    this.statusFile?.update(() => this.status());
-  }
 }
