@@ -15,3 +15,4 @@ export * from './state-file.js';
 export * from './address-pool.js';
 export * from './traffic-profile.js';
 export * from './overlay-controller.js';
+export * from './overlay-policy.js';
