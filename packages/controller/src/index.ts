@@ -16,3 +16,4 @@ export * from './address-pool.js';
 export * from './traffic-profile.js';
 export * from './overlay-controller.js';
 export * from './overlay-policy.js';
+export * from './run-controller.js';
