@@ -19,7 +19,7 @@ import type { Clock, TimerHandle } from './clock.js';
 import { errorMessage, type DatapathPort } from './datapath-port.js';
 import { DatapathSupervisor } from './datapath-supervisor.js';
 import { PacketQueue } from './packet-queue.js';
-import type { OverlayCounters, OverlayPolicy, OverlaySettings, OverlayTuning, RefusalCounts } from './overlay-policy.js';
+import type { OverlayCounters, OverlayHostOptions, OverlayPolicy, OverlaySettings, OverlayTuning, RefusalCounts } from './overlay-policy.js';
 import { PeerTable, type PresenceChange } from './peer-table.js';
 import { LogLimiter } from './rate-limit.js';
 import { FAILURE_REASONS, Signaling, type CloseReason, type SignalOutcome } from './signaling.js';
@@ -33,18 +33,14 @@ export interface OverlayControllerOptions<C extends OverlayCounters> {
   policy: OverlayPolicy;
   counters: C;
   tuning: OverlayTuning;
-  /** A connected datapath client (tests pass a fake). */
-  client?: DatapathPort;
-  /** Makes a client (reads the datapath's token): used at start and after the datapath restarts. */
-  connect?: () => Promise<DatapathPort>;
-  /** The controller's logger: signaling and datapath get child loggers of `root`. */
+  /** The controller's own options: client or connect, root logger, random. */
+  host: OverlayHostOptions;
+  /** The controller's logger (a child of host.logger); signaling and datapath get their own. */
   log: Logger;
-  root: Logger;
   clock: Clock;
   /** The status file path, or null for none. */
   statusPath: string | null;
   status: () => unknown;
-  random?: () => number;
 }
 
 const ZERO_UID = Buffer.alloc(UID_BYTES);
@@ -101,15 +97,16 @@ export class OverlayController<C extends OverlayCounters> {
     this.log = opts.log;
     this.statusOf = opts.status;
     const t = this.tuning;
-    this.backoff = new Backoff({ initialMs: t.backoffInitialMs, maxMs: t.backoffMaxMs, ...(opts.random ? { random: opts.random } : {}) });
+    const host = opts.host;
+    this.backoff = new Backoff({ initialMs: t.backoffInitialMs, maxMs: t.backoffMaxMs, ...(host.random ? { random: host.random } : {}) });
     this.queue = new PacketQueue({ perPeer: t.queuePerPeer, maxAgeMs: t.queueMaxAgeMs });
     this.warnLimiter = new LogLimiter(this.clock, t.warnIntervalMs);
     this.peers = new PeerTable({ localUid: this.uid, admit: (p) => this.policy.admit(p) });
     this.supervisor = new DatapathSupervisor({
-      ...(opts.client ? { client: opts.client } : {}),
-      ...(opts.connect ? { connect: opts.connect } : {}),
+      ...(host.client ? { client: host.client } : {}),
+      ...(host.connect ? { connect: host.connect } : {}),
       clock: this.clock,
-      logger: opts.root.child({ component: 'datapath' }),
+      logger: host.logger.child({ component: 'datapath' }),
       pollIntervalMs: t.pollIntervalMs,
       handlers: {
         onEvent: (e) => this.onEvent(e),
@@ -124,7 +121,7 @@ export class OverlayController<C extends OverlayCounters> {
       localUid: this.uid,
       rpc,
       clock: this.clock,
-      logger: opts.root.child({ component: 'signaling' }),
+      logger: host.logger.child({ component: 'signaling' }),
       offerTimeoutMs: t.offerTimeoutMs,
       connectTimeoutMs: t.connectTimeoutMs,
       downGraceMs: t.downGraceMs,

@@ -1,4 +1,7 @@
+import type { Logger } from 'pino';
 import type { ConReq, ConResp, EventOf, LinkInfo, StateResult, TurnServer, Uid, XmppCredentials } from '@tincan/protocol';
+import type { Clock } from './clock.js';
+import type { DatapathPort } from './datapath-port.js';
 import type { Admission, Peer, PresenceChange } from './peer-table.js';
 import type { SignalOutcome } from './signaling.js';
 
@@ -181,4 +184,19 @@ export interface OverlayPolicy {
   offered?(peer: Peer, now: number): void;
   /** A link closed (before the core's retry / backoff bookkeeping). */
   closed(uid: Uid): void;
+}
+
+/** The constructor options both controllers take besides their config. */
+export interface OverlayHostOptions {
+  /** A connected datapath client (tests pass a fake). */
+  client?: DatapathPort;
+  /** Makes a client (reads the datapath's token): used at start and after the datapath restarts. */
+  connect?: () => Promise<DatapathPort>;
+  logger: Logger;
+  clock?: Clock;
+  tuning?: Partial<OverlayTuning>;
+  /** The status file: default `STATE_DIR/<controller>-status.json`; null for none (tests read status()). */
+  statusFile?: string | null;
+  /** Randomness for backoff jitter (tests pass a constant). */
+  random?: () => number;
 }

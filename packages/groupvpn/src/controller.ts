@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ip6FromUid, numberToIp4, uidFromIp4, type ConReq, type ConResp, type LinkInfo, type StateResult, type Uid } from '@tincan/protocol';
+import { ip6FromUid, numberToIp4, uidFromIp4, type ConReq, type ConResp, type LinkInfo, type Uid } from '@tincan/protocol';
 import {
   DEFAULT_OVERLAY_TUNING,
   LinkPolicy,
@@ -9,15 +9,14 @@ import {
   errorMessage,
   systemClock,
   type Clock,
-  type DatapathPort,
   type LinkActivity,
   type OfferRefusal,
   type OverlayCounters,
+  type OverlayHostOptions,
   type OverlayPolicy,
   type OverlayTuning,
   type Peer,
   type PeerTable,
-  type PresenceChange,
   type RefusalCounts,
   type Signaling,
   type DatapathSupervisor,
@@ -28,19 +27,9 @@ export type GroupVpnTuning = OverlayTuning;
 export const DEFAULT_TUNING: GroupVpnTuning = DEFAULT_OVERLAY_TUNING;
 export type { RefusalCounts };
 
-export interface GroupVpnControllerOptions {
+/** `{config, client or connect, logger, clock, tuning, statusFile (default STATE_DIR/groupvpn-status.json), random}`. */
+export interface GroupVpnControllerOptions extends OverlayHostOptions {
   config: GroupVpnSettings;
-  /** A connected datapath client (tests pass a fake). */
-  client?: DatapathPort;
-  /** Makes a client (reads the datapath's token): used at start and after the datapath restarts. */
-  connect?: () => Promise<DatapathPort>;
-  logger: Logger;
-  clock?: Clock;
-  tuning?: Partial<GroupVpnTuning>;
-  /** The status file: default `STATE_DIR/groupvpn-status.json`; null for none (tests read status()). */
-  statusFile?: string | null;
-  /** Randomness for backoff jitter (tests pass a constant). */
-  random?: () => number;
 }
 
 export interface GroupVpnCounters extends OverlayCounters {
@@ -136,14 +125,11 @@ export class GroupVpnController {
       policy: this.overlayPolicy(),
       counters: this.counters,
       tuning,
-      ...(opts.client ? { client: opts.client } : {}),
-      ...(opts.connect ? { connect: opts.connect } : {}),
+      host: opts,
       log: this.log,
-      root: opts.logger,
       clock: this.clock,
       statusPath,
       status: () => this.status(),
-      ...(opts.random ? { random: opts.random } : {}),
     });
     ({ peers: this.peers, signaling: this.signaling, supervisor: this.supervisor, refusals: this.refusals } = this.core);
   }

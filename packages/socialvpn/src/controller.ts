@@ -24,10 +24,10 @@ import {
   systemClock,
   type Admission,
   type Clock,
-  type DatapathPort,
   type DatapathSupervisor,
   type DayTraffic,
   type OverlayCounters,
+  type OverlayHostOptions,
   type OverlayPolicy,
   type OverlayTuning,
   type Peer,
@@ -44,21 +44,11 @@ export const DEFAULT_TUNING: SocialVpnTuning = DEFAULT_OVERLAY_TUNING;
 /** Why signals were refused, by reason (not_friend, not_social, uid_of_other_jid, unknown_sender, …). */
 export type { RefusalCounts };
 
-export interface SocialVpnControllerOptions {
+/** `{config, client or connect, logger, clock, tuning, stateFile, statusFile (default STATE_DIR/socialvpn-status.json), random}`. */
+export interface SocialVpnControllerOptions extends OverlayHostOptions {
   config: SocialVpnSettings;
-  /** A connected datapath client (tests pass a fake). */
-  client?: DatapathPort;
-  /** Makes a client (reads the datapath's token): used at start and after the datapath restarts. */
-  connect?: () => Promise<DatapathPort>;
-  logger: Logger;
-  clock?: Clock;
-  tuning?: Partial<SocialVpnTuning>;
   /** The state file: default `STATE_DIR/socialvpn-state.json`; null keeps the state in memory only. */
   stateFile?: string | null;
-  /** The status file: default `STATE_DIR/socialvpn-status.json`; null for none (tests read status()). */
-  statusFile?: string | null;
-  /** Randomness for backoff jitter (tests pass a constant). */
-  random?: () => number;
 }
 
 export interface SocialVpnCounters extends OverlayCounters {
@@ -230,14 +220,11 @@ export class SocialVpnController {
       policy: this.overlayPolicy(),
       counters: this.counters,
       tuning: this.tuning,
-      ...(opts.client ? { client: opts.client } : {}),
-      ...(opts.connect ? { connect: opts.connect } : {}),
+      host: opts,
       log: this.log,
-      root: opts.logger,
       clock: this.clock,
       statusPath,
       status: () => this.status(),
-      ...(opts.random ? { random: opts.random } : {}),
     });
     ({ peers: this.peers, signaling: this.signaling, supervisor: this.supervisor, refusals: this.refusals } = this.core);
   }
