@@ -4,7 +4,6 @@ import type { Logger } from 'pino';
 import {
   SOCIAL_OVERLAY,
   SocialSignalExtras,
-  SocialVpnState,
   UID_BYTES,
   ip6FromUid,
   numberToIp4,
@@ -20,13 +19,10 @@ import {
   Subnet4,
   TrafficProfile,
   errorMessage,
-  readStateFileSync,
   systemClock,
   type Admission,
   type Clock,
   type DatapathSupervisor,
-  type DayTraffic,
-  type OverlayCounters,
   type OverlayHostOptions,
   type OverlayPolicy,
   type OverlayTuning,
@@ -38,6 +34,10 @@ import {
 } from '@tincan/controller';
 import type { SocialVpnSettings } from './config.js';
 import { Roster, bareJid } from './roster.js';
+import { loadSocialState, restoreSocialState, socialStateSnapshot, type Mapping, type SocialStateParts } from './state.js';
+import type { SocialVpnCounters, SocialVpnMappingStatus, SocialVpnStatus } from './status.js';
+
+export type { SocialVpnCounters, SocialVpnMappingStatus, SocialVpnStatus } from './status.js';
 
 export type SocialVpnTuning = OverlayTuning;
 export const DEFAULT_TUNING: SocialVpnTuning = DEFAULT_OVERLAY_TUNING;
@@ -49,83 +49,6 @@ export interface SocialVpnControllerOptions extends OverlayHostOptions {
   config: SocialVpnSettings;
   /** The state file: default `STATE_DIR/socialvpn-state.json`; null keeps the state in memory only. */
   stateFile?: string | null;
-}
-
-export interface SocialVpnCounters extends OverlayCounters {
-  offers_proactive: number;
-  links_trimmed_unfriended: number;
-  uid_conflicts: number;
-  roster_updates: number;
-  mappings_created: number;
-  mappings_removed: number;
-  mappings_evicted: number;
-  address_pool_exhausted: number;
-  unmapped_not_friend: number;
-  unmapped_offline: number;
-}
-
-/** One friend device and its address in our subnet (tincanctl shows these). */
-export interface SocialVpnMappingStatus {
-  uid: Uid;
-  /** The friend (bare JID) the device belongs to. */
-  jid: string;
-  /** The device's full JID while it is online. */
-  device_jid: string | null;
-  /** The device's address in *our* subnet (the datapath translates its packets to it). */
-  ip4: string;
-  ip6: string;
-  status: 'online' | 'offline' | 'conflict';
-  link: string;
-  role: string | null;
-  adopted: boolean;
-  /** The social profile links this device proactively (a frequent friend). */
-  proactive: boolean;
-  /** The friend's controller asked to keep the link (it links us proactively). */
-  peer_keeps: boolean;
-  score: number;
-  traffic_today: DayTraffic;
-  active_days: number;
-  last_active_ms: number | null;
-  since_ms: number;
-  last_seen_ms: number;
-  failures: number;
-  retry_at_ms: number | null;
-}
-
-export interface SocialVpnStatus {
-  updated_ms: number;
-  mode: 'social';
-  node: { uid: Uid; jid: string; ip4: string; ip6: string; subnet: string; vnic: string };
-  policy: {
-    link_policy: 'social-profile';
-    max_links: number;
-    idle_timeout_s: number;
-    proactive_links: number;
-    min_score: number;
-    half_life_days: number;
-    active_day_packets: number;
-    own_devices: boolean;
-  };
-  datapath: { status: string; restarts: number; outages: number; last_error: string | null };
-  xmpp: { state: string; jid: string | null };
-  roster: { source: string; updated_ms: number | null; contacts: number; friends: string[] };
-  addresses: { used: number; capacity: number };
-  links: number;
-  mappings: SocialVpnMappingStatus[];
-  /** Online TinCan devices that announce a UID claimed by two JIDs at once (none is linked). */
-  conflicts: { uid: Uid; jids: string[]; local: boolean }[];
-  state_file: { path: string | null; last_error: string | null };
-  counters: SocialVpnCounters;
-  refusals: RefusalCounts;
-}
-
-interface Mapping {
-  /** The owner: the friend's bare JID. */
-  jid: string;
-  ip4: string;
-  since_ms: number;
-  last_seen_ms: number;
-  peer_keeps?: boolean;
 }
 
 /** last_seen_ms of an online device is refreshed (and persisted) at most this often. */
@@ -199,7 +122,7 @@ export class SocialVpnController {
 
     // The persisted state: UID, friends' addresses, roster, traffic history.
     const statePath = opts.stateFile === undefined ? join(opts.config.state_dir, STATE_FILE) : opts.stateFile;
-    const saved = statePath === null ? null : this.loadState(statePath);
+    const saved = statePath === null ? null : loadSocialState(statePath);
     this.uid = saved?.uid ?? randomBytes(UID_BYTES).toString('hex');
     const sp = opts.config.social_profile;
     this.profile = new TrafficProfile(
@@ -208,7 +131,7 @@ export class SocialVpnController {
     );
     this.stateIsNew = saved === null;
     this.pool = new AddressPool(this.subnet, saved?.next_ip4);
-    if (saved) this.restoreState(saved);
+    if (saved) restoreSocialState(saved, this.stateParts(), this.log);
     this.ip6 = ip6FromUid(this.uid);
     this.stateFile = statePath === null ? null : new PersistentJsonFile(statePath, this.clock, this.log);
 
@@ -365,50 +288,12 @@ export class SocialVpnController {
 
   // --- state file -----------------------------------------------------------------------------------
 
-  private loadState(path: string): SocialVpnState | null {
-    return readStateFileSync(path, (data) => {
-      const r = SocialVpnState.safeParse(data);
-      if (r.success) return { ok: true, value: r.data };
-      const first = r.error.issues[0];
-      return { ok: false, problem: first ? `${first.path.map(String).join('.') || '(top level)'}: ${first.message}` : 'invalid' };
-    });
-  }
-
-  private restoreState(s: SocialVpnState): void {
-    if (s.subnet !== this.subnet.cidr || s.address !== this.ip4) {
-      this.log.warn(
-        { was: `${s.address} in ${s.subnet}`, now: `${this.ip4} in ${this.subnet.cidr}` },
-        'the subnet or own address changed: friends\' addresses that do not fit any more get new ones',
-      );
-    }
-    const entries = Object.entries(s.mappings).sort(([, a], [, b]) => a.since_ms - b.since_ms);
-    for (const [uid, m] of entries) {
-      if (uid === this.uid || !this.pool.assign(uid, m.ip4)) {
-        this.log.warn({ peer: uid.slice(0, 12), jid: m.jid, ip4: m.ip4 }, 'a stored address does not fit the subnet: the device gets a new one');
-        continue;
-      }
-      this.mappings.set(uid, { ...m, jid: bareJid(m.jid) });
-    }
-    if (s.roster) this.roster.load(s.roster.items, s.roster.updated_ms);
-  }
-
-  private stateSnapshot(): SocialVpnState {
-    const mappings: SocialVpnState['mappings'] = {};
-    for (const [uid, m] of [...this.mappings].sort(([a], [b]) => (a < b ? -1 : 1))) mappings[uid] = { ...m };
-    return {
-      version: 1,
-      uid: this.uid,
-      subnet: this.subnet.cidr,
-      address: this.ip4,
-      next_ip4: this.pool.cursor,
-      mappings,
-      roster: this.roster.updatedMs === null ? null : { updated_ms: this.roster.updatedMs, items: this.roster.toJSON() },
-      traffic: this.profile.toJSON(),
-    };
+  private stateParts(): SocialStateParts {
+    return { uid: this.uid, subnet: this.subnet, ip4: this.ip4, pool: this.pool, mappings: this.mappings, roster: this.roster, profile: this.profile };
   }
 
   private saveState(urgency: 'soon' | 'later'): void {
-    this.stateFile?.update(() => this.stateSnapshot(), urgency);
+    this.stateFile?.update(() => socialStateSnapshot(this.stateParts()), urgency);
   }
 
   // --- get_state ------------------------------------------------------------------------------------
