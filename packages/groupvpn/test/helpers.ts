@@ -1,11 +1,12 @@
-import pino, { type Logger } from 'pino';
-import { uidFromIp4, uidToBytes, type Uid } from '@tincan/protocol';
+import { uidFromIp4, type Uid } from '@tincan/protocol';
 import { ManualClock } from '@tincan/controller';
+import { captureLogger } from '../../controller/test/test-helpers.js';
 import { FakeDatapath, FakeNet } from '../../controller/test/fake-datapath.js';
 import { GroupVpnController, type GroupVpnTuning } from '../src/controller.js';
 import type { GroupVpnSettings } from '../src/config.js';
 
 export { FakeDatapath, FakeNet };
+export { captureLogger, unmappedFrame, logged as warnings } from '../../controller/test/test-helpers.js';
 
 export function settings(ip4: string, over: Partial<GroupVpnSettings> = {}): GroupVpnSettings {
   return {
@@ -22,13 +23,6 @@ export function settings(ip4: string, over: Partial<GroupVpnSettings> = {}): Gro
     log_level: 'info',
     ...over,
   };
-}
-
-/** Collects log lines (objects) so tests can check what was logged. */
-export function captureLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
-  return { logger, lines };
 }
 
 export interface TestNode {
@@ -78,20 +72,4 @@ export async function node(
   };
   await n.ctl.start();
   return n;
-}
-
-/** An IPv4 packet (20-byte header, no payload checks) from src to dst, as an unmapped frame. */
-export function unmappedFrame(srcUid: Uid, src: string, dst: string, dstUid: Uid | null = null): Buffer {
-  const ip = Buffer.alloc(28);
-  ip[0] = 0x45;
-  ip.writeUInt16BE(28, 2);
-  ip[8] = 64;
-  ip[9] = 1; // ICMP
-  src.split('.').forEach((b, i) => (ip[12 + i] = Number(b)));
-  dst.split('.').forEach((b, i) => (ip[16 + i] = Number(b)));
-  return Buffer.concat([uidToBytes(srcUid), dstUid ? uidToBytes(dstUid) : Buffer.alloc(20), ip]);
-}
-
-export function warnings(lines: Record<string, unknown>[], msg: string): Record<string, unknown>[] {
-  return lines.filter((l) => l.msg === msg);
 }

@@ -1,14 +1,15 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino, { type Logger } from 'pino';
-import { uidToBytes, type SocialVpnState, type Uid } from '@tincan/protocol';
+import type { SocialVpnState, Uid } from '@tincan/protocol';
 import { ManualClock } from '@tincan/controller';
+import { captureLogger } from '../../controller/test/test-helpers.js';
 import { FakeDatapath, FakeNet, type FakeRosterItem } from '../../controller/test/fake-datapath.js';
 import { STATE_FILE, SocialVpnController, type SocialVpnTuning } from '../src/controller.js';
 import type { SocialVpnSettings } from '../src/config.js';
 
 export { FakeDatapath, FakeNet };
+export { captureLogger, unmappedFrame, logged } from '../../controller/test/test-helpers.js';
 
 export const DOMAIN = 'social.test';
 
@@ -32,13 +33,6 @@ export function settings(user: string, over: Partial<SocialVpnSettings> = {}): S
     log_level: 'info',
     ...over,
   };
-}
-
-/** Collects log lines (objects) so tests can check what was logged. */
-export function captureLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
-  return { logger, lines };
 }
 
 export interface SocialNode {
@@ -105,20 +99,4 @@ export async function socialNode(net: FakeNet, clock: ManualClock, user: string,
   };
   if (!o.noStart) await n.ctl.start();
   return n;
-}
-
-/** An IPv4 packet (20-byte header) from src to dst, as an unmapped frame from the datapath. */
-export function unmappedFrame(srcUid: Uid, src: string, dst: string, dstUid: Uid | null = null): Buffer {
-  const ip = Buffer.alloc(28);
-  ip[0] = 0x45;
-  ip.writeUInt16BE(28, 2);
-  ip[8] = 64;
-  ip[9] = 1; // ICMP
-  src.split('.').forEach((b, i) => (ip[12 + i] = Number(b)));
-  dst.split('.').forEach((b, i) => (ip[16 + i] = Number(b)));
-  return Buffer.concat([uidToBytes(srcUid), dstUid ? uidToBytes(dstUid) : Buffer.alloc(20), ip]);
-}
-
-export function logged(lines: Record<string, unknown>[], msg: string): Record<string, unknown>[] {
-  return lines.filter((l) => l.msg === msg);
 }
