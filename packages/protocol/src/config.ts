@@ -42,22 +42,33 @@ export const XmppConfig = XmppCredentials.omit({ password: true })
   });
 export type XmppConfig = z.infer<typeof XmppConfig>;
 
+/**
+ * "a.b.c.d/len" split for a refinement (HostCidr4, SubnetCidr4): null when there is nothing more to
+ * check (the format check reported a bad address, or the prefix is not 8–30, reported here).
+ */
+export function cidr4Parts(s: string, ctx: z.RefinementCtx): { addr: string; prefix: number; n: number } | null {
+  const [addr = '', len = ''] = s.split('/');
+  const prefix = Number(len);
+  let n: number;
+  try {
+    n = ip4ToNumber(addr);
+  } catch {
+    return null; // the format check already reported it
+  }
+  if (prefix < 8 || prefix > 30) {
+    ctx.addIssue({ code: 'custom', message: `the prefix length must be 8–30 (got /${prefix})` });
+    return null;
+  }
+  return { addr, prefix, n };
+}
+
 /** "a.b.c.d/len" naming a host (not the network or broadcast address) in a subnet of /8 to /30. */
 export const HostCidr4 = z
   .cidrv4({ error: 'expected an IPv4 address with its prefix length, e.g. "10.254.0.1/16"' })
   .superRefine((s, ctx) => {
-    const [addr = '', len = ''] = s.split('/');
-    const prefix = Number(len);
-    let n: number;
-    try {
-      n = ip4ToNumber(addr);
-    } catch {
-      return; // the format check already reported it
-    }
-    if (prefix < 8 || prefix > 30) {
-      ctx.addIssue({ code: 'custom', message: `the prefix length must be 8–30 (got /${prefix})` });
-      return;
-    }
+    const parts = cidr4Parts(s, ctx);
+    if (!parts) return;
+    const { addr, prefix, n } = parts;
     const host = n & (2 ** (32 - prefix) - 1);
     if (host === 0 || host === 2 ** (32 - prefix) - 1) {
       ctx.addIssue({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DatapathEndpoint, XmppConfig } from './config.js';
+import { DatapathEndpoint, XmppConfig, cidr4Parts } from './config.js';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest } from './rpc.js';
 import { Uid, ip4ToNumber, numberToIp4 } from './uid.js';
 
@@ -24,18 +24,9 @@ export const SubnetCidr4 = z
     error: (iss) => (iss.code === 'invalid_type' ? undefined : 'expected an IPv4 subnet with its prefix length, e.g. "172.31.0.0/16"'),
   })
   .superRefine((s, ctx) => {
-    const [addr = '', len = ''] = s.split('/');
-    const prefix = Number(len);
-    let n: number;
-    try {
-      n = ip4ToNumber(addr);
-    } catch {
-      return; // the format check already reported it
-    }
-    if (prefix < 8 || prefix > 30) {
-      ctx.addIssue({ code: 'custom', message: `the prefix length must be 8–30 (got /${prefix})` });
-      return;
-    }
+    const parts = cidr4Parts(s, ctx);
+    if (!parts) return;
+    const { addr, prefix, n } = parts;
     const mask = (0xffffffff << (32 - prefix)) >>> 0;
     const net = (n & mask) >>> 0;
     if (net !== n) {
