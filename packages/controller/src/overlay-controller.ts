@@ -21,6 +21,7 @@ import { DatapathSupervisor } from './datapath-supervisor.js';
 import { PacketQueue } from './packet-queue.js';
 import type { OverlayCounters, OverlayHostOptions, OverlayPolicy, OverlaySettings, OverlayTuning, RefusalCounts } from './overlay-policy.js';
 import { PeerTable, type PresenceChange } from './peer-table.js';
+import type { LinkActivity } from './link-policy.js';
 import { LogLimiter } from './rate-limit.js';
 import { FAILURE_REASONS, Signaling, type CloseReason, type SignalOutcome } from './signaling.js';
 import { StatusFile } from './status-file.js';
@@ -282,10 +283,14 @@ export class OverlayController<C extends OverlayCounters> {
     this.activity.set(link.uid, Math.max(t, this.activity.get(link.uid) ?? 0));
   }
 
-  /** When the link to `uid` was last active (traffic, up, or its attempt started). */
-  lastActive(uid: Uid): number {
-    const s = this.signaling.session(uid);
-    return this.activity.get(uid) ?? s?.upSinceMs ?? s?.sinceMs ?? 0;
+  /** Every active session (not idle) and when it was last active (traffic, up, or attempt start). */
+  linkActivity(): LinkActivity[] {
+    const out: LinkActivity[] = [];
+    for (const s of this.signaling.all()) {
+      if (s.state === 'idle') continue;
+      out.push({ uid: s.uid, state: s.state, lastActiveMs: this.activity.get(s.uid) ?? s.upSinceMs ?? s.sinceMs });
+    }
+    return out;
   }
 
   private setXmppState(state: string, now: number): void {

@@ -9,7 +9,6 @@ import {
   errorMessage,
   systemClock,
   type Clock,
-  type LinkActivity,
   type OfferRefusal,
   type OverlayCounters,
   type OverlayHostOptions,
@@ -178,11 +177,11 @@ export class GroupVpnController {
         return ip4 === undefined ? null : { ip4 };
       },
       adopted: (link) => this.adopted(link),
-      idleVictims: (now) => this.policy.idleVictims(this.linkActivity(), now),
+      idleVictims: (now) => this.policy.idleVictims(this.core.linkActivity(), now),
       lruVictims: (room) => {
         // Room for a new link: on demand, traffic is waiting; proactive links never push each other out.
         if (room > 0 && this.policy.mode !== 'on-demand') return [];
-        return room > 0 ? this.policy.lruVictims(this.linkActivity(), room) : this.policy.lruVictims(this.linkActivity());
+        return room > 0 ? this.policy.lruVictims(this.core.linkActivity(), room) : this.policy.lruVictims(this.core.linkActivity());
       },
       conflicted: () => void this.counters.address_conflicts++,
       joined: (uid) => {
@@ -249,15 +248,6 @@ export class GroupVpnController {
         this.log.warn({ peer: link.uid.slice(0, 12), err: errorMessage(err) }, 'cannot map an adopted link');
       });
     }
-  }
-
-  private linkActivity(): LinkActivity[] {
-    const out: LinkActivity[] = [];
-    for (const s of this.signaling.all()) {
-      if (s.state === 'idle') continue;
-      out.push({ uid: s.uid, state: s.state, lastActiveMs: this.core.activity.get(s.uid) ?? s.upSinceMs ?? s.sinceMs });
-    }
-    return out;
   }
 
   private async prepare(uid: Uid, msg: ConReq | ConResp): Promise<void> {

@@ -34,6 +34,7 @@ import {
 } from '@tincan/controller';
 import type { SocialVpnSettings } from './config.js';
 import { Roster, bareJid } from './roster.js';
+import { SocialLinkPolicy } from './social-policy.js';
 import { loadSocialState, restoreSocialState, socialStateSnapshot, type Mapping, type SocialStateParts } from './state.js';
 import type { SocialVpnCounters, SocialVpnMappingStatus, SocialVpnStatus } from './status.js';
 
@@ -100,10 +101,8 @@ export class SocialVpnController {
   private readonly dpMapped = new Map<Uid, string>();
   /** Online TinCan presences that admission refused (full JID → …): re-judged when the roster changes. */
   private readonly refusedPresences = new Map<string, { uid: Uid; overlay: string | null; reason: string }>();
-  /** Devices linked proactively now (the social profile's top frequent ones among online friends). */
-  private proactive = new Set<Uid>();
-  /** Links the peer asked to keep (its con_req / con_resp said proactive). */
-  private readonly peerKeeps = new Set<Uid>();
+  /** The social profile: which links are proactive, which the friend keeps. */
+  private readonly links: SocialLinkPolicy;
   private readonly stateFile: PersistentJsonFile | null;
   private stateIsNew = false;
   /** Some link's traffic was counted in the get_state snapshot being applied. */
@@ -133,6 +132,18 @@ export class SocialVpnController {
     this.pool = new AddressPool(this.subnet, saved?.next_ip4);
     if (saved) restoreSocialState(saved, this.stateParts(), this.log);
     this.ip6 = ip6FromUid(this.uid);
+    this.links = new SocialLinkPolicy({
+      profile: this.profile,
+      proactiveLinks: sp.proactive_links,
+      minScore: sp.min_score,
+      maxLinks: opts.config.max_links,
+      idleTimeoutMs: opts.config.idle_timeout_s * 1000,
+      demandWindowMs: this.tuning.demandWindowMs,
+      proactiveWaitMs: this.tuning.proactiveWaitMs,
+      log: this.log,
+      jidOf: (uid) => this.mappings.get(uid)?.jid,
+      online: (uid) => !!this.peers.member(uid),
+    });
     this.stateFile = statePath === null ? null : new PersistentJsonFile(statePath, this.clock, this.log);
 
     const statusPath = opts.statusFile === undefined ? join(opts.config.state_dir, STATUS_FILE) : opts.statusFile;
@@ -200,12 +211,12 @@ export class SocialVpnController {
       },
       admit: (p) => this.admit(p),
       // ip4: our own address in our own subnet (the schema wants one; the friend ignores it).
-      identity: (uid) => ({ overlay: SOCIAL_OVERLAY, ip4: this.ip4, proactive: this.proactive.has(uid) }),
+      identity: (uid) => ({ overlay: SOCIAL_OVERLAY, ip4: this.ip4, proactive: this.links.isProactive(uid) }),
       prepare: (uid) => this.mapInDatapath(uid),
       datapathRestarted: () => {
         // Its links, mappings and XMPP session are gone; the roster and presences come again at login.
         this.dpMapped.clear();
-        for (const uid of [...this.peerKeeps]) this.setPeerKeeps(uid, false);
+        for (const uid of [...this.links.peerKeeps]) this.setPeerKeeps(uid, false);
         this.refusedPresences.clear();
       },
       foreignVnic: (node) =>
@@ -222,8 +233,8 @@ export class SocialVpnController {
         if (this.observeTraffic(link, now)) this.trafficSeen = true;
       },
       syncedLinks: (now) => this.syncedLinks(now),
-      idleVictims: (now) => this.idleVictims(now),
-      lruVictims: (room) => this.lruVictims(room),
+      idleVictims: (now) => this.links.idleVictims(this.core.linkActivity(), now),
+      lruVictims: (room) => this.links.lruVictims(this.core.linkActivity(), room),
       beforeReconcile: () => this.refreshProactive(),
       presenceEvent: (e) => {
         if (!e.online && this.refusedPresences.get(e.jid)?.uid === e.uid) this.refusedPresences.delete(e.jid);
@@ -266,7 +277,7 @@ export class SocialVpnController {
       },
       offerDelay: (peer, now, readyAt) => this.offerDelay(peer, now, readyAt),
       offered: (peer, now) => {
-        if (!this.demanded(peer, now)) this.counters.offers_proactive++;
+        if (!this.links.demanded(peer, now)) this.counters.offers_proactive++;
       },
       closed: (uid) => {
         this.setPeerKeeps(uid, false);
@@ -283,7 +294,7 @@ export class SocialVpnController {
 
   /** Whether the social profile links this device proactively now. */
   isProactive(uid: Uid): boolean {
-    return this.proactive.has(uid);
+    return this.links.isProactive(uid);
   }
 
   // --- state file -----------------------------------------------------------------------------------
@@ -341,7 +352,7 @@ export class SocialVpnController {
 
   private adopted(link: LinkInfo): void {
     const m = this.mappings.get(link.uid)!;
-    if (m.peer_keeps) this.peerKeeps.add(link.uid);
+    if (m.peer_keeps) this.links.peerKeeps.add(link.uid);
     const ip6 = ip6FromUid(link.uid);
     if (link.ip4.includes(m.ip4) && link.ip6.includes(ip6)) {
       this.dpMapped.set(link.uid, m.ip4);
@@ -420,8 +431,7 @@ export class SocialVpnController {
     this.mappings.delete(uid);
     this.pool.release(uid);
     this.profile.forget(uid);
-    this.proactive.delete(uid);
-    this.peerKeeps.delete(uid);
+    this.links.forget(uid);
     this.core.queue.drop(uid);
     this.core.cancelWake(uid);
     this.core.backoff.reset(uid);
@@ -526,8 +536,8 @@ export class SocialVpnController {
   // --- signals and packets --------------------------------------------------------------------------
 
   private setPeerKeeps(uid: Uid, keeps: boolean): void {
-    if (keeps) this.peerKeeps.add(uid);
-    else this.peerKeeps.delete(uid);
+    if (keeps) this.links.peerKeeps.add(uid);
+    else this.links.peerKeeps.delete(uid);
     const m = this.mappings.get(uid);
     if (m && (m.peer_keeps ?? false) !== keeps) {
       if (keeps) m.peer_keeps = true;
@@ -552,67 +562,17 @@ export class SocialVpnController {
 
   // --- policy: the social profile -----------------------------------------------------------------
 
-  /** Recomputes which online friend devices are linked proactively (top K by activity score). */
+  /** Recomputes which online friend devices are linked proactively; links the new ones. */
   private refreshProactive(): void {
-    const now = this.clock.now();
-    const sp = this.config.social_profile;
     const candidates = [...this.peers.members()].map((p) => p.uid).filter((u) => this.mappings.has(u));
-    const next = this.profile.top(candidates, sp.proactive_links, sp.min_score, now) as Set<Uid>;
-    for (const uid of next) {
-      if (!this.proactive.has(uid)) this.log.info({ peer: uid.slice(0, 12), jid: this.mappings.get(uid)?.jid, score: this.profile.score(uid, now) }, 'frequent friend device: proactive link');
-    }
-    for (const uid of this.proactive) {
-      if (!next.has(uid) && this.peers.member(uid)) this.log.info({ peer: uid.slice(0, 12), score: this.profile.score(uid, now) }, 'no longer a frequent friend device: on demand');
-    }
-    const added = [...next].filter((u) => !this.proactive.has(u));
-    this.proactive = next;
-    for (const uid of added) this.core.reconcile(uid);
+    for (const uid of this.links.refresh(candidates, this.clock.now())) this.core.reconcile(uid);
   }
 
-  private wants(uid: Uid, demandMs: number | null, now: number): boolean {
-    if (this.proactive.has(uid)) return true;
-    return demandMs !== null && now - demandMs < this.tuning.demandWindowMs;
-  }
-
-  /** Makes the link to `uid` if the policy wants it and nothing is under way; otherwise waits. */
-  private demanded(peer: Peer, now: number): boolean {
-    return peer.demandMs !== null && now - peer.demandMs < this.tuning.demandWindowMs;
-  }
-
-  /** How long to wait before offering to a trusted device the policy wants a link to; null: none. */
+  /** How long to wait before offering to a friend device the policy wants a link to; null: none. */
   private offerDelay(peer: Peer, now: number, readyAt: number): number | null {
     const m = this.mappings.get(peer.uid);
     if (!m || !this.isTrusted(m.jid)) return null;
-    if (!this.wants(peer.uid, peer.demandMs, now)) return null;
-    // Proactive glare avoidance (as GroupVPN's): the lower UID offers; the higher waits for its offer.
-    if (this.demanded(peer, now) || this.uid <= peer.uid) return 0;
-    return Math.max(0, Math.max(peer.onlineSinceMs ?? 0, readyAt) + this.tuning.proactiveWaitMs - now);
-  }
-
-  /** Up on-demand links idle for longer than idle_timeout_s (proactive and peer-kept links stay). */
-  private idleVictims(now: number): Uid[] {
-    const limit = this.config.idle_timeout_s * 1000;
-    if (limit <= 0) return [];
-    const out: Uid[] = [];
-    for (const s of this.signaling.all()) {
-      if (s.state !== 'up' || this.proactive.has(s.uid) || this.peerKeeps.has(s.uid)) continue;
-      if (now - this.core.lastActive(s.uid) > limit) out.push(s.uid);
-    }
-    return out;
-  }
-
-  /**
-   * Up links to trim, least recently used first, so that `room` more fit under max_links: on-demand
-   * links first, then links a friend keeps; never our own proactive ones.
-   */
-  private lruVictims(room: number): Uid[] {
-    const excess = this.signaling.activeCount() + room - this.config.max_links;
-    if (excess <= 0) return [];
-    const up = [...this.signaling.all()].filter((s) => s.state === 'up' && !this.proactive.has(s.uid)).map((s) => s.uid);
-    const rank = (u: Uid) => (this.peerKeeps.has(u) ? 1 : 0);
-    return up
-      .sort((a, b) => rank(a) - rank(b) || this.core.lastActive(a) - this.core.lastActive(b) || (a < b ? -1 : 1))
-      .slice(0, excess);
+    return this.links.offerDelay(this.uid, peer, now, readyAt);
   }
 
   // --- status -----------------------------------------------------------------------------------------
@@ -635,8 +595,8 @@ export class SocialVpnController {
         link: s?.state ?? 'idle',
         role: s?.role ?? null,
         adopted: s?.adopted ?? false,
-        proactive: this.proactive.has(uid),
-        peer_keeps: this.peerKeeps.has(uid),
+        proactive: this.links.isProactive(uid),
+        peer_keeps: this.links.peerKeeps.has(uid),
         score: this.profile.score(uid, now),
         traffic_today: sum.today,
         active_days: sum.active_days,
