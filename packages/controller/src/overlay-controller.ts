@@ -67,10 +67,6 @@ export class OverlayController<C extends OverlayCounters> {
   readonly warnLimiter: LogLimiter;
   /** Last activity per link (traffic from get_state, link up, local demand). */
   readonly activity = new Map<Uid, number>();
-  /** set_local_ip and register_svc done on the current datapath: the policy may act. */
-  ready = false;
-  xmppState = 'unregistered';
-  xmppJid: string | null = null;
 
   private readonly subnet: Subnet4;
   private readonly settings: OverlaySettings;
@@ -82,6 +78,10 @@ export class OverlayController<C extends OverlayCounters> {
   private readonly wakeups = new Map<Uid, { at: number; timer: TimerHandle }>();
   private readonly statusFile: StatusFile | null;
   private readonly statusOf: () => unknown;
+  /** set_local_ip and register_svc done on the current datapath: the policy may act. */
+  private ready = false;
+  private xmppState = 'unregistered';
+  private xmppJid: string | null = null;
   private xmppOnlineSince: number | null = null;
   private stopped_ = false;
 
@@ -614,7 +614,12 @@ export class OverlayController<C extends OverlayCounters> {
     this.markDirty();
   }
 
-  /** The status fields both controllers report the same way. */
+  /** The XMPP session as the status file reports it. */
+  xmppStatus(): { state: string; jid: string | null } {
+    return { state: this.xmppState, jid: this.xmppJid };
+  }
+
+  /** The datapath connection as the status file reports it. */
   datapathStatus(): { status: string; restarts: number; outages: number; last_error: string | null } {
     const s = this.supervisor;
     return { status: s.status, restarts: s.restarts, outages: s.outages, last_error: s.lastError };

@@ -309,7 +309,7 @@ export class GroupVpnController {
       node: { uid: this.uid, ip4: this.config.vnic.ip4, ip6: `${this.ip6}/64`, vnic: this.config.vnic.name },
       policy: { link_policy: this.config.link_policy, max_links: this.config.max_links, idle_timeout_s: this.config.idle_timeout_s },
       datapath: this.core.datapathStatus(),
-      xmpp: { state: this.core.xmppState, jid: this.core.xmppJid },
+      xmpp: this.core.xmppStatus(),
       conflicts: this.peers.conflicts(),
       links: this.signaling.activeCount(),
       peers,

@@ -631,7 +631,7 @@ export class SocialVpnController {
         own_devices: this.config.own_devices,
       },
       datapath: this.core.datapathStatus(),
-      xmpp: { state: this.core.xmppState, jid: this.core.xmppJid },
+      xmpp: this.core.xmppStatus(),
       roster: { source: this.roster.source, updated_ms: this.roster.updatedMs, contacts: this.roster.size, friends: this.roster.mutual().sort() },
       addresses: { used: this.pool.size, capacity: this.pool.capacity },
       links: this.signaling.activeCount(),
