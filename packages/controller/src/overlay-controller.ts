@@ -83,7 +83,7 @@ export class OverlayController<C extends OverlayCounters> {
   private xmppState = 'unregistered';
   private xmppJid: string | null = null;
   private xmppOnlineSince: number | null = null;
-  private stopped_ = false;
+  private halted = false;
 
   constructor(opts: OverlayControllerOptions<C>) {
     this.uid = opts.uid;
@@ -139,7 +139,7 @@ export class OverlayController<C extends OverlayCounters> {
   }
 
   get stopped(): boolean {
-    return this.stopped_;
+    return this.halted;
   }
 
   /** Attaches to the datapath (waiting for it if need be) and starts the policy loop. */
@@ -149,8 +149,8 @@ export class OverlayController<C extends OverlayCounters> {
 
   /** Stops; links stay up in the datapath, and a restarted controller adopts them. */
   async stop(): Promise<void> {
-    if (this.stopped_) return;
-    this.stopped_ = true;
+    if (this.halted) return;
+    this.halted = true;
     this.markDirty();
     this.supervisor.stop();
     this.signaling.stop();
@@ -191,7 +191,7 @@ export class OverlayController<C extends OverlayCounters> {
 
   /** One get_state snapshot: presence, links (adopt, lose, orphan), activity, trimming, policy. */
   private sync(state: StateResult, seq: number): void {
-    if (this.stopped_) return;
+    if (this.halted) return;
     const now = this.clock.now();
     const policy = this.policy;
     this.xmppJid = state.xmpp.jid;
@@ -308,7 +308,7 @@ export class OverlayController<C extends OverlayCounters> {
   // --- events ---------------------------------------------------------------------------------------
 
   private onEvent(e: RpcEvent): void {
-    if (this.stopped_) return;
+    if (this.halted) return;
     const now = this.clock.now();
     switch (e.event) {
       case 'presence':
@@ -464,7 +464,7 @@ export class OverlayController<C extends OverlayCounters> {
    * own packets start a link; transit frames (another node's packets) are never forwarded.
    */
   private onPacket(frame: Buffer): void {
-    if (this.stopped_) return;
+    if (this.halted) return;
     this.counters.unmapped_packets++;
     if (frame.length < FRAME_HEADER_LEN + 20) {
       this.counters.unmapped_malformed++;
@@ -525,7 +525,7 @@ export class OverlayController<C extends OverlayCounters> {
 
   /** Makes the link to `uid` if the policy wants it and nothing is under way; otherwise waits. */
   reconcile(uid: Uid): void {
-    if (this.stopped_ || !this.ready) return;
+    if (this.halted || !this.ready) return;
     const peer = this.peers.member(uid);
     if (!peer || this.signaling.state(uid) !== 'idle') return;
     const now = this.clock.now();
