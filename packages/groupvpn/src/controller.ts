@@ -59,6 +59,12 @@ export interface GroupVpnTuning {
   backoffMaxMs: number;
   /** A presence missing from get_state for this long (while XMPP is online) counts as gone. */
   presenceGraceMs: number;
+  /**
+   * A member that goes offline on XMPP while its link is up keeps the link this long before it is
+   * trimmed: an XMPP server restart takes every presence away for a few seconds, and the link does not
+   * need the server. A peer that is really gone is trimmed after this, or earlier if its link goes down.
+   */
+  departGraceMs: number;
   /** Packets kept per peer while its link is made, and for how long. */
   queuePerPeer: number;
   queueMaxAgeMs: number;
@@ -76,6 +82,7 @@ export const DEFAULT_TUNING: GroupVpnTuning = {
   backoffInitialMs: 2_000,
   backoffMaxMs: 120_000,
   presenceGraceMs: 15_000,
+  departGraceMs: 10_000,
   queuePerPeer: 8,
   queueMaxAgeMs: 10_000,
   warnIntervalMs: 60_000,
@@ -195,6 +202,8 @@ export class GroupVpnController {
   private readonly queue: PacketQueue;
   private readonly warnLimiter: LogLimiter;
   private readonly wakeups = new Map<Uid, { at: number; timer: TimerHandle }>();
+  /** Members gone offline whose up link waits out departGraceMs. */
+  private readonly departures = new Map<Uid, TimerHandle>();
   /** Last activity per link (traffic from get_state, link up, local demand). */
   private readonly activity = new Map<Uid, number>();
   /** Addresses we mapped in the datapath, per peer. */
@@ -206,6 +215,8 @@ export class GroupVpnController {
   private xmppState = 'unregistered';
   private xmppJid: string | null = null;
   private xmppOnlineSince: number | null = null;
+  /** Our XMPP session dropped because our local address went away: relink when it is back. */
+  private networkChanged = false;
   private stopped = false;
 
   constructor(opts: GroupVpnControllerOptions) {
@@ -291,6 +302,8 @@ export class GroupVpnController {
     this.signaling.stop();
     for (const w of this.wakeups.values()) this.clock.clearTimeout(w.timer);
     this.wakeups.clear();
+    for (const t of this.departures.values()) this.clock.clearTimeout(t);
+    this.departures.clear();
     await this.statusFile?.flush();
   }
 
@@ -432,6 +445,18 @@ export class GroupVpnController {
     this.xmppState = state;
     if (state === 'online') {
       this.xmppOnlineSince = now;
+      if (this.networkChanged) {
+        // Mobility: our address changed. The peers still send to the old one, so every link is
+        // made again (new ICE candidates) now that signaling works, instead of waiting for ICE
+        // consent to fail (~30 s) and a retry.
+        this.networkChanged = false;
+        for (const s of [...this.signaling.all()]) {
+          if (s.state === 'up') {
+            this.log.info({ peer: s.uid.slice(0, 12) }, 'local address changed: making the link again');
+            this.signaling.relink(s.uid, 'local address changed');
+          }
+        }
+      }
       this.reconcileAll();
     } else {
       this.xmppOnlineSince = null;
@@ -458,6 +483,7 @@ export class GroupVpnController {
       case 'xmpp':
         if (e.state === 'connecting') this.log.debug('XMPP session connecting');
         else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
+        if (e.state === 'offline' && e.reason?.startsWith('network:')) this.networkChanged = true;
         this.setXmppState(e.state, now);
         break;
       case 'roster':
@@ -487,11 +513,15 @@ export class GroupVpnController {
       }
       if (c.after === 'member') {
         this.log.info({ peer: short, jid: this.peers.get(c.uid)?.jid }, 'member online');
+        this.cancelDeparture(c.uid);
         this.backoff.reset(c.uid);
         this.reconcile(c.uid);
       } else if (c.before === 'member' && c.after === 'absent') {
         this.log.info({ peer: short }, 'member offline');
-        if (this.signaling.state(c.uid) !== 'idle') {
+        const st = this.signaling.state(c.uid);
+        if (st === 'up' && this.tuning.departGraceMs > 0) {
+          this.scheduleDeparture(c.uid);
+        } else if (st !== 'idle') {
           this.counters.links_trimmed_departed++;
           this.trimForPolicy(c.uid, 'the peer left');
         }
@@ -707,6 +737,27 @@ export class GroupVpnController {
       this.reconcile(uid);
     }, ms);
     this.wakeups.set(uid, { at, timer });
+  }
+
+  /** Trims the up link of a member gone offline unless it comes back within departGraceMs. */
+  private scheduleDeparture(uid: Uid): void {
+    if (this.departures.has(uid)) return;
+    this.log.info({ peer: uid.slice(0, 12), grace_ms: this.tuning.departGraceMs }, 'peer offline on XMPP: keeping its up link for a grace period');
+    this.departures.set(uid, this.clock.setTimeout(() => {
+      this.departures.delete(uid);
+      if (this.stopped || this.peers.member(uid) || this.signaling.state(uid) === 'idle') return;
+      this.counters.links_trimmed_departed++;
+      this.trimForPolicy(uid, 'the peer left');
+      this.markDirty();
+    }, this.tuning.departGraceMs));
+  }
+
+  private cancelDeparture(uid: Uid): void {
+    const t = this.departures.get(uid);
+    if (t !== undefined) {
+      this.clock.clearTimeout(t);
+      this.departures.delete(uid);
+    }
   }
 
   private cancelWake(uid: Uid): void {
