@@ -76,6 +76,10 @@ export class OverlayController<C extends OverlayCounters> {
   private readonly log: Logger;
   private readonly uidBytes: Buffer;
   private readonly wakeups = new Map<Uid, { at: number; timer: TimerHandle }>();
+  /** Members gone offline whose up link waits out departGraceMs. */
+  private readonly departures = new Map<Uid, TimerHandle>();
+  /** Our XMPP session dropped because our local address went away: relink when it is back. */
+  private networkChanged = false;
   private readonly statusFile: StatusFile | null;
   private readonly statusOf: () => unknown;
   /** set_local_ip and register_svc done on the current datapath: the policy may act. */
@@ -156,6 +160,8 @@ export class OverlayController<C extends OverlayCounters> {
     this.signaling.stop();
     for (const w of this.wakeups.values()) this.clock.clearTimeout(w.timer);
     this.wakeups.clear();
+    for (const t of this.departures.values()) this.clock.clearTimeout(t);
+    this.departures.clear();
     await this.statusFile?.flush();
   }
 
@@ -298,6 +304,18 @@ export class OverlayController<C extends OverlayCounters> {
     this.xmppState = state;
     if (state === 'online') {
       this.xmppOnlineSince = now;
+      if (this.networkChanged) {
+        // Mobility: our address changed. The peers still send to the old one, so every link is
+        // made again (new ICE candidates) now that signaling works, instead of waiting for ICE
+        // consent to fail (~30 s) and a retry.
+        this.networkChanged = false;
+        for (const sess of [...this.signaling.all()]) {
+          if (sess.state === 'up') {
+            this.log.info({ peer: sess.uid.slice(0, 12) }, 'local address changed: making the link again');
+            this.signaling.relink(sess.uid, 'local address changed');
+          }
+        }
+      }
       this.reconcileAll();
     } else {
       this.xmppOnlineSince = null;
@@ -325,6 +343,7 @@ export class OverlayController<C extends OverlayCounters> {
       case 'xmpp':
         if (e.state === 'connecting') this.log.debug('XMPP session connecting');
         else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
+        if (e.state === 'offline' && e.reason?.startsWith('network:')) this.networkChanged = true;
         this.setXmppState(e.state, now);
         break;
       case 'roster':
@@ -351,21 +370,48 @@ export class OverlayController<C extends OverlayCounters> {
         this.log.warn({ uid: c.uid, now: c.after }, texts.conflictResolved);
       }
       if (c.after === 'member') {
+        this.cancelDeparture(c.uid);
         this.policy.joined(c.uid);
       } else if (c.before === 'member' && c.after === 'absent') {
         this.log.info({ peer: c.uid.slice(0, 12) }, texts.memberLeft);
-        if (this.signaling.state(c.uid) !== 'idle') {
-          this.counters.links_trimmed_departed++;
-          this.signaling.trim(c.uid, texts.departedTrim);
-        }
-        this.policy.left?.(c.uid);
-        this.queue.drop(c.uid);
-        this.backoff.reset(c.uid);
-        this.cancelWake(c.uid);
+        if (this.signaling.state(c.uid) === 'up' && this.tuning.departGraceMs > 0) this.scheduleDeparture(c.uid);
+        else this.departed(c.uid);
       }
     }
     this.policy.presenceChanged?.(changes);
     if (changes.length) this.markDirty();
+  }
+
+  /** A member left: its link is trimmed and everything kept for it dropped. */
+  private departed(uid: Uid): void {
+    if (this.signaling.state(uid) !== 'idle') {
+      this.counters.links_trimmed_departed++;
+      this.signaling.trim(uid, this.policy.texts.departedTrim);
+    }
+    this.policy.left?.(uid);
+    this.queue.drop(uid);
+    this.backoff.reset(uid);
+    this.cancelWake(uid);
+  }
+
+  /** Trims the up link of a member gone offline unless it comes back within departGraceMs. */
+  private scheduleDeparture(uid: Uid): void {
+    if (this.departures.has(uid)) return;
+    this.log.info({ peer: uid.slice(0, 12), grace_ms: this.tuning.departGraceMs }, 'peer offline on XMPP: keeping its up link for a grace period');
+    this.departures.set(uid, this.clock.setTimeout(() => {
+      this.departures.delete(uid);
+      if (this.halted || this.peers.member(uid)) return;
+      this.departed(uid);
+      this.markDirty();
+    }, this.tuning.departGraceMs));
+  }
+
+  private cancelDeparture(uid: Uid): void {
+    const t = this.departures.get(uid);
+    if (t !== undefined) {
+      this.clock.clearTimeout(t);
+      this.departures.delete(uid);
+    }
   }
 
   /** Counts and (rate-limited) logs a refused signal. */

@@ -24,6 +24,12 @@ export interface OverlayTuning {
   backoffMaxMs: number;
   /** A presence missing from get_state for this long (while XMPP is online) counts as gone. */
   presenceGraceMs: number;
+  /**
+   * A member that goes offline on XMPP while its link is up keeps the link this long before it is
+   * trimmed: an XMPP server restart takes every presence away for a few seconds, and the link does not
+   * need the server. A peer that is really gone is trimmed after this, or earlier if its link goes down.
+   */
+  departGraceMs: number;
   /** Packets kept per peer while its link is made, and for how long. */
   queuePerPeer: number;
   queueMaxAgeMs: number;
@@ -41,6 +47,7 @@ export const DEFAULT_OVERLAY_TUNING: OverlayTuning = {
   backoffInitialMs: 2_000,
   backoffMaxMs: 120_000,
   presenceGraceMs: 15_000,
+  departGraceMs: 10_000,
   queuePerPeer: 8,
   queueMaxAgeMs: 10_000,
   warnIntervalMs: 60_000,

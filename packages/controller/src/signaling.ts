@@ -342,6 +342,16 @@ export class Signaling {
     this.close(s, 'policy', detail, true);
   }
 
+  /**
+   * Drops the link and lets the caller make it again at once (reason `lost`): our network changed
+   * (mobility), so the old ICE path is likely dead even if the link still looks up.
+   */
+  relink(uid: Uid, detail: string): void {
+    const s = this.sessions.get(uid);
+    if (!s || s.state === 'idle') return;
+    this.close(s, 'lost', detail, true);
+  }
+
   /** An up link found in the datapath with no session (controller restart): take it over. */
   adopt(uid: Uid, upSinceMs: number): void {
     const s = this.ensure(uid);

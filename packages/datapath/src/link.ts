@@ -72,6 +72,7 @@ export class Link {
   private readonly maxBuffered: number;
   private readonly log: Logger;
   private closed = false;
+  private sendErrors = 0;
 
   constructor(opts: LinkOptions, private readonly handlers: LinkHandlers) {
     this.uid = opts.uid;
@@ -167,7 +168,16 @@ export class Link {
       this.counters.dropsBackpressure++;
       return false;
     }
-    this.dc.sendMessageBinary(frame);
+    try {
+      this.dc.sendMessageBinary(frame);
+    } catch (err) {
+      // The channel closed (or the transport failed) before its close event reached us: libdatachannel
+      // throws on send then. Drop the frame; the state change follows from the close / state events.
+      this.counters.dropsBackpressure++;
+      this.sendErrors++;
+      if (this.sendErrors === 1) this.log.debug({ err: (err as Error).message }, 'data channel send failed');
+      return false;
+    }
     this.counters.packetsOut++;
     this.counters.bytesOut += frame.length;
     return true;

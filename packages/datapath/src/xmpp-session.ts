@@ -11,6 +11,7 @@
  * and logged at debug, never thrown.
  */
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -138,6 +139,9 @@ export function describeError(err: unknown): string {
  *  conflict with another process, a server that kicks us) keeps backing off. */
 const STABLE_SESSION_MS = 60_000;
 
+/** How often an online session checks that its local address still exists (mobility). */
+const ADDRESS_CHECK_MS = 2_000;
+
 interface Attempt {
   conn: XmppConnection;
   /** Bound and usable (the library's 'online'). */
@@ -171,6 +175,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private boundJid: string | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private livenessTimer: NodeJS.Timeout | null = null;
+  private addressTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
   private readonly table = new PeerTable();
   private readonly ctr: Record<XmppCounter, number>;
@@ -369,6 +374,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     if (!(await this.announce(att))) return;
     att.announced = true;
     this.livenessTimer = setInterval(() => void this.liveness(att), this.livenessMs);
+    this.addressTimer = setInterval(() => this.checkLocalAddress(att), ADDRESS_CHECK_MS);
     if (this.table.size > 0) {
       this.graceTimer = setTimeout(() => {
         this.graceTimer = null;
@@ -500,9 +506,26 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     }, delay);
   }
 
+  /**
+   * Mobility: if the host no longer has the address our TCP connection is bound to (the address
+   * changed), the connection is dead but TCP would take minutes to notice. Reconnect at once.
+   */
+  private checkLocalAddress(att: Attempt): void {
+    if (att.done || att !== this.current) return;
+    const sock = att.conn.entity.socket as { localAddress?: string } | null | undefined;
+    const local = sock?.localAddress?.replace(/^::ffff:/, '');
+    if (!local) return;
+    const have = Object.values(networkInterfaces()).some((l) => l?.some((i) => i.address === local));
+    if (have) return;
+    this.failures = 0; // not the server's fault: retry after the shortest delay
+    this.lost(att, `network: local address ${local} is gone`);
+  }
+
   private stopOnlineTimers(): void {
     if (this.livenessTimer) clearInterval(this.livenessTimer);
     this.livenessTimer = null;
+    if (this.addressTimer) clearInterval(this.addressTimer);
+    this.addressTimer = null;
     this.clearTimer('graceTimer');
   }
 

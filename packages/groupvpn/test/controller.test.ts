@@ -125,17 +125,58 @@ describe('GroupVpnController: proactive policy', () => {
     expect(lo.ctl.counters.link_failures).toBe(1);
   });
 
-  it('departure: presence offline trims the link and removes the mappings', async () => {
+  it('departure: presence offline trims the link (after the departure grace) and removes the mappings', async () => {
     const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
     const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
     await clock.advance(1000);
     expect(linkState(a, b)).toBe('up');
     net.offline(b.dp);
     await clock.advance(100);
+    expect(linkState(a, b)).toBe('up'); // an XMPP outage is no reason to drop a working link at once
+    await clock.advance(10_000);
     expect(linkState(a, b)).toBe('idle');
     expect(a.dp.links.has(b.uid)).toBe(false);
     expect(a.dp.map4.has(b.ip4)).toBe(false);
     expect(a.ctl.counters.links_trimmed_departed).toBe(1);
+  });
+});
+
+describe('GroupVpnController: XMPP outages', () => {
+  it('a member that goes offline and comes back within the departure grace keeps its link', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    const since = a.ctl.status().peers.find((p) => p.uid === b.uid);
+    expect(linkState(a, b)).toBe('up');
+    net.offline(b.dp);
+    await clock.advance(3000);
+    b.dp.xmppState = 'online';
+    net.online(b.dp);
+    await clock.advance(20_000);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.dp.links.has(b.uid)).toBe(true);
+    expect(a.ctl.counters.links_trimmed_departed).toBe(0);
+    expect(a.ctl.status().peers.find((p) => p.uid === b.uid)?.status).toBe(since?.status);
+  });
+});
+
+describe('GroupVpnController: mobility', () => {
+  it('when XMPP drops because our local address went away, every up link is made again once it is back', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    expect(linkState(a, b)).toBe('up');
+    const before = a.ctl.counters.links_up;
+    a.dp.emit({ event: 'xmpp', state: 'offline', reason: 'network: local address 10.1.0.2 is gone' });
+    await clock.advance(100);
+    expect(linkState(a, b)).toBe('up'); // nothing happens while signaling is down
+    a.dp.emit({ event: 'xmpp', state: 'online' });
+    await clock.advance(10_000);
+    expect(a.dp.callsOf('trim_link').some((c) => c.params.uid === b.uid)).toBe(true);
+    expect(linkState(a, b)).toBe('up');
+    expect(linkState(b, a)).toBe('up');
+    expect(a.ctl.counters.links_up).toBe(before + 1);
+    expect(a.ctl.counters.link_failures).toBe(0);
   });
 });
 
