@@ -46,11 +46,13 @@ export interface PersistentFileOptions {
   soonMs?: number;
   /** A lazy update (e.g. traffic counters) is written within this long (default 60 s). */
   laterMs?: number;
+  /** What the file is, in log messages (default "state file"). */
+  label?: string;
 }
 
 /**
- * A JSON file a controller persists its own state in (e.g. socialvpn-state.json). Unlike StatusFile
- * it must survive crashes intact: each write goes to a temporary file that is fsync'ed and renamed
+ * A JSON file a controller persists its own state in (e.g. socialvpn-state.json; StatusFile is the
+ * same writer for the status file). It survives crashes intact: each write goes to a temporary file that is fsync'ed and renamed
  * over the old one, so a reader (or the next start) sees either the old or the new content. Updates
  * are coalesced: urgent ones are written within `soonMs`, lazy ones within `laterMs`.
  */
@@ -63,6 +65,7 @@ export class PersistentJsonFile {
   private readonly mode: number;
   private readonly soonMs: number;
   private readonly laterMs: number;
+  private readonly label: string;
   /** Writes done (tests, status). */
   writes = 0;
   lastError: string | null = null;
@@ -76,6 +79,7 @@ export class PersistentJsonFile {
     this.mode = opts.mode ?? 0o600;
     this.soonMs = opts.soonMs ?? 500;
     this.laterMs = opts.laterMs ?? 60_000;
+    this.label = opts.label ?? 'state file';
   }
 
   /** Schedules a write of `get()` (called when writing, so it sees the latest state). */
@@ -124,12 +128,12 @@ export class PersistentJsonFile {
       await rename(tmp, this.path);
       this.writes++;
       this.lastError = null;
-      if (this.failedOnce) this.logger.info({ path: this.path }, 'the state file is written again');
+      if (this.failedOnce) this.logger.info({ path: this.path }, `the ${this.label} is written again`);
       this.failedOnce = false;
       return true;
     } catch (err) {
       this.lastError = (err as Error).message;
-      if (!this.failedOnce) this.logger.error({ err: this.lastError, path: this.path }, 'cannot write the state file');
+      if (!this.failedOnce) this.logger.error({ err: this.lastError, path: this.path }, `cannot write the ${this.label}`);
       this.failedOnce = true;
       await unlink(tmp).catch(() => undefined);
       return false;
