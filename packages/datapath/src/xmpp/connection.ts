@@ -118,7 +118,10 @@ export function createConnection(opts: ConnectionOptions): XmppConnection {
     if (!answer.is('proceed', NS_TLS)) throw new LoginError('tls', `the server refused STARTTLS (<${answer.name}/>)`);
     const plain = entity.socket;
     if (!(plain instanceof net.Socket)) throw new LoginError('protocol', 'STARTTLS: no TCP socket to upgrade');
-    plain.setKeepAlive(true, 60_000);
+    // A NAT that forgot our mapping drops what the server sends until we send something: a
+    // keepalive probe after 15 s idle re-creates the mapping (or meets a reset, and we reconnect)
+    // instead of leaving presence and signals undelivered for a minute or more.
+    plain.setKeepAlive(true, 15_000);
     plain.setNoDelay(true);
     const secure = await upgradeToTls(plain, tlsOptions(opts), opts.stepTimeoutMs);
     entity._attachSocket(secure);
