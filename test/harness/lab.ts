@@ -127,30 +127,9 @@ function spawnNs(host: string, cmd: string, args: string[], env?: Record<string,
 /** Run CMD in tc-HOST to completion. Never rejects for a non-zero exit; check `code`. */
 export function runIn(host: string, cmd: string, args: string[] = [], opts: RunOptions = {}): Promise<RunResult> {
   const child = spawnNs(host, cmd, args, opts.env, opts.cwd);
-  liveChildren.add(child);
-  let stdout = '';
-  let stderr = '';
-  let timedOut = false;
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   child.stdin!.on('error', () => {});
   child.stdin!.end(opts.input ?? '');
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup(child, 'SIGKILL');
-  }, opts.timeoutMs ?? 30_000);
-  return new Promise((resolvePromise, reject) => {
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      liveChildren.delete(child);
-      reject(err);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      liveChildren.delete(child);
-      resolvePromise({ code, signal, stdout, stderr, timedOut });
-    });
-  });
+  return collect(child, opts.timeoutMs ?? 30_000, 'SIGKILL');
 }
 
 export interface SpawnOptions {
@@ -363,6 +342,11 @@ export async function clearImpair(target: NatName | 'pub' | 'server'): Promise<v
 
 function runLocal(cmd: string, args: string[], timeoutMs: number): Promise<RunResult> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  return collect(child, timeoutMs, 'SIGTERM'); // scripts/lab cleans up on TERM
+}
+
+/** Collects a tracked child's output until it exits; on timeout its process group gets `signal`. */
+function collect(child: ChildProcess, timeoutMs: number, signal: NodeJS.Signals): Promise<RunResult> {
   liveChildren.add(child);
   let stdout = '';
   let stderr = '';
@@ -371,7 +355,7 @@ function runLocal(cmd: string, args: string[], timeoutMs: number): Promise<RunRe
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const timer = setTimeout(() => {
     timedOut = true;
-    killGroup(child, 'SIGTERM'); // scripts/lab cleans up on TERM
+    killGroup(child, signal);
   }, timeoutMs);
   return new Promise((resolvePromise, reject) => {
     child.on('error', (err) => {
@@ -379,10 +363,10 @@ function runLocal(cmd: string, args: string[], timeoutMs: number): Promise<RunRe
       liveChildren.delete(child);
       reject(err);
     });
-    child.on('close', (code, signal) => {
+    child.on('close', (code, sig) => {
       clearTimeout(timer);
       liveChildren.delete(child);
-      resolvePromise({ code, signal, stdout, stderr, timedOut });
+      resolvePromise({ code, signal: sig, stdout, stderr, timedOut });
     });
   });
 }
