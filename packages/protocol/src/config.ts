@@ -135,13 +135,18 @@ export const GroupVpnConfig = z.strictObject({
 export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
 export type GroupVpnConfigInput = z.input<typeof GroupVpnConfig>;
 
-/** JSON Schema (draft 2020-12) of the GroupVPN config file, as editors use it. */
-export function groupVpnConfigJsonSchema(): Record<string, unknown> {
+/** JSON Schema (draft 2020-12) of a controller's config file (what editors validate against). */
+export function configJsonSchema(schema: z.ZodType, file: string, title: string): Record<string, unknown> {
   return {
-    ...z.toJSONSchema(GroupVpnConfig, { io: 'input', target: 'draft-2020-12' }),
-    $id: 'https://tincan.invalid/schemas/groupvpn-config.schema.json',
-    title: 'tincan-groupvpn configuration',
+    ...z.toJSONSchema(schema, { io: 'input', target: 'draft-2020-12' }),
+    $id: `https://tincan.invalid/schemas/${file}`,
+    title,
   };
+}
+
+/** JSON Schema of the GroupVPN config file. */
+export function groupVpnConfigJsonSchema(): Record<string, unknown> {
+  return configJsonSchema(GroupVpnConfig, 'groupvpn-config.schema.json', 'tincan-groupvpn configuration');
 }
 
 export type ConfigCheck<T> = { ok: true; value: T } | { ok: false; problems: string[] };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DatapathEndpoint, XmppConfig, cidr4Parts } from './config.js';
+import { DatapathEndpoint, XmppConfig, cidr4Parts, configJsonSchema } from './config.js';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest } from './rpc.js';
 import { Uid, ip4ToNumber, numberToIp4 } from './uid.js';
 
@@ -158,13 +158,9 @@ export const SocialVpnConfig = z
 export type SocialVpnConfig = z.infer<typeof SocialVpnConfig>;
 export type SocialVpnConfigInput = z.input<typeof SocialVpnConfig>;
 
-/** JSON Schema (draft 2020-12) of the SocialVPN config file, as editors use it. */
+/** JSON Schema of the SocialVPN config file. */
 export function socialVpnConfigJsonSchema(): Record<string, unknown> {
-  return {
-    ...z.toJSONSchema(SocialVpnConfig, { io: 'input', target: 'draft-2020-12' }),
-    $id: 'https://tincan.invalid/schemas/socialvpn-config.schema.json',
-    title: 'tincan-socialvpn configuration',
-  };
+  return configJsonSchema(SocialVpnConfig, 'socialvpn-config.schema.json', 'tincan-socialvpn configuration');
 }
 
 // ---------------------------------------------------------------------------------------------
