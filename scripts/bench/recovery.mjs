@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, labUp, uidOf } from './lib/lab-nodes.mjs';
+import { ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
 
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
@@ -33,7 +33,7 @@ function groupNode(lab, host, ip4, account) {
   }));
   const procs = [];
   const spawnIn = (args) => {
-    const p = spawn('ip', ['netns', 'exec', `tc-${host}`, process.execPath, ...args, '--log-level', 'warn'], { stdio: 'ignore' });
+    const p = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, ...args, '--log-level', 'warn'], { stdio: 'ignore' });
     procs.push(p);
     return p;
   };
@@ -44,7 +44,7 @@ function groupNode(lab, host, ip4, account) {
       spawnIn([join(ROOT, 'packages/groupvpn/dist/main.js'), '--config', configFile]);
     },
     async status() {
-      const { stdout } = await run('ip', ['netns', 'exec', `tc-${host}`, process.execPath, CTL, '--state-dir', stateDir, 'status', '--json'], { timeout: 10_000 });
+      const { stdout } = await run('ip', ['netns', 'exec', nsOf(host), process.execPath, CTL, '--state-dir', stateDir, 'status', '--json'], { timeout: 10_000 });
       return JSON.parse(stdout);
     },
     async links() {
@@ -81,7 +81,7 @@ async function until(check, timeoutMs, what) {
 
 /** Longest gap (ms) between ping replies from `host` to `address` (every 50 ms) while `during` runs. */
 async function pingGap(host, address, seconds, during) {
-  const child = spawn('ip', ['netns', 'exec', `tc-${host}`, 'ping', '-D', '-i', '0.05', '-W', '1', '-w', String(seconds), address]);
+  const child = spawn('ip', ['netns', 'exec', nsOf(host), 'ping', '-D', '-i', '0.05', '-W', '1', '-w', String(seconds), address]);
   let out = '';
   child.stdout.on('data', (d) => { out += d; });
   const done = new Promise((r) => child.once('exit', r));
@@ -122,12 +122,12 @@ try {
 
   // 2. mobility: h1's NAT forgets every mapping
   const m = await pingGap('h1', b.ip4, 15, async () => {
-    await run('ip', ['netns', 'exec', 'tc-nat1', 'conntrack', '-F'], { timeout: 10_000 });
+    await run('ip', ['netns', 'exec', nsOf('nat1'), 'conntrack', '-F'], { timeout: 10_000 });
   });
   console.log(`mobility: conntrack -F on nat1: longest ping gap h1 -> h2 ${m.gapMs} ms (${m.replies} replies at 50 ms)`);
 
   // 3. mobility: h1's own address changes (10.1.0.2 -> 10.1.0.9 behind the same NAT)
-  const sh = (cmd) => run('ip', ['netns', 'exec', 'tc-h1', 'sh', '-c', cmd], { timeout: 10_000 });
+  const sh = (cmd) => run('ip', ['netns', 'exec', nsOf('h1'), 'sh', '-c', cmd], { timeout: 10_000 });
   try {
     const mv = await pingGap('h1', b.ip4, 15, async () => {
       await sh('sysctl -qw net.ipv4.conf.eth0.promote_secondaries=1 && ip addr add 10.1.0.9/24 dev eth0 && '

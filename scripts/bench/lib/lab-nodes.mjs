@@ -12,6 +12,9 @@ import { promisify } from 'node:util';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const LAB = join(ROOT, 'scripts/lab');
 const LAB_DIR = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
+/** Namespace prefix of the lab (scripts/lab: TINCAN_LAB_PREFIX, default tc-). */
+export const NS_PREFIX = process.env.TINCAN_LAB_PREFIX ?? 'tc-';
+export const nsOf = (host) => `${NS_PREFIX}${host}`;
 const run = promisify(execFile);
 
 export async function labUp() {
@@ -22,11 +25,11 @@ export async function labUp() {
 }
 
 export function inHost(host, cmd, opts = {}) {
-  return run('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 });
+  return run('ip', ['netns', 'exec', nsOf(host), ...cmd], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 });
 }
 
 export function spawnInHost(host, cmd) {
-  return spawn('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { stdio: 'ignore' });
+  return spawn('ip', ['netns', 'exec', nsOf(host), ...cmd], { stdio: 'ignore' });
 }
 
 export const uidOf = (ip) => createHash('sha1').update(ip).digest('hex');
@@ -34,10 +37,10 @@ export const uidOf = (ip) => createHash('sha1').update(ip).digest('hex');
 /** A datapath + scripted driver in a lab host. */
 export async function startNode(host, ip4, extraArgs = [], driverArgs = []) {
   const stateDir = mkdtempSync(join(tmpdir(), `tincan-bench-${host}-`));
-  const dp = spawn('ip', ['netns', 'exec', `tc-${host}`, process.execPath, join(ROOT, 'packages/datapath/dist/main.js'),
+  const dp = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'packages/datapath/dist/main.js'),
     '--state-dir', stateDir, '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', process.env.BENCH_LOG_DIR ? openSync(join(process.env.BENCH_LOG_DIR, `${host}.log`), 'w') : 'ignore', 'inherit'] });
-  const drv = spawn('ip', ['netns', 'exec', `tc-${host}`, process.execPath, join(ROOT, 'test/fixtures/rpc-driver.mjs'),
+  const drv = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'test/fixtures/rpc-driver.mjs'),
     '--state-dir', stateDir, ...driverArgs], { stdio: ['pipe', 'pipe', 'inherit'] });
   const waiters = [];
   const events = [];
