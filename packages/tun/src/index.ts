@@ -240,6 +240,16 @@ export class TunDevice {
     return configureInterface(this.name, { routes: [cidr] });
   }
 
+  /** Routes `cidr` into this device, replacing any route to exactly that prefix (`ip route replace`). */
+  replaceRoute(cidr: string): Promise<void> {
+    return replaceRoute(this.name, cidr);
+  }
+
+  /** Removes the route to `cidr` through this device; false if there was none. */
+  removeRoute(cidr: string): Promise<boolean> {
+    return removeRoute(this.name, cidr);
+  }
+
   setUp(): Promise<void> {
     return configureInterface(this.name, { up: true });
   }
@@ -313,4 +323,25 @@ export async function configureInterface(name: string, cfg: InterfaceConfig): Pr
   for (const a of addresses) await ip(['addr', 'add', a, 'dev', name]);
   if (up) await ip(['link', 'set', 'dev', name, 'up']);
   for (const r of routes) await ip(['route', 'add', r, 'dev', name]);
+}
+
+/** `ip route replace CIDR dev NAME`: adds the route, or moves an existing route to that prefix here. */
+export async function replaceRoute(name: string, cidr: string): Promise<void> {
+  if (!isValidInterfaceName(name)) throw invalid(`invalid interface name ${JSON.stringify(name)}`);
+  checkCidr(cidr);
+  await ip(['route', 'replace', cidr, 'dev', name]);
+}
+
+/** `ip route del CIDR dev NAME`; resolves false (no error) when there is no such route. */
+export async function removeRoute(name: string, cidr: string): Promise<boolean> {
+  if (!isValidInterfaceName(name)) throw invalid(`invalid interface name ${JSON.stringify(name)}`);
+  checkCidr(cidr);
+  try {
+    await ip(['route', 'del', cidr, 'dev', name]);
+    return true;
+  } catch (err) {
+    // The kernel answers ESRCH ("No such process") for a route that is not there.
+    if (err instanceof IpCommandError && /No such process|not found/i.test(err.stderr)) return false;
+    throw err;
+  }
 }
