@@ -16,6 +16,14 @@ export class Counters {
   framesSpoofedUid = 0;
   framesSpoofedAddress = 0;
   framesTransitToController = 0;
+  /** Transit on: frames for another node sent on towards it. */
+  framesForwarded = 0;
+  /** Transit on: frames dropped because the inner IPv4 TTL / IPv6 hop limit was ≤ 1. */
+  framesHopLimit = 0;
+  /** Transit on: frames dropped because their next hop was the link they came in on, or they were our own. */
+  framesRouteLoop = 0;
+  /** Transit on: frames for this node relayed by a peer on behalf of another known peer, accepted. */
+  framesRelayedIn = 0;
   injectedFromController = 0;
   injectedDropped = 0;
 

@@ -1,7 +1,7 @@
 import { FRAME_HEADER_LEN, UID_BYTES } from '@tincan/protocol';
 import type { PacketBatch } from '@tincan/tun';
 import type { Counters } from './counters.js';
-import type { ForwardingTable } from './forwarding-table.js';
+import { nextHop, type ForwardingTable } from './forwarding-table.js';
 
 /** Where packets go that the forwarding table cannot send on a link (the controller, if any). */
 export interface UnmappedSink {
@@ -12,10 +12,11 @@ export interface UnmappedSink {
 const ZERO_UID = Buffer.alloc(UID_BYTES);
 
 /**
- * TUN → wire. For each packet read from the vNIC: find the destination's peer by its virtual address,
- * write the frame header into the headroom in front of the packet, and send it on the peer's link.
- * Packets with no mapping or no open link go to the controller (paper §4.1: "unmapped IP packets are
- * forwarded to the controller"). Nothing here allocates or logs per packet.
+ * TUN → wire. For each packet read from the vNIC: find the destination's peer by its virtual address
+ * (or, in router mode, the subnet it lies in), write the frame header into the headroom in front of
+ * the packet, and send it on the peer's next hop: its direct link when up, else its overlay route's
+ * link. Packets with no mapping or no usable link go to the controller (paper §4.1: "unmapped IP
+ * packets are forwarded to the controller"). Nothing here allocates or logs per packet.
  */
 export class Inside {
   private localUid: Buffer | null = null;
@@ -60,8 +61,14 @@ export class Inside {
       local.copy(buf, start, 0, UID_BYTES);
       (peer ? peer.uidBytes : ZERO_UID).copy(buf, start + UID_BYTES, 0, UID_BYTES);
       const frame = buf.subarray(start, off + len);
-      if (peer?.link && peer.link.send(frame)) continue;
-      if (peer?.link?.state === 'up') continue; // dropped by back-pressure, already counted
+      if (peer !== undefined) {
+        const hop = nextHop(peer);
+        if (hop !== null) {
+          // An up link that refuses the frame dropped it by back-pressure (counted by the link).
+          if (hop.send(frame) && hop !== peer.link) peer.routePacketsOut++;
+          continue;
+        }
+      }
       this.sink.unmapped(frame);
     }
   };

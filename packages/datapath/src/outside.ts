@@ -1,28 +1,38 @@
-import { FRAME_DST_OFFSET, FRAME_HEADER_LEN, UID_BYTES } from '@tincan/protocol';
+import { FRAME_DST_OFFSET, FRAME_HEADER_LEN, FRAME_SRC_OFFSET, UID_BYTES } from '@tincan/protocol';
 import type { Counters } from './counters.js';
-import type { ForwardingTable } from './forwarding-table.js';
+import { nextHop, type ForwardingTable, type Peer } from './forwarding-table.js';
 import type { Link } from './link.js';
-import { translateIPv4 } from './translator.js';
+import { decrementIPv4Ttl, translateIPv4 } from './translator.js';
 import type { Vnic } from './vnic.js';
 
-/** Frames addressed to another node (multi-hop transit) go to the controller, which routes them. */
+/** Frames addressed to another node that the datapath does not forward itself go to the controller. */
 export interface TransitSink {
   transit(frame: Buffer): void;
 }
 
 const MIN_IP4 = 20;
 const MIN_IP6 = 40;
+/** Where the inner packet's IPv4 TTL and IPv6 hop limit are, in a frame. */
+const IP4_TTL = FRAME_HEADER_LEN + 8;
+const IP6_HOP_LIMIT = FRAME_HEADER_LEN + 7;
 
 /**
  * Wire → TUN. A frame from a link is delivered to the vNIC only if its source UID is the link's peer
  * and the inner packet's source address is mapped to that same peer: no member can spoof another's
  * address. Everything else is dropped and counted, per link and datapath-wide.
+ *
+ * With transit on (set_transit, overlay routing), two things change. A frame addressed to another
+ * node is forwarded here, on the fast path, to that node's next hop (its hop limit decremented) rather
+ * than handed to the controller. And a frame for this node whose source UID is another known peer
+ * than the link's is accepted as relayed, with the inner source address checked against that source
+ * peer instead of the link's.
  */
 export class Outside {
   private localUid: Buffer | null = null;
   private vnic: Vnic | null = null;
   /** This node's IPv4 address as a number: the destination of translated packets. */
   private localIp4 = -1;
+  private transitOn = false;
 
   constructor(
     private readonly table: ForwardingTable,
@@ -36,49 +46,115 @@ export class Outside {
     this.localIp4 = localIp4 ?? -1;
   }
 
+  get transit(): boolean {
+    return this.transitOn;
+  }
+
+  setTransit(enabled: boolean): void {
+    this.transitOn = enabled;
+  }
+
   readonly onFrame = (link: Link, frame: Buffer): void => {
     const local = this.localUid;
     const vnic = this.vnic;
     const peer = this.table.peer(link.uid);
     if (frame.length < FRAME_HEADER_LEN + MIN_IP4 || local === null || vnic === null || peer === undefined) {
-      link.counters.dropsMalformed++;
-      this.counters.framesMalformed++;
+      this.malformed(link);
       return;
     }
-    if (frame.compare(peer.uidBytes, 0, UID_BYTES, 0, UID_BYTES) !== 0) {
-      link.counters.dropsSpoofed++;
-      this.counters.framesSpoofedUid++;
+    const fromPeer = frame.compare(peer.uidBytes, 0, UID_BYTES, FRAME_SRC_OFFSET, FRAME_SRC_OFFSET + UID_BYTES) === 0;
+    const forUs = frame.compare(local, 0, UID_BYTES, FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES) === 0;
+    let src: Peer | undefined = peer;
+    if (!this.transitOn) {
+      if (!fromPeer) {
+        link.counters.dropsSpoofed++;
+        this.counters.framesSpoofedUid++;
+        return;
+      }
+      if (!forUs) {
+        this.counters.framesTransitToController++;
+        this.sink.transit(frame);
+        return;
+      }
+    } else if (!forUs) {
+      this.forward(link, frame, local);
       return;
-    }
-    if (frame.compare(local, 0, UID_BYTES, FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES) !== 0) {
-      this.counters.framesTransitToController++;
-      this.sink.transit(frame);
-      return;
+    } else if (!fromPeer) {
+      src = this.table.lookupUid(frame, FRAME_SRC_OFFSET);
+      if (src === undefined) {
+        link.counters.dropsSpoofed++;
+        this.counters.framesSpoofedUid++;
+        return;
+      }
     }
     const version = frame[FRAME_HEADER_LEN]! >> 4;
     let owner;
-    if (version === 4 && peer.translate4 !== null) {
+    if (version === 4 && src.translate4 !== null) {
       // SocialVPN: the peer uses its own subnet; rewrite the packet into ours. Rewriting the source
       // to the peer's mapped address also means it cannot claim anyone else's.
-      if (this.localIp4 < 0 || !translateIPv4(frame, FRAME_HEADER_LEN, frame.length - FRAME_HEADER_LEN, peer.translate4, this.localIp4)) {
-        link.counters.dropsMalformed++;
-        this.counters.framesMalformed++;
+      if (this.localIp4 < 0 || !translateIPv4(frame, FRAME_HEADER_LEN, frame.length - FRAME_HEADER_LEN, src.translate4, this.localIp4)) {
+        this.malformed(link);
         return;
       }
-      owner = peer;
+      owner = src;
     } else if (version === 4) owner = this.table.lookup4(frame, FRAME_HEADER_LEN + 12);
     else if (version === 6 && frame.length >= FRAME_HEADER_LEN + MIN_IP6) {
       owner = this.table.lookup6(frame, FRAME_HEADER_LEN + 8);
     } else {
-      link.counters.dropsMalformed++;
-      this.counters.framesMalformed++;
+      this.malformed(link);
       return;
     }
-    if (owner !== peer) {
+    if (owner !== src) {
       link.counters.dropsSpoofed++;
       this.counters.framesSpoofedAddress++;
       return;
     }
+    if (src !== peer) this.counters.framesRelayedIn++;
     vnic.write(frame.subarray(FRAME_HEADER_LEN));
   };
+
+  /** Transit on, a frame for another node: on to its next hop, hop limit decremented. */
+  private forward(link: Link, frame: Buffer, local: Buffer): void {
+    if (frame.compare(local, 0, UID_BYTES, FRAME_SRC_OFFSET, FRAME_SRC_OFFSET + UID_BYTES) === 0) {
+      this.counters.framesRouteLoop++; // one of our own frames came back
+      return;
+    }
+    const version = frame[FRAME_HEADER_LEN]! >> 4;
+    if (!(version === 4 || (version === 6 && frame.length >= FRAME_HEADER_LEN + MIN_IP6))) {
+      this.malformed(link);
+      return;
+    }
+    const dst = this.table.lookupUid(frame, FRAME_DST_OFFSET);
+    const hop = dst === undefined ? null : nextHop(dst);
+    if (hop === null) {
+      this.counters.framesTransitToController++;
+      this.sink.transit(frame);
+      return;
+    }
+    if (hop === link) {
+      this.counters.framesRouteLoop++;
+      return;
+    }
+    if (version === 4) {
+      if (frame[IP4_TTL]! <= 1) {
+        this.counters.framesHopLimit++;
+        return;
+      }
+      decrementIPv4Ttl(frame, FRAME_HEADER_LEN);
+    } else {
+      const hopLimit = frame[IP6_HOP_LIMIT]!;
+      if (hopLimit <= 1) {
+        this.counters.framesHopLimit++;
+        return;
+      }
+      frame[IP6_HOP_LIMIT] = hopLimit - 1;
+    }
+    // An up link that refuses the frame dropped it by back-pressure (counted by that link).
+    if (hop.send(frame)) this.counters.framesForwarded++;
+  }
+
+  private malformed(link: Link): void {
+    link.counters.dropsMalformed++;
+    this.counters.framesMalformed++;
+  }
 }

@@ -152,6 +152,19 @@ export function translateIPv4(buf: Buffer, off: number, len: number, newSrc: num
 }
 
 /**
+ * Forwarding: decrements the TTL of the IPv4 header at buf[off, off+20), in place, and updates the
+ * header checksum incrementally (RFC 1624 eqn. 3). The TTL shares its 16-bit word with the protocol
+ * byte, so the word drops by 0x100. The caller has checked that the TTL is above 1 and that the 20
+ * bytes are there. The result equals a full recomputation (never a negative zero, see `adjust`).
+ */
+export function decrementIPv4Ttl(buf: Buffer, off: number): void {
+  const word = get16(buf, off + 8);
+  const next = word - 0x100;
+  put16(buf, off + 8, next);
+  put16(buf, off + 10, adjust(get16(buf, off + 10), wordDelta(word, next)));
+}
+
+/**
  * The Internet checksum (RFC 1071) of buf[off, off+len): the one's complement of the one's-complement
  * sum of its 16-bit words, an odd last byte padded with zero. Over an IPv4 header whose checksum field
  * is zeroed it gives the field's value; over a header with its checksum in place, 0 means valid.

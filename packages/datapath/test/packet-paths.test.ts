@@ -1,17 +1,20 @@
 // inside (TUN -> link) and outside (link -> TUN) with stand-ins for the link and the vNIC; the lab
 // tests run the same code between real datapaths.
 import { describe, expect, it } from 'vitest';
-import { FRAME_HEADER_LEN, ip4ToNumber, uidFromIp4, uidToBytes } from '@tincan/protocol';
+import { randomBytes } from 'node:crypto';
+import { FRAME_HEADER_LEN, ip4ToNumber, ip6ToBytes, uidFromIp4, uidToBytes } from '@tincan/protocol';
 import { Counters } from '../src/counters.js';
 import { ForwardingTable } from '../src/forwarding-table.js';
 import { Inside } from '../src/inside.js';
 import type { Link } from '../src/link.js';
 import { Outside } from '../src/outside.js';
+import { ipv4Checksum } from '../src/translator.js';
 import type { Vnic } from '../src/vnic.js';
 
 const LOCAL = uidFromIp4('10.254.0.1');
 const PEER = uidFromIp4('10.254.0.2');
 const OTHER = uidFromIp4('10.254.0.3');
+const FAR = uidFromIp4('10.254.0.4');
 
 function ip4Packet(src: string, dst: string, proto = 17): Buffer {
   const p = Buffer.alloc(28);
@@ -24,6 +27,28 @@ function ip4Packet(src: string, dst: string, proto = 17): Buffer {
   return p;
 }
 
+/** An IPv4 packet with random header fields and a correct header checksum. */
+function ip4PacketWithChecksum(src: string, dst: string, ttl: number): Buffer {
+  const p = ip4Packet(src, dst);
+  randomBytes(6).copy(p, 1); // TOS, total length (rewritten below), identification, flags
+  p.writeUInt16BE(28, 2);
+  p[6]! &= 0x5f;
+  p[8] = ttl;
+  p.writeUInt16BE(ipv4Checksum(p, 0, 20), 10);
+  return p;
+}
+
+function ip6Packet(src: string, dst: string, hopLimit = 64): Buffer {
+  const p = Buffer.alloc(48);
+  p[0] = 0x60;
+  p.writeUInt16BE(8, 4);
+  p[6] = 17;
+  p[7] = hopLimit;
+  ip6ToBytes(src).copy(p, 8);
+  ip6ToBytes(dst).copy(p, 24);
+  return p;
+}
+
 function frame(src: string, dst: string, packet: Buffer): Buffer {
   return Buffer.concat([uidToBytes(src), uidToBytes(dst), packet]);
 }
@@ -33,14 +58,20 @@ function fakeLink(uid: string, up = true) {
   const link = {
     uid,
     state: up ? 'up' : 'connecting',
-    counters: { dropsSpoofed: 0, dropsMalformed: 0 },
+    /** Set to make an up link refuse frames, as back-pressure does. */
+    full: false,
+    counters: { dropsSpoofed: 0, dropsMalformed: 0, dropsBackpressure: 0 },
     send(f: Buffer) {
-      if (!up) return false;
+      if (link.state !== 'up') return false;
+      if (link.full) {
+        link.counters.dropsBackpressure++;
+        return false;
+      }
       sent.push(Buffer.from(f));
       return true;
     },
   };
-  return { link: link as unknown as Link, sent, counters: link.counters };
+  return { link: link as unknown as Link, sent, counters: link.counters, fake: link };
 }
 
 function setup() {
@@ -134,5 +165,246 @@ describe('inside: packets from the vNIC', () => {
     expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([OTHER, '0'.repeat(40)]);
     expect(s.counters.tunMulticastDropped).toBe(1);
     expect(s.counters.tunMalformed).toBe(1);
+  });
+});
+
+describe('outside with transit on: forwarding frames for other nodes', () => {
+  /** LOCAL has links to PEER and OTHER; FAR is behind OTHER. */
+  function transitSetup() {
+    const s = setup();
+    const lp = fakeLink(PEER);
+    const lo = fakeLink(OTHER);
+    s.table.map4(PEER, '10.254.0.2');
+    s.table.map4(OTHER, '10.254.0.3');
+    s.table.map4(FAR, '10.254.0.4');
+    s.table.map6(FAR, 'fd50::4');
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.table.ensurePeer(OTHER).link = lo.link;
+    s.table.setRoute(FAR, OTHER);
+    s.outside.setTransit(true);
+    return { ...s, lp, lo };
+  }
+
+  it('forwards to the next hop with the IPv4 TTL decremented and the header checksum still exact', () => {
+    const s = transitSetup();
+    for (let i = 0; i < 500; i++) {
+      const ttl = 2 + (i % 254);
+      const packet = ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', ttl);
+      s.outside.onFrame(s.lp.link, frame(PEER, FAR, packet));
+      const out = s.lo.sent.at(-1)!;
+      expect(out.subarray(0, 40).equals(frame(PEER, FAR, Buffer.alloc(0)))).toBe(true); // header untouched
+      const ip = out.subarray(FRAME_HEADER_LEN);
+      expect(ip[8]).toBe(ttl - 1);
+      expect(ipv4Checksum(ip, 0, 20)).toBe(0); // verifies
+      const recomputed = Buffer.from(ip.subarray(0, 20));
+      recomputed.writeUInt16BE(0, 10);
+      expect(ip.readUInt16BE(10)).toBe(ipv4Checksum(recomputed, 0, 20)); // equals a full recomputation
+      expect(ip.subarray(12).equals(packet.subarray(12))).toBe(true);
+      expect([ip[9], ip.readUInt16BE(4)]).toEqual([packet[9], packet.readUInt16BE(4)]);
+    }
+    expect(s.lo.sent).toHaveLength(500);
+    expect(s.counters.framesForwarded).toBe(500);
+    expect(s.delivered).toHaveLength(0);
+    expect(s.toController).toHaveLength(0);
+  });
+
+  it('forwards IPv6 with the hop limit decremented, on a direct link when there is one', () => {
+    const s = transitSetup();
+    s.outside.onFrame(s.lp.link, frame(PEER, OTHER, ip6Packet('fd50::2', 'fd50::3', 64)));
+    expect(s.lo.sent).toHaveLength(1);
+    const ip = s.lo.sent[0]!.subarray(FRAME_HEADER_LEN);
+    expect(ip[7]).toBe(63);
+    expect(ip.equals(Object.assign(ip6Packet('fd50::2', 'fd50::3', 63)))).toBe(true);
+    expect(s.counters.framesForwarded).toBe(1);
+  });
+
+  it('drops frames whose hop limit runs out, that would go back where they came from, or that are our own', () => {
+    const s = transitSetup();
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', 1)));
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', 0)));
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip6Packet('fd50::2', 'fd50::4', 1)));
+    expect(s.counters.framesHopLimit).toBe(3);
+    // FAR goes via OTHER: a frame for FAR that arrives from OTHER would bounce straight back.
+    s.outside.onFrame(s.lo.link, frame(OTHER, FAR, ip4Packet('10.254.0.3', '10.254.0.4')));
+    // A frame with our own source UID has looped through the overlay.
+    s.outside.onFrame(s.lp.link, frame(LOCAL, OTHER, ip4Packet('10.254.0.1', '10.254.0.3')));
+    expect(s.counters.framesRouteLoop).toBe(2);
+    expect(s.lo.sent).toHaveLength(0);
+    expect(s.lp.sent).toHaveLength(0);
+    expect(s.counters.framesForwarded).toBe(0);
+  });
+
+  it('hands frames with no usable next hop to the controller, drops malformed ones and counts back-pressure on the link', () => {
+    const s = transitSetup();
+    const stranger = uidFromIp4('10.254.0.99');
+    s.outside.onFrame(s.lp.link, frame(PEER, stranger, ip4Packet('10.254.0.2', '10.254.0.99'))); // unknown UID
+    s.lo.fake.state = 'down';
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4'))); // via link down
+    expect(s.counters.framesTransitToController).toBe(2);
+    expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([stranger, FAR]);
+    expect(s.toController[1]![FRAME_HEADER_LEN + 8]).toBe(64); // handed over unchanged
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, Buffer.alloc(40, 0x77))); // not IP
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip6Packet('fd50::2', 'fd50::4').subarray(0, 30))); // short IPv6
+    expect(s.counters.framesMalformed).toBe(2);
+    expect(s.lp.counters.dropsMalformed).toBe(2);
+    s.lo.fake.state = 'up';
+    s.lo.fake.full = true;
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')));
+    expect(s.lo.counters.dropsBackpressure).toBe(1);
+    expect(s.counters.framesForwarded).toBe(0);
+    expect(s.toController).toHaveLength(2);
+  });
+
+  it('with transit off, keeps handing frames for others to the controller untouched', () => {
+    const s = transitSetup();
+    s.outside.setTransit(false);
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')));
+    s.outside.onFrame(s.lp.link, frame(OTHER, FAR, ip4Packet('10.254.0.3', '10.254.0.4'))); // not the link's peer
+    expect(s.lo.sent).toHaveLength(0);
+    expect(s.counters.framesTransitToController).toBe(1);
+    expect(s.counters.framesSpoofedUid).toBe(1);
+    expect(s.toController[0]![FRAME_HEADER_LEN + 8]).toBe(64);
+  });
+});
+
+describe('outside: frames relayed to us by a peer on behalf of another', () => {
+  function relaySetup(transit: boolean) {
+    const s = setup();
+    const lp = fakeLink(PEER);
+    s.table.map4(PEER, '10.254.0.2');
+    s.table.map4(OTHER, '10.254.0.3');
+    s.table.map6(OTHER, 'fd50::3');
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.outside.setTransit(transit);
+    return { ...s, lp };
+  }
+
+  it('accepts them with transit on when the inner source belongs to the claimed source peer', () => {
+    const s = relaySetup(true);
+    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
+    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip6Packet('fd50::3', 'fd50::1')));
+    s.outside.onFrame(s.lp.link, frame(PEER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1'))); // direct, as ever
+    expect(s.delivered).toHaveLength(3);
+    expect(s.counters.framesRelayedIn).toBe(2);
+  });
+
+  it('drops them as spoofed with transit off', () => {
+    const s = relaySetup(false);
+    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
+    expect(s.delivered).toHaveLength(0);
+    expect(s.counters.framesSpoofedUid).toBe(1);
+    expect(s.counters.framesRelayedIn).toBe(0);
+    expect(s.lp.counters.dropsSpoofed).toBe(1);
+  });
+
+  it('drops them when the inner source belongs to another peer, or the source UID is unknown', () => {
+    const s = relaySetup(true);
+    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1'))); // the relay's address
+    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.9', '10.254.0.1'))); // nobody's
+    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip6Packet('fd50::2', 'fd50::1')));
+    s.outside.onFrame(s.lp.link, frame(FAR, LOCAL, ip4Packet('10.254.0.4', '10.254.0.1'))); // FAR: not in the table
+    s.outside.onFrame(s.lp.link, frame(PEER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1'))); // direct, OTHER's address
+    expect(s.delivered).toHaveLength(0);
+    expect(s.counters.framesSpoofedAddress).toBe(4);
+    expect(s.counters.framesSpoofedUid).toBe(1);
+    expect(s.counters.framesRelayedIn).toBe(0);
+    expect(s.lp.counters.dropsSpoofed).toBe(5);
+  });
+
+  it('translates IPv4 from a relayed translated peer as from a direct one', () => {
+    const s = relaySetup(true);
+    s.table.map4(FAR, '10.254.0.7', true);
+    s.outside.onFrame(s.lp.link, frame(FAR, LOCAL, ip4Packet('192.0.2.1', '192.0.2.2')));
+    expect(s.delivered).toHaveLength(1);
+    expect(s.delivered[0]!.readUInt32BE(12)).toBe(ip4ToNumber('10.254.0.7'));
+    expect(s.delivered[0]!.readUInt32BE(16)).toBe(ip4ToNumber('10.254.0.1'));
+    expect(s.counters.framesRelayedIn).toBe(1);
+  });
+});
+
+describe('router mode: subnets behind peers', () => {
+  it('accepts packets sourced from a subnet only from the peer it lies behind', () => {
+    const s = setup();
+    const lp = fakeLink(PEER);
+    const lo = fakeLink(OTHER);
+    s.table.map4(PEER, '10.254.0.2');
+    s.table.map4(OTHER, '10.254.0.3');
+    s.table.mapSubnet(PEER, '10.44.0.0/24');
+    s.outside.onFrame(lp.link, frame(PEER, LOCAL, ip4Packet('10.44.0.7', '10.254.0.1')));
+    s.outside.onFrame(lo.link, frame(OTHER, LOCAL, ip4Packet('10.44.0.7', '10.254.0.1')));
+    s.outside.onFrame(lp.link, frame(PEER, LOCAL, ip4Packet('10.44.1.7', '10.254.0.1')));
+    expect(s.delivered).toHaveLength(1);
+    expect(s.counters.framesSpoofedAddress).toBe(2);
+  });
+});
+
+describe('inside: overlay routes and subnets', () => {
+  function batchOf(...packets: Buffer[]) {
+    const slot = FRAME_HEADER_LEN + 1500;
+    const buffer = Buffer.alloc(slot * packets.length);
+    const offsets = new Uint32Array(packets.length);
+    const lengths = new Uint32Array(packets.length);
+    packets.forEach((p, i) => {
+      offsets[i] = i * slot + FRAME_HEADER_LEN;
+      lengths[i] = p.length;
+      p.copy(buffer, offsets[i]!);
+    });
+    return { buffer, offsets, lengths, count: packets.length };
+  }
+
+  it('sends packets for a routed peer on its via link (counted), a direct up link winning', () => {
+    const s = setup();
+    const lp = fakeLink(PEER);
+    s.table.map4(PEER, '10.254.0.2');
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.table.map4(FAR, '10.254.0.4');
+    s.table.map6(FAR, 'fd50::4');
+    s.table.setRoute(FAR, PEER);
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4'), ip6Packet('fd50::1', 'fd50::4')));
+    expect(lp.sent).toHaveLength(2);
+    for (const f of lp.sent) expect(f.subarray(20, 40).toString('hex')).toBe(FAR); // addressed to FAR, not PEER
+    expect(s.table.routes()).toEqual([{ uid: FAR, via: PEER, packets_out: 2 }]);
+    const lf = fakeLink(FAR);
+    s.table.ensurePeer(FAR).link = lf.link;
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4'), ip4Packet('10.254.0.1', '10.254.0.2')));
+    expect(lf.sent).toHaveLength(1);
+    expect(lp.sent).toHaveLength(3);
+    expect(s.table.routes()[0]!.packets_out).toBe(2); // direct traffic is not the route's
+    lf.fake.state = 'down'; // the direct link goes: back to the route at once
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4')));
+    expect(lp.sent).toHaveLength(4);
+    expect(s.table.routes()[0]!.packets_out).toBe(3);
+    expect(s.toController).toHaveLength(0);
+  });
+
+  it('hands packets to the controller when neither link is usable; back-pressure on the via link is a drop', () => {
+    const s = setup();
+    const lp = fakeLink(PEER, false);
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.table.map4(FAR, '10.254.0.4');
+    s.table.setRoute(FAR, PEER);
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4')));
+    expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([FAR]);
+    lp.fake.state = 'up';
+    lp.fake.full = true;
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4')));
+    expect(s.toController).toHaveLength(1);
+    expect(lp.counters.dropsBackpressure).toBe(1);
+    expect(s.table.routes()[0]!.packets_out).toBe(0);
+  });
+
+  it('sends packets for a routed subnet to the peer it lies behind, through that peer\'s route if need be', () => {
+    const s = setup();
+    const lp = fakeLink(PEER);
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.table.mapSubnet(FAR, '10.44.0.0/24');
+    s.table.mapSubnet(FAR, 'fd44::/64');
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.44.0.5')));
+    expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([FAR]); // no link to FAR yet
+    s.table.setRoute(FAR, PEER);
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.44.0.5'), ip6Packet('fd50::1', 'fd44::5'), ip4Packet('10.254.0.1', '10.44.1.5')));
+    expect(lp.sent.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([FAR, FAR]);
+    expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([FAR, '0'.repeat(40)]);
+    expect(s.table.routes()[0]!.packets_out).toBe(2);
   });
 });
