@@ -17,13 +17,13 @@ import {
   type Uid,
 } from '@tincan/protocol';
 import { Counters } from './counters.js';
-import { ForwardingTable } from './forwarding-table.js';
+import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
 import { Link } from './link.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
-import { Vnic } from './vnic.js';
+import { Vnic, type VnicConfig } from './vnic.js';
 import { XmppSession } from './xmpp-session.js';
 
 export interface DatapathOptions {
@@ -36,6 +36,8 @@ export interface DatapathOptions {
   unmappedPerSecond?: number;
   /** libdatachannel's own log level (its messages go to the logger at warn). */
   rtcLogLevel?: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
+  /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
+  openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
 
 /** Frame header + SCTP/DTLS/UDP/IP overhead that one vNIC packet needs on top of its length. */
@@ -68,6 +70,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private readonly sampler: NodeJS.Timeout;
   private unmappedWindowStart = 0;
   private unmappedInWindow = 0;
+  /** Kernel route changes (set_remote_subnet), one at a time. */
+  private routeChanges: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly counters: Counters,
@@ -117,6 +121,14 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         return this.trimLink(req.uid);
       case 'set_remote_ip':
         return this.setRemoteIp(req);
+      case 'set_route':
+        return this.setRoute(req);
+      case 'set_transit':
+        if (req.enabled !== this.outside.transit) this.log.info({ transit: req.enabled }, 'transit');
+        this.outside.setTransit(req.enabled);
+        return {};
+      case 'set_remote_subnet':
+        return this.setRemoteSubnet(req);
       case 'get_state':
         return this.state();
       case 'send_signal':
@@ -147,7 +159,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     }
     let vnic: Vnic;
     try {
-      vnic = await Vnic.open({ name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6 });
+      vnic = await (this.opts.openVnic ?? Vnic.open)({ name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6 });
     } catch (err) {
       throw new RpcError('bad_state', `cannot open vNIC ${req.name}: ${(err as Error).message}`);
     }
@@ -165,11 +177,22 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return { vnic: vnic.name };
   }
 
-  /** Whether an address lies in one of the vNIC's own subnets (never a usable ICE candidate). */
-  private isVnicAddress(address: string): boolean {
+  /**
+   * Whether an address is reached through the vNIC: in one of its own subnets or in a subnet routed
+   * into it (router mode). Never a usable ICE candidate: the link would run through itself.
+   */
+  private isOverlayAddress(address: string): boolean {
     const c = this.local?.vnic.config;
     if (!c) return false;
-    return [c.ip4, c.ip6].some((cidr) => cidr !== undefined && cidrContains(cidr, address));
+    if ([c.ip4, c.ip6].some((cidr) => cidr !== undefined && cidrContains(cidr, address))) return true;
+    return this.table.subnets().some((s) => cidrContains(s.subnet, address));
+  }
+
+  /** Whether a network lies inside one of the vNIC's own subnets (the kernel routes it there already). */
+  private inVnicSubnet(subnet: { cidr: string; prefix: number; family: 4 | 6 }): boolean {
+    const c = this.local?.vnic.config;
+    const own = subnet.family === 4 ? c?.ip4 : c?.ip6;
+    return own !== undefined && subnet.prefix >= parseCidr(own).prefix && cidrContains(own, parseCidr(subnet.cidr).address);
   }
 
   private rtcMtu(): number {
@@ -248,7 +271,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         rtcMtu: this.rtcMtu(),
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         gatherTimeoutMs: 2000,
-        excludeAddress: (address) => this.isVnicAddress(address),
+        excludeAddress: (address) => this.isOverlayAddress(address),
         logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
       },
       { onFrame: this.outside.onFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },
@@ -309,6 +332,71 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return {};
   }
 
+  // --- overlay routing and router mode ------------------------------------------------------------
+
+  private setRoute(req: RequestOf<'set_route'>): unknown {
+    if (req.via === req.uid) throw new RpcError('bad_request', 'a route cannot go via its own destination (via === uid)');
+    const local = this.local;
+    if (local && req.uid === local.uid) throw new RpcError('bad_request', 'no route to this node itself (uid is the local UID)');
+    if (local && req.via === local.uid) throw new RpcError('bad_request', 'a route via this node itself would loop (via is the local UID)');
+    this.table.setRoute(req.uid, req.via);
+    for (const uid of [req.uid, req.via]) {
+      const link = uid === null ? undefined : this.links.get(uid);
+      if (link) this.table.ensurePeer(link.uid).link = link;
+    }
+    this.log.debug({ uid: req.uid, via: req.via }, req.via === null ? 'route removed' : 'route set');
+    return {};
+  }
+
+  private async setRemoteSubnet(req: RequestOf<'set_remote_subnet'>): Promise<unknown> {
+    const local = this.local;
+    if (!local) throw new RpcError('bad_state', 'set_local_ip first: a routed subnet goes into the vNIC');
+    const subnet = normalizeSubnet(req.subnet);
+    if (subnet.prefix === 0) {
+      throw new RpcError('bad_request', `${subnet.cidr}: a default route through the overlay would carry the links themselves`);
+    }
+    if (req.uid === local.uid) throw new RpcError('bad_request', 'a subnet cannot lie behind this node itself (uid is the local UID)');
+    const own = subnet.family === 4 ? local.ip4 : local.ip6;
+    if (own !== null && cidrContains(subnet.cidr, own)) {
+      throw new RpcError('bad_request', `${subnet.cidr} contains this node's own address ${own}`);
+    }
+    const kernel = !this.inVnicSubnet(subnet);
+    const vnic = local.vnic;
+    return this.oneRouteChangeAtATime(async () => {
+      if (req.remove) {
+        if (!this.table.unmapSubnet(req.uid, subnet.cidr)) return {};
+        if (kernel) {
+          try {
+            await vnic.removeRoute(subnet.cidr);
+          } catch (err) {
+            throw new RpcError('internal', `unmapped, but cannot remove the route to ${subnet.cidr} from ${vnic.name}: ${(err as Error).message}`);
+          }
+        }
+        this.log.info({ subnet: subnet.cidr, uid: req.uid }, 'subnet removed');
+        return {};
+      }
+      if (kernel) {
+        try {
+          await vnic.addRoute(subnet.cidr);
+        } catch (err) {
+          throw new RpcError('internal', `cannot route ${subnet.cidr} into ${vnic.name}: ${(err as Error).message}`);
+        }
+      }
+      const before = this.table.subnetOwner(subnet.cidr);
+      this.table.mapSubnet(req.uid, subnet.cidr);
+      const link = this.links.get(req.uid);
+      if (link) this.table.ensurePeer(req.uid).link = link;
+      if (before !== req.uid) this.log.info({ subnet: subnet.cidr, uid: req.uid, kernelRoute: kernel }, 'subnet mapped');
+      return {};
+    });
+  }
+
+  private oneRouteChangeAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.routeChanges.then(fn, fn);
+    this.routeChanges = run.catch(() => undefined);
+    return run;
+  }
+
   // --- packets to and from the controller ----------------------------------------------------------
 
   /** TUN packets with no usable link: to the controller, at most `unmappedPerSecond`. */
@@ -345,9 +433,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       else this.counters.injectedDropped++;
       return;
     }
-    const dst = frame.subarray(FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES).toString('hex');
-    const link = this.links.get(dst);
-    if (!link || !link.send(frame)) this.counters.injectedDropped++;
+    // On the link to the destination, or on its overlay route's link when there is no up direct one.
+    const dst = this.table.lookupUid(frame, FRAME_DST_OFFSET);
+    const hop = dst === undefined ? null : nextHop(dst);
+    if (hop === null || !hop.send(frame)) this.counters.injectedDropped++;
   }
 
   // --- state ---------------------------------------------------------------------------------------
@@ -379,6 +468,9 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       peers: this.xmpp
         ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs }))
         : [],
+      routes: this.table.routes(),
+      subnets: this.table.subnets(),
+      transit: this.outside.transit,
       counters: this.counters.snapshot({
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
         ...(this.xmpp ? prefixed('xmpp_', this.xmpp.counters()) : {}),

@@ -41,6 +41,16 @@ export class Vnic {
     return this.tun.name;
   }
 
+  /** Routes a remote subnet (router mode) into the vNIC; idempotent. */
+  addRoute(cidr: string): Promise<void> {
+    return this.tun.replaceRoute(cidr);
+  }
+
+  /** Removes a route added with addRoute; false if the kernel had none. */
+  removeRoute(cidr: string): Promise<boolean> {
+    return this.tun.removeRoute(cidr);
+  }
+
   onPackets(cb: (batch: PacketBatch) => void): void {
     this.tun.onPackets(cb);
   }

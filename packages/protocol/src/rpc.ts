@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Uid } from './uid.js';
+import { Uid, ip4ToNumber, ip6ToBytes, parseCidr } from './uid.js';
 
 /**
  * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
@@ -49,6 +49,24 @@ export function decodeDatagram(buf: Buffer): DecodedDatagram {
 
 const Cidr4 = z.cidrv4();
 const Cidr6 = z.cidrv6();
+
+/** Whether a CIDR names a network: every bit after the prefix length is zero ("10.44.0.0/24"). */
+export function isNetworkCidr(cidr: string): boolean {
+  try {
+    const { address, prefix, family } = parseCidr(cidr);
+    if (family === 4) return prefix === 32 || (ip4ToNumber(address) & (0xffffffff >>> prefix)) === 0;
+    const b = ip6ToBytes(address);
+    for (let bit = prefix; bit < 128; bit++) if (b[bit >> 3]! & (0x80 >> (bit & 7))) return false;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An IPv4 or IPv6 network in CIDR notation with no host bits set (router mode). */
+export const Subnet = z
+  .union([Cidr4, Cidr6])
+  .refine(isNetworkCidr, 'expected a network address: the bits after the prefix length must be zero (e.g. 10.44.0.0/24)');
 const HostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, 'expected host:port');
@@ -138,6 +156,38 @@ export const SetRemoteIpRequest = z.strictObject({
   translate: z.boolean().default(false),
 });
 
+/**
+ * Overlay routing: frames for `uid` go on the link to `via` whenever there is no up direct link to
+ * `uid` (a direct up link always wins). `via: null` removes the route.
+ */
+export const SetRouteRequest = z.strictObject({
+  ...base,
+  m: z.literal('set_route'),
+  uid: Uid,
+  via: Uid.nullable(),
+});
+
+/**
+ * Transit (overlay routing): when enabled, frames from a link addressed to another node are forwarded
+ * on the datapath's fast path, and frames relayed by a peer on behalf of another known peer are
+ * accepted. Off (the default): only the link's own peer may send, and frames for others go to the
+ * controller.
+ */
+export const SetTransitRequest = z.strictObject({ ...base, m: z.literal('set_transit'), enabled: z.boolean() });
+
+/**
+ * Router mode: the network `subnet` lies behind peer `uid`. Packets to it go to that peer (after the
+ * exact address mappings, by longest prefix), packets from it are accepted from that peer, and the
+ * datapath routes it into the vNIC. A subnet maps to one UID (a later mapping moves it).
+ */
+export const SetRemoteSubnetRequest = z.strictObject({
+  ...base,
+  m: z.literal('set_remote_subnet'),
+  uid: Uid,
+  subnet: Subnet,
+  remove: z.boolean().default(false),
+});
+
 export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
 
 /** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
@@ -167,6 +217,9 @@ export const RpcRequest = z.discriminatedUnion('m', [
   CreateLinkRequest,
   TrimLinkRequest,
   SetRemoteIpRequest,
+  SetRouteRequest,
+  SetTransitRequest,
+  SetRemoteSubnetRequest,
   GetStateRequest,
   SendSignalRequest,
   SetCbEndpointRequest,
@@ -244,6 +297,21 @@ export type PeerInfo = z.infer<typeof PeerInfo>;
 
 export const DatapathCounters = z.record(z.string(), z.number());
 
+/** An installed overlay route; `packets_out`: vNIC packets this node sent to `uid` through `via`. */
+export const RouteInfo = z.strictObject({
+  uid: Uid,
+  via: Uid,
+  packets_out: z.number(),
+});
+export type RouteInfo = z.infer<typeof RouteInfo>;
+
+/** A routed subnet (router mode) and the peer it lies behind. */
+export const SubnetInfo = z.strictObject({
+  subnet: z.string(),
+  uid: Uid,
+});
+export type SubnetInfo = z.infer<typeof SubnetInfo>;
+
 export const StateResult = z.strictObject({
   node: z.strictObject({
     uid: Uid.nullable(),
@@ -262,6 +330,9 @@ export const StateResult = z.strictObject({
   }),
   links: z.array(LinkInfo),
   peers: z.array(PeerInfo),
+  routes: z.array(RouteInfo),
+  subnets: z.array(SubnetInfo),
+  transit: z.boolean(),
   counters: DatapathCounters,
 });
 export type StateResult = z.infer<typeof StateResult>;
@@ -319,6 +390,9 @@ export interface RpcResults {
   create_link: CreateLinkResult;
   trim_link: { trimmed: boolean };
   set_remote_ip: Record<string, never>;
+  set_route: Record<string, never>;
+  set_transit: Record<string, never>;
+  set_remote_subnet: Record<string, never>;
   get_state: StateResult;
   send_signal: { jid: string };
   set_cb_endpoint: Record<string, never>;

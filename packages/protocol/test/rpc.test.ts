@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  MsgType, RPC_VERSION, RpcEvent, RpcRequest, decodeDatagram, encodeControl, encodeDatagram, parseEndpoint, tokenFilePath,
+  MsgType, RPC_VERSION, RpcEvent, RpcRequest, StateResult, decodeDatagram, encodeControl, encodeDatagram, isNetworkCidr,
+  parseEndpoint, tokenFilePath,
 } from '../src/index.js';
 
 const token = 'secret';
@@ -35,6 +36,12 @@ describe('RPC request schemas', () => {
       { m: 'create_link', uid, remote: { type: 'offer', sdp: 'v=0' }, turn: [{ address: 'h:3478', username: 'u', password: 'p' }] },
       { m: 'trim_link', uid },
       { m: 'set_remote_ip', uid, ip4: '10.254.0.2' },
+      { m: 'set_route', uid, via: 'b'.repeat(40) },
+      { m: 'set_route', uid, via: null },
+      { m: 'set_route', uid, via: uid }, // well-formed: the datapath refuses it (bad_request)
+      { m: 'set_transit', enabled: true },
+      { m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24' },
+      { m: 'set_remote_subnet', uid, subnet: 'fd00:44::/64', remove: true },
       { m: 'get_state' },
       { m: 'send_signal', uid, type: 'con_req', data: { any: ['json'] } },
       { m: 'set_cb_endpoint', address: '127.0.0.1', port: 5000 },
@@ -48,6 +55,43 @@ describe('RPC request schemas', () => {
     expect(sl.m === 'set_local_ip' && sl.mtu).toBe(1280);
     const x = RpcRequest.parse({ tid: 1, token, m: 'register_svc', xmpp: { host: 'h', jid: 'n@d', password: 'p' } });
     expect(x.m === 'register_svc' && x.xmpp).toMatchObject({ port: 5222, mechanism: 'SCRAM-SHA-1' });
+    const sub = RpcRequest.parse({ tid: 1, token, m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24' });
+    expect(sub.m === 'set_remote_subnet' && sub.remove).toBe(false);
+  });
+
+  it('validates the routing verbs: via required (null removes), boolean transit, subnets without host bits', () => {
+    const uid = 'a'.repeat(40);
+    const bad = [
+      { m: 'set_route', uid }, // via must be given, null to remove
+      { m: 'set_route', uid, via: 'xyz' },
+      { m: 'set_route', uid: 'A'.repeat(40), via: null },
+      { m: 'set_transit' },
+      { m: 'set_transit', enabled: 'yes' },
+      { m: 'set_transit', enabled: true, extra: 1 },
+      { m: 'set_remote_subnet', uid, subnet: '10.44.0.5/24' }, // host bits set
+      { m: 'set_remote_subnet', uid, subnet: '10.44.0.128/24' },
+      { m: 'set_remote_subnet', uid, subnet: 'fd00:44::1/64' },
+      { m: 'set_remote_subnet', uid, subnet: 'fd00:44:0:0:8000::/64' },
+      { m: 'set_remote_subnet', uid, subnet: '10.44.0.0' }, // no prefix length
+      { m: 'set_remote_subnet', uid, subnet: '10.44.0.0/33' },
+      { m: 'set_remote_subnet', uid, subnet: 'not-a-subnet' },
+      { m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24', remove: 'yes' },
+      { m: 'set_remote_subnet', subnet: '10.44.0.0/24' },
+    ];
+    for (const r of bad) expect(RpcRequest.safeParse({ tid: 1, token, ...r }).success, JSON.stringify(r)).toBe(false);
+    const hostBits = RpcRequest.safeParse({ tid: 1, token, m: 'set_remote_subnet', uid, subnet: '10.44.0.5/24' });
+    expect(hostBits.success ? '' : hostBits.error.message).toContain('network address');
+  });
+
+  it('tells network CIDRs from host addresses with a prefix', () => {
+    for (const c of ['10.44.0.0/24', '10.44.0.5/32', '0.0.0.0/0', '10.44.0.128/25', '192.168.0.0/16', 'fd00:44::/64',
+      'fd00:44:0:0:8000::/65', '::/0', 'fd00::1/128', 'fc00::/7']) {
+      expect(isNetworkCidr(c), c).toBe(true);
+    }
+    for (const c of ['10.44.0.1/24', '10.44.0.128/24', '1.0.0.0/0', '10.44.0.1/31', 'fd00:44::1/64', 'fd00:44:0:0:8000::/64',
+      'fd00::/7', 'x/24', '10.44.0.0']) {
+      expect(isNetworkCidr(c), c).toBe(false);
+    }
   });
 
   it('rejects unknown verbs, extra keys, bad UIDs, bad addresses and non-loopback event endpoints', () => {
@@ -66,6 +110,26 @@ describe('RPC request schemas', () => {
     for (const r of bad) expect(RpcRequest.safeParse({ tid: 1, token, ...r }).success, JSON.stringify(r)).toBe(false);
     expect(RpcRequest.safeParse({ token, m: 'echo' }).success).toBe(false);
     expect(RpcRequest.safeParse({ tid: 1, m: 'echo' }).success).toBe(false);
+  });
+
+  it('get_state carries routes, subnets and the transit flag (required)', () => {
+    const uid = 'a'.repeat(40);
+    const state = {
+      node: { uid, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, fingerprint: 'fp', uptime_s: 1, controller: null },
+      xmpp: { state: 'unregistered', jid: null, overlay: null },
+      links: [],
+      peers: [],
+      routes: [{ uid: 'b'.repeat(40), via: 'c'.repeat(40), packets_out: 3 }],
+      subnets: [{ subnet: '10.44.0.0/24', uid: 'b'.repeat(40) }],
+      transit: true,
+      counters: { framesForwarded: 1 },
+    };
+    expect(StateResult.safeParse(state).success).toBe(true);
+    for (const key of ['routes', 'subnets', 'transit'] as const) {
+      const { [key]: _, ...without } = state;
+      expect(StateResult.safeParse(without).success, key).toBe(false);
+    }
+    expect(StateResult.safeParse({ ...state, routes: [{ uid, via: null, packets_out: 0 }] }).success).toBe(false);
   });
 
   it('validates events', () => {
