@@ -31,6 +31,11 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
       lines.push(`  ${p.uid.slice(0, 12)}  ${p.jid}${p.overlay ? `  overlay ${p.overlay}` : ''}  heard ${Math.max(0, Math.round((now - p.last_heard_ms) / 1000))}s ago`);
     }
   }
+  if (s.transit || s.routes.length > 0 || s.subnets.length > 0) {
+    lines.push('', `overlay routes (transit ${s.transit ? 'on' : 'off'}):`);
+    for (const r of s.routes) lines.push(`  ${r.uid.slice(0, 12)}  via ${r.via.slice(0, 12)}  ${r.packets_out}p sent`);
+    for (const n of s.subnets) lines.push(`  ${n.subnet}  behind ${n.uid.slice(0, 12)}`);
+  }
   return lines.join('\n');
 }
 
