@@ -55,7 +55,25 @@ describe('GroupVPN config', () => {
       datapath: '127.0.0.1:5801',
       state_dir: '/var/lib/tincan',
       log_level: 'info',
+      routing: {
+        multihop: true, topology: 'mesh', shortcut_pps: 50, deny: [], advertise: [],
+        accept: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
+      },
     });
+  });
+
+  it('checks the routing keys: subnets without host bits, structured needs multihop and on-demand links', async () => {
+    const withRouting = (routing: unknown, extra: Record<string, unknown> = {}) => ({ ...base, routing, ...extra });
+    await expect(loadGroupVpnConfig(await write('r1.json', withRouting({ advertise: ['10.44.0.1/24'] }))))
+      .rejects.toThrow(/routing\.advertise\[0\].*host bits/s);
+    await expect(loadGroupVpnConfig(await write('r2.json', withRouting({ topology: 'structured', multihop: false }))))
+      .rejects.toThrow(/routing\.multihop.*needs multihop/s);
+    await expect(loadGroupVpnConfig(await write('r3.json', withRouting({ topology: 'structured' }, { link_policy: 'proactive' }))))
+      .rejects.toThrow(/link_policy.*full mesh/s);
+    await expect(loadGroupVpnConfig(await write('r4.json', withRouting({ deny: ['10.254.0.2'], hops: 3 }))))
+      .rejects.toThrow(/routing.*hops/s);
+    const ok = await loadGroupVpnConfig(await write('r5.json', withRouting({ topology: 'structured', advertise: ['10.44.0.0/24', 'fd00:44::/64'] })));
+    expect(ok.routing).toMatchObject({ topology: 'structured', multihop: true, advertise: ['10.44.0.0/24', 'fd00:44::/64'] });
   });
 
   it('loads the full example of docs/config.md', async () => {

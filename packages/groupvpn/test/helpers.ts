@@ -1,4 +1,4 @@
-import { uidFromIp4, type Uid } from '@tincan/protocol';
+import { RoutingConfig, uidFromIp4, type Uid } from '@tincan/protocol';
 import { ManualClock } from '@tincan/controller';
 import { captureLogger } from '../../controller/test/test-helpers.js';
 import { FakeDatapath, FakeNet } from '../../controller/test/fake-datapath.js';
@@ -21,6 +21,8 @@ export function settings(ip4: string, over: Partial<GroupVpnSettings> = {}): Gro
     datapath: '127.0.0.1:5801',
     state_dir: '/nonexistent',
     log_level: 'info',
+    // Overlay routing is exercised by the controller-package router tests and the lab (test/routing.test.ts).
+    routing: RoutingConfig.parse({ multihop: false }),
     ...over,
   };
 }

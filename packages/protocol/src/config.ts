@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest, XmppCredentials } from './rpc.js';
-import { ip4ToNumber } from './uid.js';
+import { ip4ToNumber, ip6ToBytes } from './uid.js';
 
 /**
  * Controller configuration files (JSON), validated here as the single source of truth.
@@ -126,12 +126,87 @@ const common = {
   log_level: LogLevel.default('info').describe('Log level.'),
 };
 
+/** "a.b.c.d/len" or an IPv6 prefix naming a network: no host bits set. */
+export const NetworkCidr = z
+  .union([z.cidrv4(), z.cidrv6()], { error: 'expected a subnet such as "10.44.0.0/24" or "fd00:44::/64"' })
+  .superRefine((s, ctx) => {
+    const [addr = '', len = ''] = s.split('/');
+    const prefix = Number(len);
+    const bytes = addr.includes(':') ? ip6ToBytes(addr) : Buffer.from(addr.split('.').map(Number));
+    for (let bit = prefix; bit < bytes.length * 8; bit++) {
+      if (bytes[bit >> 3]! & (0x80 >> (bit & 7))) {
+        ctx.addIssue({ code: 'custom', message: `${s} has host bits set: give the network address` });
+        return;
+      }
+    }
+  });
+
+/** Subnets a member may advertise unless the config says otherwise: private IPv4 and ULA IPv6. */
+export const DEFAULT_ACCEPTED_SUBNETS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'];
+
+/** Multi-hop overlay routing, structured topology and router mode (issue 6). */
+export const RoutingConfig = z
+  .strictObject({
+    multihop: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Route packets through other members when there is no direct link (distance-vector routes between controllers); ' +
+          'this node also relays for others.',
+      ),
+    topology: z
+      .enum(['mesh', 'structured'])
+      .default('mesh')
+      .describe(
+        'mesh: links as link_policy says; structured: each member links to its ring successors and about log2(n) ' +
+          'long-distance members (needs multihop), plus on-demand shortcuts for busy flows.',
+      ),
+    shortcut_pps: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(50)
+      .describe('structured: a routed flow above this many packets per second gets a direct (shortcut) link.'),
+    deny: z
+      .array(z.ipv4())
+      .max(1024)
+      .default([])
+      .describe('Members (virtual IPv4 addresses) this node never links to directly; multihop reaches them through others.'),
+    advertise: z
+      .array(NetworkCidr)
+      .max(16)
+      .default([])
+      .describe('Router mode: subnets behind this node; the other members route them to it. Turn on IP forwarding on this host.'),
+    accept: z
+      .array(NetworkCidr)
+      .max(64)
+      .default(DEFAULT_ACCEPTED_SUBNETS)
+      .describe('Subnets other members may advertise (each advertised subnet must lie inside one of these).'),
+  })
+  .describe('Overlay routing between members.');
+export type RoutingConfig = z.infer<typeof RoutingConfig>;
+
 /** tincan-groupvpn: one flat virtual subnet, address assigned by the network's creator. */
-export const GroupVpnConfig = z.strictObject({
-  network_id: NetworkId,
-  vnic: VnicConfig,
-  ...common,
-});
+export const GroupVpnConfig = z
+  .strictObject({
+    network_id: NetworkId,
+    vnic: VnicConfig,
+    routing: RoutingConfig.prefault({}),
+    ...common,
+  })
+  .superRefine((c, ctx) => {
+    if (c.routing.topology === 'structured' && !c.routing.multihop) {
+      ctx.addIssue({ code: 'custom', path: ['routing', 'multihop'], message: 'the structured topology needs multihop routing' });
+    }
+    if (c.routing.topology === 'structured' && c.link_policy === 'proactive') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['link_policy'],
+        message: 'proactive links to every member would make the structured topology a full mesh: use "on-demand"',
+      });
+    }
+  });
 export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
 export type GroupVpnConfigInput = z.input<typeof GroupVpnConfig>;
 

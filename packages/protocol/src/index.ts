@@ -6,3 +6,4 @@ export * from './endpoint.js';
 export * from './config.js';
 export * from './controller-messages.js';
 export * from './social-config.js';
+export * from './overlay-messages.js';
