@@ -17,3 +17,6 @@ export * from './traffic-profile.js';
 export * from './overlay-controller.js';
 export * from './overlay-policy.js';
 export * from './run-controller.js';
+export * from './overlay-router.js';
+export * from './controller-channel.js';
+export * from './structured-topology.js';

@@ -67,6 +67,8 @@ export class OverlayController<C extends OverlayCounters> {
   readonly warnLimiter: LogLimiter;
   /** Last activity per link (traffic from get_state, link up, local demand). */
   readonly activity = new Map<Uid, number>();
+  /** Per link: packets in + out that were not the controllers' own (see noteActivity). */
+  private readonly packetsSeen = new Map<Uid, number>();
 
   private readonly subnet: Subnet4;
   private readonly settings: OverlaySettings;
@@ -179,6 +181,7 @@ export class OverlayController<C extends OverlayCounters> {
       // Its links, mappings and XMPP session are gone; presences will be announced again.
       this.policy.datapathRestarted();
       this.activity.clear();
+      this.packetsSeen.clear();
       this.signaling.reset('the datapath restarted');
       this.handlePresence(this.peers.clear(this.clock.now()));
     }
@@ -191,6 +194,7 @@ export class OverlayController<C extends OverlayCounters> {
       mtu: this.settings.vnic.mtu,
     });
     await this.supervisor.call('register_svc', { xmpp: this.settings.xmpp, overlay: this.policy.overlay });
+    await this.policy.attached?.();
     this.ready = true;
     this.sync(state, seq);
   }
@@ -248,6 +252,7 @@ export class OverlayController<C extends OverlayCounters> {
       this.counters.links_trimmed_lru++;
       this.signaling.trim(uid, `more than max_links (${this.settings.max_links}) links: least recently used`);
     }
+    policy.synced?.(state, now);
     this.queue.expire(now);
     this.forgetGone();
     policy.beforeReconcile?.();
@@ -279,6 +284,7 @@ export class OverlayController<C extends OverlayCounters> {
     this.signaling.adopt(link.uid, link.connected_ms ?? now);
     this.noteActivity(link);
     this.policy.adopted(link);
+    this.policy.linkUp?.(link.uid);
     this.counters.links_adopted++;
     this.log.info({ peer: link.uid.slice(0, 12), ...fields }, 'adopted a link that was already up');
     return true;
@@ -286,6 +292,15 @@ export class OverlayController<C extends OverlayCounters> {
 
   private noteActivity(link: LinkInfo): void {
     const t = Math.max(link.last_rx_ms ?? 0, link.last_tx_ms ?? 0, link.connected_ms ?? link.created_ms);
+    const own = this.policy.controlPackets?.(link.uid);
+    if (own !== undefined) {
+      // The controllers' own messages on the link (routing) are not traffic: only count the link as
+      // active when more packets crossed it than those.
+      const others = link.stats.packets_in + link.stats.packets_out - own;
+      const before = this.packetsSeen.get(link.uid);
+      this.packetsSeen.set(link.uid, others);
+      if (before !== undefined && others <= before) return;
+    }
     this.activity.set(link.uid, Math.max(t, this.activity.get(link.uid) ?? 0));
   }
 
@@ -634,6 +649,7 @@ export class OverlayController<C extends OverlayCounters> {
     this.backoff.reset(uid);
     this.activity.set(uid, now);
     this.policy.ensureMapped(uid);
+    this.policy.linkUp?.(uid);
     const frames = this.queue.take(uid, now);
     for (const f of frames) this.supervisor.sendPacket(f);
     this.counters.packets_reinjected += frames.length;
@@ -643,6 +659,7 @@ export class OverlayController<C extends OverlayCounters> {
   private onLinkClosed(uid: Uid, reason: CloseReason, detail: string): void {
     this.policy.closed(uid);
     this.activity.delete(uid);
+    this.packetsSeen.delete(uid);
     const now = this.clock.now();
     if (FAILURE_REASONS.has(reason)) {
       this.counters.link_failures++;

@@ -135,6 +135,8 @@ export interface OverlayPolicy {
   foreignVnic(node: StateResult['node']): string;
   /** set_local_ip's ip4 (address/prefix). */
   localIp4(): string;
+  /** The datapath has our vNIC and XMPP session (at start and after every datapath restart). */
+  attached?(): Promise<void>;
 
   // --- get_state ---
   /** After presence sync while XMPP is online. */
@@ -151,6 +153,8 @@ export interface OverlayPolicy {
   idleVictims(now: number): Uid[];
   /** Up links to trim so that `room` more fit under max_links (room 0: over the limit now). */
   lruVictims(room: number): Uid[];
+  /** The whole snapshot, after links and trimming (routes, counters). */
+  synced?(state: StateResult, now: number): void;
   /** Before every peer is reconciled at the end of a snapshot. */
   beforeReconcile?(): void;
 
@@ -183,6 +187,13 @@ export interface OverlayPolicy {
   demandPeer(uid: Uid): Peer | null;
   /** The link is up: make sure the datapath has the peer's mapping. */
   ensureMapped(uid: Uid): void;
+  /**
+   * Packets the controller itself sent or received over the link to `uid` so far (inter-controller
+   * messages): not counted as traffic that keeps an on-demand link from being idle.
+   */
+  controlPackets?(uid: Uid): number;
+  /** A link came up (made by us, by the peer, or adopted after a restart). */
+  linkUp?(uid: Uid): void;
 
   // --- making links ---
   /** How long to wait before offering to `peer`, or null if the policy does not want a link. */

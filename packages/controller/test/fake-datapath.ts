@@ -301,6 +301,9 @@ export class FakeDatapath {
       links,
       peers: [...this.presences.values()],
       counters: {},
+      routes: [],
+      subnets: [],
+      transit: false,
     };
   }
 
