@@ -21,6 +21,7 @@ import {
   type DatapathSupervisor,
 } from '@tincan/controller';
 import type { GroupVpnSettings } from './config.js';
+import { GroupRouting, type RoutingStatus } from './routing.js';
 
 export type GroupVpnTuning = OverlayTuning;
 export const DEFAULT_TUNING: GroupVpnTuning = DEFAULT_OVERLAY_TUNING;
@@ -29,6 +30,8 @@ export type { RefusalCounts };
 /** `{config, client or connect, logger, clock, tuning, statusFile (default STATE_DIR/groupvpn-status.json), random}`. */
 export interface GroupVpnControllerOptions extends OverlayHostOptions {
   config: GroupVpnSettings;
+  /** Routing advertisements are repeated this often (tests shorten it). */
+  routingRefreshMs?: number;
 }
 
 export interface GroupVpnCounters extends OverlayCounters {
@@ -61,6 +64,7 @@ export interface GroupVpnStatus {
   peers: GroupVpnPeerStatus[];
   counters: GroupVpnCounters;
   refusals: RefusalCounts;
+  routing: RoutingStatus;
 }
 
 const IP_CACHE_MAX = 4096;
@@ -92,6 +96,7 @@ export class GroupVpnController {
     transit_dropped: 0, packets_reinjected: 0, datapath_restarts: 0,
   };
   readonly refusals: RefusalCounts;
+  readonly routing: GroupRouting;
 
   private readonly config: GroupVpnSettings;
   private readonly clock: Clock;
@@ -99,6 +104,8 @@ export class GroupVpnController {
   /** Addresses we mapped in the datapath, per peer. */
   private readonly mapped = new Map<Uid, { ip4: string; ip6: string }>();
   private readonly ipCache = new Map<number, Uid>();
+  /** Structural links of the structured topology are made like proactive ones (lower UID offers first). */
+  private readonly structuralPolicy: LinkPolicy;
 
   constructor(opts: GroupVpnControllerOptions) {
     const config = (this.config = opts.config);
@@ -131,6 +138,23 @@ export class GroupVpnController {
       status: () => this.status(),
     });
     ({ peers: this.peers, signaling: this.signaling, supervisor: this.supervisor, refusals: this.refusals } = this.core);
+    this.structuralPolicy = new LinkPolicy({ mode: 'proactive', maxLinks: config.max_links, idleTimeoutMs: 0, proactiveWaitMs: tuning.proactiveWaitMs });
+    this.routing = new GroupRouting({
+      uid: this.uid,
+      ip4: this.ip4,
+      subnet: this.subnet,
+      networkId: config.network_id,
+      vnicName: config.vnic.name,
+      mtu: config.vnic.mtu,
+      routing: config.routing,
+      supervisor: this.supervisor,
+      clock: this.clock,
+      log: this.log,
+      pollIntervalMs: tuning.pollIntervalMs,
+      ...(opts.routingRefreshMs !== undefined ? { refreshMs: opts.routingRefreshMs } : {}),
+      mapPeer: (uid, ip4) => this.map(uid, ip4),
+      linked: (uid) => this.signaling.state(uid) === 'up',
+    });
   }
 
   /** Attaches to the datapath (waiting for it if need be) and starts the policy loop. */
@@ -147,6 +171,7 @@ export class GroupVpnController {
    * restarted controller adopts them.
    */
   async stop(): Promise<void> {
+    this.routing.stop();
     await this.core.stop();
   }
 
@@ -167,7 +192,21 @@ export class GroupVpnController {
       admit: (p) => (p.overlay === networkId ? { ok: true } : { ok: false, reason: `overlay ${JSON.stringify(p.overlay)}` }),
       identity: () => ({ overlay: networkId, ip4: this.ip4 }),
       prepare: (uid, msg) => this.prepare(uid, msg),
-      datapathRestarted: () => this.mapped.clear(),
+      datapathRestarted: () => {
+        this.mapped.clear();
+        this.routing.datapathRestarted();
+      },
+      attached: () => this.routing.attached(),
+      linkUp: (uid) => this.routing.linkUp(uid),
+      ...(this.config.routing.multihop ? { controlPackets: (uid: Uid) => this.routing.controlPackets(uid) } : {}),
+      synced: (state, now) => {
+        for (const uid of this.routing.shortcuts(state)) {
+          const peer = this.peers.member(uid);
+          if (peer) peer.demandMs = now;
+        }
+      },
+      beforeReconcile: () => this.membersChanged(),
+      presenceChanged: () => this.membersChanged(),
       foreignVnic: (node) =>
         `the datapath's vNIC belongs to node ${node.uid} (${node.ip4 ?? '?'}), not to ${this.config.vnic.ip4}: ` +
         'another controller configured it, or the config changed; restart the datapath',
@@ -177,15 +216,16 @@ export class GroupVpnController {
         return ip4 === undefined ? null : { ip4 };
       },
       adopted: (link) => this.adopted(link),
-      idleVictims: (now) => this.policy.idleVictims(this.core.linkActivity(), now),
+      idleVictims: (now) => this.policy.idleVictims(this.trimmable(), now),
       lruVictims: (room) => {
         // Room for a new link: on demand, traffic is waiting; proactive links never push each other out.
         if (room > 0 && this.policy.mode !== 'on-demand') return [];
-        return room > 0 ? this.policy.lruVictims(this.core.linkActivity(), room) : this.policy.lruVictims(this.core.linkActivity());
+        return room > 0 ? this.policy.lruVictims(this.trimmable(), room) : this.policy.lruVictims(this.trimmable());
       },
       conflicted: () => void this.counters.address_conflicts++,
       joined: (uid) => {
         this.log.info({ peer: uid.slice(0, 12), jid: this.peers.get(uid)?.jid }, 'member online');
+        this.membersChanged();
         this.core.backoff.reset(uid);
         this.core.reconcile(uid);
       },
@@ -205,15 +245,35 @@ export class GroupVpnController {
         const peer = this.peers.get(uid);
         if (peer?.ip4 && !this.mapped.has(uid)) void this.map(uid, peer.ip4).catch(() => undefined);
       },
-      offerDelay: (peer, now, readyAt) => (this.policy.wants(peer, now) ? this.policy.offerDelay(this.uid, peer, now, readyAt) : null),
-      closed: (uid) => this.unmap(uid),
+      offerDelay: (peer, now, readyAt) => {
+        if (this.routing.denied(peer.uid)) return null;
+        if (this.routing.structural(peer.uid)) return this.structuralPolicy.offerDelay(this.uid, peer, now, readyAt);
+        return this.policy.wants(peer, now) ? this.policy.offerDelay(this.uid, peer, now, readyAt) : null;
+      },
+      closed: (uid) => {
+        this.routing.linkClosed(uid);
+        if (!this.routing.routed(uid)) this.unmap(uid); // still reached through a neighbour: keep its mapping
+      },
     };
   }
 
   // --- membership and addresses ---------------------------------------------------------------------
 
+  private membersChanged(): void {
+    this.routing.membersChanged([...this.peers.members()].map((p) => p.uid));
+  }
+
+  /** Links the policy may trim: structural links of the structured topology are never trimmed. */
+  private trimmable(): ReturnType<OverlayController<GroupVpnCounters>['linkActivity']> {
+    const links = this.core.linkActivity();
+    return this.routing.topology ? links.filter((l) => !this.routing.structural(l.uid)) : links;
+  }
+
   /** The paper's binding: a GroupVPN node's UID is SHA-1 of its virtual address. */
   private checkOffer(peer: Peer, uid: Uid, msg: ConReq | ConResp): OfferRefusal | null {
+    if (this.routing.denied(uid)) {
+      return { refusal: 'link_denied', detail: `routing.deny lists ${msg.ip4}`, reject: 'link_denied' };
+    }
     if (!this.subnet.isPeerAddress(msg.ip4) || uidFromIp4(msg.ip4) !== uid) {
       const detail = `ip4 ${msg.ip4} does not belong to UID ${uid.slice(0, 12)} in ${this.subnet.cidr}`;
       return { refusal: 'binding_mismatch', detail, reject: 'address_mismatch' };
@@ -315,6 +375,7 @@ export class GroupVpnController {
       peers,
       counters: { ...this.counters },
       refusals: { ...this.refusals },
+      routing: this.routing.status(),
     };
   }
 }
