@@ -34,8 +34,8 @@ export function spawnInHost(host, cmd) {
 
 export const uidOf = (ip) => createHash('sha1').update(ip).digest('hex');
 
-/** A datapath + scripted driver in a lab host. */
-export async function startNode(host, ip4, extraArgs = [], driverArgs = []) {
+/** A datapath + scripted driver in a lab host (`opts.mtu`: the vNIC MTU, default 1280). */
+export async function startNode(host, ip4, extraArgs = [], driverArgs = [], opts = {}) {
   const stateDir = mkdtempSync(join(tmpdir(), `tincan-bench-${host}-`));
   const dp = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'packages/datapath/dist/main.js'),
     '--state-dir', stateDir, '--log-level', 'warn', ...extraArgs],
@@ -65,7 +65,7 @@ export async function startNode(host, ip4, extraArgs = [], driverArgs = []) {
   };
   await waitFor((o) => o.ready === true);
   const uid = uidOf(ip4);
-  await call('set_local_ip', { uid, name: 'tincan0', ip4: `${ip4}/16`, mtu: 1280 });
+  await call('set_local_ip', { uid, name: 'tincan0', ip4: `${ip4}/16`, mtu: opts.mtu ?? 1280 });
   return {
     host, ip4, uid, stateDir, call, events, waitFor,
     stop: async () => {
