@@ -142,7 +142,7 @@ try {
   writeFileSync(join(out, 'overhead.csv'), csv(['run', ...csvHead], results.map((r, i) => [i + 1, ...fields.map((f) => (typeof r[f] === 'number' ? Number(r[f].toFixed(f === 'mbps' ? 1 : 0)) : r[f]))])));
   writeFileSync(join(out, 'overhead.svg'), barChartSvg(`Encapsulation overhead, bulk TCP h1 → pub, ${new Date().toISOString().slice(0, 10)}`, [
     {
-      title: 'Bytes on the wire per byte of payload', yLabel: 'wire / payload (both directions)', yMax: Math.max(1.3, ...summary.map((x) => x.wirePayload)),
+      title: 'Bytes on the wire per byte of payload', yLabel: 'bytes per byte (both directions)', yMax: Math.max(1.3, ...summary.map((x) => x.wirePayload)),
       categories: summary.map((x) => x.label),
       series: [
         { name: 'wire / payload', values: summary.map((x) => ({ value: x.wirePayload })) },

@@ -14,6 +14,13 @@ export function niceScale(v, ticks = 5) {
   return { max: Math.ceil(v / step) * step, step };
 }
 
+/** Tick label for `v` on an axis stepping by `step` (as many decimals as the step needs). */
+function tick(v, step) {
+  const e = Math.floor(Math.log10(step) + 1e-9);
+  const mantissa = Math.round((step / 10 ** e) * 10) / 10;
+  return v.toFixed(Math.max(0, -e + (Number.isInteger(mantissa) ? 0 : 1)));
+}
+
 const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3));
 
 /**
@@ -33,11 +40,10 @@ function panelSvg(panel, x0, y0, w, h) {
     `<text x="${x0 + w / 2}" y="${y0 + 18}" text-anchor="middle" font-size="13">${esc(panel.title)}</text>`,
     `<text x="${x0 + 14}" y="${y0 + T + plotH / 2}" text-anchor="middle" transform="rotate(-90 ${x0 + 14} ${y0 + T + plotH / 2})">${esc(panel.yLabel)}</text>`,
   ];
-  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9) + (String(step / 10 ** Math.floor(Math.log10(step))).includes('.') ? 1 : 0));
   for (let i = 0; i * step <= max + step / 1e6; i++) {
     const v = i * step;
     parts.push(`<line x1="${x0 + L}" y1="${y(v)}" x2="${x0 + w - R}" y2="${y(v)}" stroke="#ddd"/>`,
-      `<text x="${x0 + L - 5}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(decimals)}</text>`);
+      `<text x="${x0 + L - 5}" y="${y(v) + 4}" text-anchor="end">${tick(v, step)}</text>`);
   }
   parts.push(`<line x1="${x0 + L}" y1="${y(0)}" x2="${x0 + w - R}" y2="${y(0)}" stroke="black"/>`,
     `<line x1="${x0 + L}" y1="${y0 + T}" x2="${x0 + L}" y2="${y(0)}" stroke="black"/>`);
@@ -107,11 +113,11 @@ export function lineChartSvg(title, xLabel, yLabel, series, { width = 640, heigh
   for (let i = 0; i * ys_.step <= ys_.max + ys_.step / 1e6; i++) {
     const v = i * ys_.step;
     parts.push(`<line x1="${L}" y1="${y(v)}" x2="${width - R}" y2="${y(v)}" stroke="#ddd"/>`,
-      `<text x="${L - 5}" y="${y(v) + 4}" text-anchor="end">${fmt(v)}</text>`);
+      `<text x="${L - 5}" y="${y(v) + 4}" text-anchor="end">${tick(v, ys_.step)}</text>`);
   }
   for (let i = 0; i * xs_.step <= xs_.max + xs_.step / 1e6; i++) {
     const v = i * xs_.step;
-    parts.push(`<text x="${x(v)}" y="${height - B + 16}" text-anchor="middle">${fmt(v)}</text>`);
+    parts.push(`<text x="${x(v)}" y="${height - B + 16}" text-anchor="middle">${tick(v, xs_.step)}</text>`);
   }
   parts.push(`<line x1="${L}" y1="${height - B}" x2="${width - R}" y2="${height - B}" stroke="black"/>`,
     `<line x1="${L}" y1="${T}" x2="${L}" y2="${height - B}" stroke="black"/>`,
