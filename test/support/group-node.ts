@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -25,6 +25,23 @@ export interface GroupNodeSpec {
   policy?: 'proactive' | 'on-demand';
   idleTimeoutS?: number;
   maxLinks?: number;
+  /** The config's `routing` object (multihop, topology, deny, advertise, …). */
+  routing?: Record<string, unknown>;
+}
+
+/** The parts of groupvpn-status.json the tests read. */
+export interface GroupVpnStatusLike {
+  links: number;
+  peers: { uid: string; link: string }[];
+  routing: {
+    multihop: boolean;
+    topology: string;
+    channel: string | null;
+    structural_links: number;
+    routes: { uid: string; ip4: string | null; via: string; hops: number; subnets: string[] }[];
+    subnets: { subnet: string; uid: string }[];
+    counters: Record<string, number>;
+  };
 }
 
 /** A real node in a lab host: tincan-datapath + tincan-groupvpn with a config file. */
@@ -57,6 +74,7 @@ export class GroupNode {
       idle_timeout_s: spec.idleTimeoutS ?? 300,
       datapath: '127.0.0.1:5801',
       state_dir: this.stateDir,
+      ...(spec.routing ? { routing: spec.routing } : {}),
     }, null, 2));
   }
 
@@ -98,6 +116,22 @@ export class GroupNode {
     } catch {
       return new Map();
     }
+  }
+
+  /** The controller's status file (groupvpn-status.json), or null while there is none. */
+  controllerStatus(): GroupVpnStatusLike | null {
+    try {
+      return JSON.parse(readFileSync(join(this.stateDir, 'groupvpn-status.json'), 'utf8')) as GroupVpnStatusLike;
+    } catch {
+      return null;
+    }
+  }
+
+  /** ping's output (throws if no reply came). */
+  async pingOutput(address: string, count = 2): Promise<string> {
+    const args = ['netns', 'exec', this.ns, 'ping', ...(address.includes(':') ? ['-6'] : []), '-c', String(count), '-i', '0.2', '-W', '2', address];
+    const { stdout } = await run('ip', args, { timeout: 20_000 });
+    return stdout;
   }
 
   async ping(address: string, count = 2): Promise<boolean> {

@@ -23,6 +23,11 @@ export interface OverlayRouterOptions {
   expireMs?: number;
   /** Changes are sent after this delay, so that a burst of changes makes one update. */
   batchMs?: number;
+  /**
+   * A new neighbour gets our table this long after its link came up: the datapath learns the
+   * neighbour's addresses in the same moment, and a message sent before that would not find them.
+   */
+  greetMs?: number;
   clock: Clock;
   /** What this node announces about itself (its own entry, hops 0). */
   local(): { ip4?: string; subnets?: string[] };
@@ -59,6 +64,7 @@ export class OverlayRouter {
   /** Destinations we lost: advertised as unreachable until this time, so neighbours drop them now. */
   private readonly withdrawn = new Map<Uid, number>();
   private batchTimer: TimerHandle | null = null;
+  private readonly greetings = new Map<Uid, TimerHandle>();
   private refreshTimer: TimerHandle | null = null;
   private stopped = false;
   /** Counters for the status file. */
@@ -85,18 +91,25 @@ export class OverlayRouter {
     return this.neighbours.has(uid);
   }
 
-  /** A link to `uid` is up: it is a neighbour; it gets our whole table now. */
+  /** A link to `uid` is up: it is a neighbour; it gets our whole table (after greetMs). */
   neighbourUp(uid: Uid): void {
     if (uid === this.opts.self || this.neighbours.has(uid)) return;
     this.neighbours.add(uid);
     this.recompute();
-    this.sendTable(uid);
+    const greet = this.opts.clock.setTimeout(() => {
+      this.greetings.delete(uid);
+      if (this.neighbours.has(uid)) this.sendTable(uid);
+    }, this.opts.greetMs ?? 1_000);
+    this.greetings.set(uid, greet);
   }
 
   /** The link to `uid` is gone: every route through it goes at once. */
   neighbourDown(uid: Uid): void {
     if (!this.neighbours.delete(uid)) return;
     this.learned.delete(uid);
+    const greet = this.greetings.get(uid);
+    if (greet !== undefined) this.opts.clock.clearTimeout(greet);
+    this.greetings.delete(uid);
     this.recompute();
   }
 
@@ -127,6 +140,8 @@ export class OverlayRouter {
 
   stop(): void {
     this.stopped = true;
+    for (const t of this.greetings.values()) this.opts.clock.clearTimeout(t);
+    this.greetings.clear();
     if (this.batchTimer !== null) this.opts.clock.clearTimeout(this.batchTimer);
     if (this.refreshTimer !== null) this.opts.clock.clearTimeout(this.refreshTimer);
     this.batchTimer = this.refreshTimer = null;

@@ -37,6 +37,7 @@ export interface GroupVpnControllerOptions extends OverlayHostOptions {
 export interface GroupVpnCounters extends OverlayCounters {
   address_conflicts: number;
   unmapped_not_member: number;
+  mappings_repaired: number;
 }
 
 export interface GroupVpnPeerStatus {
@@ -68,6 +69,8 @@ export interface GroupVpnStatus {
 }
 
 const IP_CACHE_MAX = 4096;
+/** Structured topology: a former structural link with no traffic for this long is trimmed. */
+const STALE_LINK_IDLE_MS = 30_000;
 export const STATUS_FILE = 'groupvpn-status.json';
 
 /**
@@ -91,7 +94,7 @@ export class GroupVpnController {
     signals_received: 0, signals_malformed: 0, signals_unknown_type: 0, signals_bounced: 0, signals_refused: 0,
     signals_duplicate: 0, signals_stale: 0, glare_kept: 0, glare_yielded: 0, con_reject_sent: 0, offers: 0,
     links_up: 0, link_failures: 0, links_adopted: 0, links_trimmed_idle: 0, links_trimmed_lru: 0,
-    links_trimmed_departed: 0, links_trimmed_conflict: 0, orphan_links_trimmed: 0, address_conflicts: 0,
+    links_trimmed_departed: 0, links_trimmed_conflict: 0, orphan_links_trimmed: 0, address_conflicts: 0, mappings_repaired: 0,
     unmapped_packets: 0, unmapped_malformed: 0, unmapped_outside_subnet: 0, unmapped_not_member: 0,
     transit_dropped: 0, packets_reinjected: 0, datapath_restarts: 0,
   };
@@ -216,7 +219,7 @@ export class GroupVpnController {
         return ip4 === undefined ? null : { ip4 };
       },
       adopted: (link) => this.adopted(link),
-      idleVictims: (now) => this.policy.idleVictims(this.trimmable(), now),
+      idleVictims: (now) => this.idleVictims(now),
       lruVictims: (room) => {
         // Room for a new link: on demand, traffic is waiting; proactive links never push each other out.
         if (room > 0 && this.policy.mode !== 'on-demand') return [];
@@ -245,6 +248,15 @@ export class GroupVpnController {
         const peer = this.peers.get(uid);
         if (peer?.ip4 && !this.mapped.has(uid)) void this.map(uid, peer.ip4).catch(() => undefined);
       },
+      observeLink: (link) => {
+        // The datapath is the truth: a mapping we believe in but it lacks (a retried remove that
+        // arrived after a newer add, say) is sent again.
+        const m = this.mapped.get(link.uid);
+        if (m && link.state === 'up' && (!link.ip4.includes(m.ip4) || !link.ip6.includes(m.ip6))) {
+          this.counters.mappings_repaired++;
+          this.supervisor.call('set_remote_ip', { uid: link.uid, ip4: m.ip4, ip6: m.ip6 }).catch(() => undefined);
+        }
+      },
       offerDelay: (peer, now, readyAt) => {
         if (this.routing.denied(peer.uid)) return null;
         if (this.routing.structural(peer.uid)) return this.structuralPolicy.offerDelay(this.uid, peer, now, readyAt);
@@ -261,6 +273,24 @@ export class GroupVpnController {
 
   private membersChanged(): void {
     this.routing.membersChanged([...this.peers.members()].map((p) => p.uid));
+  }
+
+  /**
+   * Idle links to trim. Structured topology: structural links never; a link that stopped being
+   * structural (the ring changed) and that no local traffic asked for goes after STALE_LINK_IDLE_MS
+   * without traffic; shortcut links after idle_timeout_s like any on-demand link.
+   */
+  private idleVictims(now: number): Uid[] {
+    const links = this.trimmable();
+    const victims = new Set(this.policy.idleVictims(links, now));
+    if (this.routing.topology) {
+      for (const l of links) {
+        const demand = this.peers.get(l.uid)?.demandMs ?? null;
+        const asked = demand !== null && now - demand < this.policy.idleTimeoutMs;
+        if (l.state === 'up' && !asked && now - l.lastActiveMs > STALE_LINK_IDLE_MS) victims.add(l.uid);
+      }
+    }
+    return [...victims];
   }
 
   /** Links the policy may trim: structural links of the structured topology are never trimmed. */
