@@ -21,13 +21,13 @@ export class StructuredTopology {
     readonly successors = 2,
   ) {}
 
-  /** Recomputes for a membership (self included or not); cheap when it has not changed. */
-  update(members: Iterable<Uid>): void {
+  /** Recomputes for a membership (self included or not); cheap when it has not changed. True if it had. */
+  update(members: Iterable<Uid>): boolean {
     const all = new Set(members);
     all.add(this.self);
     const uids = [...all].sort();
     const key = uids.join();
-    if (key === this.key) return;
+    if (key === this.key) return false;
     this.key = key;
     this.uids = uids;
     const n = uids.length;
@@ -39,6 +39,7 @@ export class StructuredTopology {
     }
     wanted.delete(this.self);
     this.wantedSet = wanted;
+    return true;
   }
 
   /** Is the pair (self, uid) a structural link (wanted by either end)? */

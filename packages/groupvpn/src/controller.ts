@@ -71,6 +71,8 @@ export interface GroupVpnStatus {
 const IP_CACHE_MAX = 4096;
 /** Structured topology: a former structural link with no traffic for this long is trimmed. */
 const STALE_LINK_IDLE_MS = 30_000;
+/** Structured topology: structural links are offered once the membership has been still this long. */
+const RING_SETTLE_MS = 3_000;
 export const STATUS_FILE = 'groupvpn-status.json';
 
 /**
@@ -109,6 +111,8 @@ export class GroupVpnController {
   private readonly ipCache = new Map<number, Uid>();
   /** Structural links of the structured topology are made like proactive ones (lower UID offers first). */
   private readonly structuralPolicy: LinkPolicy;
+  /** When the structured ring last changed (membership). */
+  private ringChangedMs = 0;
 
   constructor(opts: GroupVpnControllerOptions) {
     const config = (this.config = opts.config);
@@ -259,7 +263,10 @@ export class GroupVpnController {
       },
       offerDelay: (peer, now, readyAt) => {
         if (this.routing.denied(peer.uid)) return null;
-        if (this.routing.structural(peer.uid)) return this.structuralPolicy.offerDelay(this.uid, peer, now, readyAt);
+        if (this.routing.structural(peer.uid)) {
+          // While members keep arriving (a group starting up) the ring moves; wait for it to settle.
+          return Math.max(this.structuralPolicy.offerDelay(this.uid, peer, now, readyAt), this.ringChangedMs + RING_SETTLE_MS - now);
+        }
         return this.policy.wants(peer, now) ? this.policy.offerDelay(this.uid, peer, now, readyAt) : null;
       },
       closed: (uid) => {
@@ -272,7 +279,7 @@ export class GroupVpnController {
   // --- membership and addresses ---------------------------------------------------------------------
 
   private membersChanged(): void {
-    this.routing.membersChanged([...this.peers.members()].map((p) => p.uid));
+    if (this.routing.membersChanged([...this.peers.members()].map((p) => p.uid))) this.ringChangedMs = this.clock.now();
   }
 
   /**

@@ -117,8 +117,9 @@ export class GroupRouting {
     return r !== undefined && r.via !== uid;
   }
 
-  membersChanged(members: Iterable<Uid>): void {
-    this.topology?.update(members);
+  /** The membership changed: the ring is recomputed; true if its links did. */
+  membersChanged(members: Iterable<Uid>): boolean {
+    return this.topology?.update(members) ?? false;
   }
 
   /** The datapath is (again) ours: relay for others, open the channel, install every route. */
