@@ -57,6 +57,19 @@ export function once(fn) {
   return () => (p ??= Promise.resolve().then(fn));
 }
 
+/**
+ * A command inside a lab host run to completion: { code, stdout, stderr }. Unlike a plain execFile,
+ * the child is tracked, so it is killed if this process exits first.
+ */
+export function runIn(host, cmd, { timeoutMs = 60_000 } = {}) {
+  const d = daemonIn(host, cmd);
+  let stdout = '', stderr = '';
+  d.proc.stdout.on('data', (c) => { stdout += c; });
+  d.proc.stderr.on('data', (c) => { stderr += c; });
+  const t = setTimeout(() => void d.stop(), timeoutMs);
+  return d.exit.then(({ code, signal }) => { clearTimeout(t); return { code, signal, stdout, stderr }; });
+}
+
 /** Cleanup actions run last-in first-out, once, from `finally` or on SIGINT/SIGTERM. */
 export function cleanupStack() {
   const actions = [];
@@ -92,8 +105,9 @@ export async function iperf3(server, client, address, { seconds = 5, udp = false
     const args = ['iperf3', '-c', address, '-t', String(seconds), '-J'];
     if (udp) args.push('-u', '-b', String(rate), '-l', String(len));
     try {
-      const { stdout } = await inHost(client, args, { timeoutMs: (seconds + 30) * 1000 });
-      const j = JSON.parse(stdout);
+      const r = await runIn(client, args, { timeoutMs: (seconds + 30) * 1000 });
+      if (r.code !== 0) throw Object.assign(new Error(`exit ${r.code ?? r.signal}: ${r.stderr.trim()}`), { stdout: r.stdout });
+      const j = JSON.parse(r.stdout);
       const rcv = j.end.sum_received ?? j.end.sum;
       const snd = j.end.sum_sent ?? j.end.sum;
       return {
@@ -117,8 +131,8 @@ export async function iperf3(server, client, address, { seconds = 5, udp = false
 
 /** Ping RTT samples in ms (`count` pings every `intervalS` s), without the first one (neighbour resolution). */
 export async function pingSamples(host, address, count = 40, intervalS = 0.05) {
-  const r = await inHost(host, ['ping', '-c', String(count), '-i', String(intervalS), '-W', '2', address],
-    { timeoutMs: (count * intervalS + 10) * 1000 }).catch((err) => ({ stdout: err.stdout ?? '' }));
+  const r = await runIn(host, ['ping', '-c', String(count), '-i', String(intervalS), '-W', '2', address],
+    { timeoutMs: (count * intervalS + 10) * 1000 });
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   if (rtts.length < 2) throw new Error(`ping ${host} -> ${address}: ${rtts.length} replies of ${count}`);
   return rtts.slice(1);

@@ -11,6 +11,13 @@ import { join } from 'node:path';
 import { NS_PREFIX, inHost } from './lab-nodes.mjs';
 import { daemonIn, sleep } from './measure.mjs';
 
+// Temp dirs of tunnels not yet stopped: removed at exit whatever happens (an interrupted setup too;
+// the processes themselves are killed at exit by measure.mjs, and their TUN interfaces go with them).
+const dirs = new Set();
+process.on('exit', () => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+const tempDir = (prefix) => { const d = mkdtempSync(join(tmpdir(), prefix)); dirs.add(d); return d; };
+const removeDir = (d) => { rmSync(d, { recursive: true, force: true }); dirs.delete(d); };
+
 /** Interface names unique per lab (the UAPI socket of wireguard-go lives in the shared /var/run). */
 const ifName = (kind, host) => `${kind}${NS_PREFIX}${host}`.replace(/[^a-zA-Z0-9_.-]/g, '').slice(0, 15);
 
@@ -41,7 +48,7 @@ async function warmUp(host, address, what, ms = 20_000) {
  * wireguard-go's default MTU; a keeps the NAT mapping with a 25 s persistent keepalive.
  */
 export async function startWireguard(a, b, { endpoint, net = '10.253.0', port = 51820 }) {
-  const dir = mkdtempSync(join(tmpdir(), 'tincan-bench-wg-'));
+  const dir = tempDir('tincan-bench-wg-');
   const procs = [];
   const names = { a: ifName('wg', a), b: ifName('wg', b) };
   const stop = async () => {
@@ -49,7 +56,7 @@ export async function startWireguard(a, b, { endpoint, net = '10.253.0', port = 
     for (const [side, host] of [['a', a], ['b', b]]) {
       if (await ifExists(host, names[side])) await inHost(host, ['ip', 'link', 'del', names[side]]).catch(() => undefined);
     }
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   };
   try {
     const key = {};
@@ -103,7 +110,7 @@ const NID = { 91: 'bf-cbc', 427: 'aes-256-cbc', 419: 'aes-128-cbc', 64: 'sha1', 
  * connection).
  */
 export async function startTinc(a, b, { endpoint, net = '10.252.0', port = 655, pmtuTimeoutMs = 45_000 }) {
-  const dir = mkdtempSync(join(tmpdir(), 'tincan-bench-tinc-'));
+  const dir = tempDir('tincan-bench-tinc-');
   const procs = {};
   const names = { a: ifName('tinc', a), b: ifName('tinc', b) };
   const node = { a: a.replace(/[^a-zA-Z0-9_]/g, '_'), b: b.replace(/[^a-zA-Z0-9_]/g, '_') };
@@ -112,7 +119,7 @@ export async function startTinc(a, b, { endpoint, net = '10.252.0', port = 655, 
     for (const [side, host] of [['a', a], ['b', b]]) {
       if (await ifExists(host, names[side])) await inHost(host, ['ip', 'link', 'del', names[side]]).catch(() => undefined);
     }
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   };
   try {
     const conf = {};
