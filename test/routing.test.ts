@@ -109,6 +109,39 @@ describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays 
   });
 });
 
+describe('on demand: traffic flows through a relay while the direct link is being made', () => {
+  const mk = (host: string, i: number, account: string) => new GroupNode({
+    host, ip4: `10.254.8.${i}`, account, networkId: 'gv-demand', policy: 'on-demand',
+  }, lab);
+  const h1 = mk('h1', 1, 'node25');
+  const h2 = mk('h2', 2, 'node26');
+  const pub = mk('pub', 4, 'node27');
+  const nodes = [h1, h2, pub];
+  printLogsOnFailure(() => nodes);
+
+  beforeAll(async () => {
+    for (const n of nodes) n.start();
+    // Traffic to pub makes the links h1-pub and h2-pub; routes to each other follow through pub.
+    await eventually(async () => (await h1.ping(pub.spec.ip4, 1)) && (await h2.ping(pub.spec.ip4, 1)), 60_000, 'h1 and h2 reach pub');
+    await eventually(async () => h1.controllerStatus()?.routing.routes.some((r) => r.uid === h2.uid && r.via === pub.uid) ?? false,
+      30_000, 'h1 routes h2 via pub');
+  });
+
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => n.remove()));
+  });
+
+  it('the first replies come through pub (TTL 63), later ones over the new direct link (TTL 64), none lost', async () => {
+    expect((await h1.upLinks()).has(h2.uid)).toBe(false);
+    const out = await h1.pingOutput(h2.spec.ip4, 40); // 8 s at 0.2 s
+    const ttls = [...out.matchAll(/ttl=(\d+)/g)].map((m) => Number(m[1]));
+    expect(out).toMatch(/40 received/);
+    expect(ttls[0]).toBe(63);
+    expect(ttls.at(-1)).toBe(64);
+    expect((await h1.upLinks()).has(h2.uid)).toBe(true);
+  });
+});
+
 describe('structured topology: 32 nodes, O(log n) links per node and hops', () => {
   const N = Number(process.env.TINCAN_RING_N ?? 32);
   const nodes = Array.from({ length: N }, (_, i) => new GroupNode({
