@@ -72,7 +72,7 @@ export class OverlayRouter {
 
   constructor(private readonly opts: OverlayRouterOptions) {
     this.maxHops = opts.maxHops ?? 10;
-    this.refreshMs = opts.refreshMs ?? 30_000;
+    this.refreshMs = opts.refreshMs ?? 120_000;
     this.expireMs = opts.expireMs ?? 3 * this.refreshMs + 5_000;
     this.batchMs = opts.batchMs ?? 200;
     this.scheduleRefresh();

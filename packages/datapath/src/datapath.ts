@@ -36,6 +36,11 @@ export interface DatapathOptions {
   unmappedPerSecond?: number;
   /** libdatachannel's own log level (its messages go to the logger at warn). */
   rtcLogLevel?: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
+  /**
+   * The vNIC's kernel queue, in packets (txqueuelen). The kernel's 500 holds ~30 ms of a bulk flow in
+   * front of the datapath; 64 halved the RTT under load in the baselines bench at the same throughput.
+   */
+  vnicQueueLen?: number;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
@@ -43,6 +48,7 @@ export interface DatapathOptions {
 /** Frame header + SCTP/DTLS/UDP/IP overhead that one vNIC packet needs on top of its length. */
 const LINK_OVERHEAD = FRAME_HEADER_LEN + 124;
 const MAX_RTC_MTU = 1500;
+const DEFAULT_VNIC_QUEUE = 64;
 
 interface LocalNode {
   uid: Uid;
@@ -159,7 +165,9 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     }
     let vnic: Vnic;
     try {
-      vnic = await (this.opts.openVnic ?? Vnic.open)({ name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6 });
+      vnic = await (this.opts.openVnic ?? Vnic.open)({
+        name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6, queueLen: this.opts.vnicQueueLen ?? DEFAULT_VNIC_QUEUE,
+      });
     } catch (err) {
       throw new RpcError('bad_state', `cannot open vNIC ${req.name}: ${(err as Error).message}`);
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { DEFAULT_RPC_PORT, parseEndpoint } from '@tincan/protocol';
 import { Datapath } from './datapath.js';
@@ -11,14 +11,21 @@ const program = new Command()
   .option('--state-dir <dir>', 'node certificate and RPC token live here (one per datapath)', '/var/lib/tincan')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', process.env.TINCAN_LOG_LEVEL ?? 'info')
   .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error", 'Warning')
+  .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .parse();
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' }>();
+function parseQueue(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new InvalidArgumentError('expected a whole number of packets, 1–100000');
+  return n;
+}
+
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
   const datapath = await Datapath.start({
-    rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel,
+    rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
   });
   let stopping = false;
   const stop = (signal: string) => {

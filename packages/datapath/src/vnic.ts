@@ -4,6 +4,8 @@ import { FRAME_HEADER_LEN } from '@tincan/protocol';
 export interface VnicConfig {
   name: string;
   mtu: number;
+  /** Packets the kernel queues for us to read (the TUN's txqueuelen); undefined: the kernel's 500. */
+  queueLen?: number | undefined;
   ip4?: string | undefined;
   ip6?: string | undefined;
 }
@@ -27,6 +29,7 @@ export class Vnic {
     const tun = TunDevice.open({ name: config.name, headroom: FRAME_HEADER_LEN, slotSize: Math.max(config.mtu, 1500) });
     try {
       await tun.setMtu(config.mtu);
+      if (config.queueLen !== undefined) await tun.setTxQueueLen(config.queueLen);
       if (config.ip4) await tun.addAddress(config.ip4);
       if (config.ip6) await tun.addAddress(config.ip6);
       await tun.setUp();

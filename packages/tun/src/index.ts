@@ -232,6 +232,11 @@ export class TunDevice {
     return configureInterface(this.name, { mtu });
   }
 
+  /** The kernel's queue of packets waiting for us to read them (`ip link set … txqueuelen`). */
+  setTxQueueLen(packets: number): Promise<void> {
+    return configureInterface(this.name, { txQueueLen: packets });
+  }
+
   addAddress(cidr: string): Promise<void> {
     return configureInterface(this.name, { addresses: [cidr] });
   }
