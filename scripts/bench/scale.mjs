@@ -14,12 +14,12 @@
 // BENCH_SCALE_KEEP=1 (keep the nodes' configs and logs), TINCAN_LAB_PREFIX / TINCAN_LAB_DIR.
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { getPriority, setPriority, tmpdir } from 'node:os';
+import { cpus, getPriority, loadavg, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
 import {
-  LAB_DIR, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, memKb, niceOf, readExtraHosts, scatterSvg, topologyKey,
+  LAB_DIR, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, scatterSvg, topologyKey,
   waitExeced,
 } from './lib/scale-nodes.mjs';
 
@@ -165,7 +165,9 @@ try {
     `XMPP ${MECHANISM}, started ${STAGGER_MS} ms apart; lab ${LAB_DIR}`);
 
   // --- start and converge -------------------------------------------------------------------------
+  const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(' ');
   const prosodyCpu0 = cpuSeconds(prosody);
+  const machine0 = machineBusySeconds();
   const t0 = performance.now();
   const t0Wall = Date.now();
   const execed = [];
@@ -236,6 +238,7 @@ try {
   const convCpu = convCpus.reduce((a, b) => a + (b ?? 0), 0);
   pairs.forEach((p, i) => { p.convCpuDp = convCpus[2 * i]; p.convCpuCtl = convCpus[2 * i + 1]; });
   const prosodyConvCpu = cpuSeconds(prosody) - prosodyCpu0;
+  const othersConvCpu = machineBusySeconds() - machine0 - convCpu - prosodyConvCpu;
   const convergedWall = performance.now() - t0;
   console.log(`converged ${fmt(convergedMs / 1000, 1)} s after the first start (last node started at ${fmt(lastStart / 1000, 1)} s); ` +
     `CPU until then: nodes ${fmt(convCpu, 0)} s, prosody ${fmt(prosodyConvCpu, 1)} s` +
@@ -245,9 +248,11 @@ try {
   const idle0 = performance.now();
   const c0 = cpuOf(allPids);
   const p0 = cpuSeconds(prosody);
+  const m0 = machineBusySeconds();
   await sleep(IDLE_S * 1000);
   const c1 = cpuOf(allPids);
   const p1 = cpuSeconds(prosody);
+  const m1 = machineBusySeconds();
   const idleS = (performance.now() - idle0) / 1000;
   const dead = pairs.find((p) => !p.alive());
   if (dead) throw new Error(`a process of ${dead.host} exited during the idle window:\n${dead.logTail()}`);
@@ -259,6 +264,8 @@ try {
     p.memCtl = memKb(p.pids().groupvpn);
   });
   const prosodyIdlePct = ((p1 - p0) / idleS) * 100;
+  // the rest of the machine meanwhile (others' work on a shared machine makes every figure noisier)
+  const othersPct = ((m1 - m0 - (p1 - p0) - c1.reduce((a, b, i) => a + b - c0[i], 0)) / idleS) * 100;
   const prosodyMem = memKb(prosody);
 
   // --- reachability over virtual IPs -----------------------------------------------------------------
@@ -294,7 +301,7 @@ try {
   console.log(`  datapath RPC ready:   per node from its own start: median ${fmt(token.median / 1000, 1)} s, max ${fmt(token.max / 1000, 1)} s (its token file written)`);
   console.log(`  XMPP online:          per node from its own start: median ${fmt(online.median / 1000, 1)} s, min ${fmt(online.min / 1000, 1)} s, max ${fmt(online.max / 1000, 1)} s; ` +
     `after the datapath was ready: median ${fmt(attachGap.median / 1000, 1)} s, max ${fmt(attachGap.max / 1000, 1)} s`);
-  console.log(`  CPU until converged:  per node (datapath + controller) median ${fmt(startCpu.median, 2)} s, max ${fmt(startCpu.max, 2)} s; all nodes ${fmt(convCpu, 0)} s; prosody ${fmt(prosodyConvCpu, 1)} s`);
+  console.log(`  CPU until converged:  per node (datapath + controller) median ${fmt(startCpu.median, 2)} s, max ${fmt(startCpu.max, 2)} s; all nodes ${fmt(convCpu, 0)} s; prosody ${fmt(prosodyConvCpu, 1)} s; everything else on the machine ${fmt(othersConvCpu, 0)} s`);
   console.log(`  links up per node at convergence: median ${linksUp.median}, min ${linksUp.min}, max ${linksUp.max}`);
   console.log(`  still converged after the idle window: ${stillReady}/${N} nodes`);
   console.log(`  RSS datapath:         median ${fmt(dpRss.median)} MB, max ${fmt(dpRss.max)} MB (target <= 60 MB: ${dpRss.max <= 60 ? 'met' : 'NOT met'})`);
@@ -303,6 +310,7 @@ try {
   console.log(`  idle CPU datapath:    median ${fmt(dpCpu.median, 2)} %, max ${fmt(dpCpu.max, 2)} % of one core`);
   console.log(`  idle CPU controller:  median ${fmt(ctlCpu.median, 2)} %, max ${fmt(ctlCpu.max, 2)} % of one core`);
   console.log(`  idle CPU per node:    median ${fmt(nodeCpu.median, 2)} %, max ${fmt(nodeCpu.max, 2)} %; all ${N} nodes together ${fmt(pairs.reduce((a, p) => a + p.cpuDp + p.cpuCtl, 0), 1)} % of one core`);
+  console.log(`  everything else on the machine during the idle window: ${fmt(othersPct, 0)} % of one core (${cpus().length} cores); load average at the start ${loadAtStart}`);
   console.log(`  prosody:              RSS ${fmt(mb(prosodyMem.rss))} MB (anonymous ${fmt(mb(prosodyMem.anon))} MB), idle CPU ${fmt(prosodyIdlePct, 2)} % of one core; CPU during convergence ${fmt(prosodyConvCpu, 1)} s`);
   if (PINGS) {
     console.log(`  pings over virtual IPs: ${pingOk.length}/${PINGS} random pairs answered; time to the first reply ` +

@@ -57,6 +57,13 @@ export function cpuSeconds(pid) {
   }
 }
 
+/** CPU seconds the whole machine has spent busy (everything but idle and iowait), from /proc/stat. */
+export function machineBusySeconds() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + steal) / CLK_TCK;
+}
+
 /** VmRSS of a process in kB, or null if it is gone. */
 export function rssKb(pid) {
   try {
@@ -115,7 +122,7 @@ export function alivePid(pid) {
 }
 
 /** Resolves when `pid` is node running `needle` (the wrappers have exec'd into it), within `ms`. */
-export async function waitExeced(pid, needle, ms = 5000) {
+export async function waitExeced(pid, needle, ms = 30_000) {
   const t0 = Date.now();
   while (Date.now() - t0 < ms) {
     // the wrappers' command lines (nice …, ip netns exec …) hold the script's name too: the
