@@ -160,7 +160,8 @@ export class GroupVpnController {
       pollIntervalMs: tuning.pollIntervalMs,
       ...(opts.routingRefreshMs !== undefined ? { refreshMs: opts.routingRefreshMs } : {}),
       mapPeer: (uid, ip4) => this.map(uid, ip4),
-      linked: (uid) => this.signaling.state(uid) === 'up',
+      unmapPeer: (uid) => this.unmap(uid),
+      linked: (uid) => this.signaling.state(uid) !== 'idle',
     });
   }
 

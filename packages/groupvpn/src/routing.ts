@@ -32,11 +32,15 @@ export interface GroupRoutingOptions {
   log: Logger;
   /** Maps a member's addresses in the datapath (idempotent). */
   mapPeer(uid: Uid, ip4: string): Promise<void>;
-  /** Is there an up link to this member? */
+  /** Removes a member's mapping (no route and no link to it any more). */
+  unmapPeer(uid: Uid): void;
+  /** Is there a link to this member (up or being made)? */
   linked(uid: Uid): boolean;
   /** Poll interval of the controller (shortcut rates are measured over it). */
   pollIntervalMs: number;
   refreshMs?: number;
+  /** The subnets of this host's other interfaces (default: read from the OS each time). */
+  hostSubnets?: () => string[];
 }
 
 export interface GroupRoutingCounters {
@@ -234,6 +238,7 @@ export class GroupRouting {
       if (wantRoutes.has(uid)) continue;
       this.installed.delete(uid);
       this.opts.supervisor.call('set_route', { uid, via: null }).catch((err: unknown) => this.failed('set_route', uid, err));
+      if (!this.opts.linked(uid)) this.opts.unmapPeer(uid);
     }
     for (const [subnet, uid] of wantSubnets) {
       if (this.installedSubnets.get(subnet) === uid) continue;
@@ -266,7 +271,7 @@ export class GroupRouting {
       r.accept.some((a) => contains(a, s)) &&
       !overlaps(s, this.opts.subnet.cidr) &&
       !r.advertise.some((own) => overlaps(s, own)) &&
-      !this.hostSubnets().some((h) => overlaps(s, h));
+      !(this.opts.hostSubnets ?? (() => this.hostSubnets()))().some((h) => overlaps(s, h));
     if (!ok) this.counters.subnets_refused++;
     return ok;
   }
