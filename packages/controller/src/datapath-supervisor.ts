@@ -68,7 +68,7 @@ export class DatapathSupervisor {
     if (!opts.client && !opts.connect) throw new Error('DatapathSupervisor needs a client or a connect function');
     this.port = null;
     this.pollIntervalMs = opts.pollIntervalMs ?? 5_000;
-    this.retry = new Backoff({ initialMs: opts.retryInitialMs ?? 1_000, maxMs: opts.retryMaxMs ?? 15_000, jitter: 0.1 });
+    this.retry = new Backoff({ initialMs: opts.retryInitialMs ?? 1_000, maxMs: opts.retryMaxMs ?? 5_000, jitter: 0.1 });
     this.limiter = new LogLimiter(opts.clock, 60_000);
     let resolve!: () => void;
     const promise = new Promise<void>((r) => (resolve = r));

@@ -69,6 +69,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private readonly inside: Inside;
   private readonly outside: Outside;
   private local: LocalNode | null = null;
+  private settingLocalIp: { key: string; result: Promise<unknown> } | null = null;
   private xmpp: XmppSession | null = null;
   private xmppKey = '';
   private overlay: string | null = null;
@@ -154,7 +155,26 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   // --- vNIC ---------------------------------------------------------------------------------------
 
-  private async setLocalIp(req: RequestOf<'set_local_ip'>): Promise<unknown> {
+  /**
+   * Idempotent, also while the first call is still opening the vNIC: a client that resends the
+   * request (its RPC timed out on a busy machine) gets the first call's answer instead of a second
+   * TUN open that fails with "in use".
+   */
+  private setLocalIp(req: RequestOf<'set_local_ip'>): Promise<unknown> {
+    const key = JSON.stringify([req.uid, req.name, req.mtu, req.ip4 ?? null, req.ip6 ?? null]);
+    const pending = this.settingLocalIp;
+    if (pending) {
+      if (pending.key === key) return pending.result;
+      return Promise.reject(new RpcError('bad_state', 'the vNIC is being configured by another set_local_ip'));
+    }
+    const result = this.openLocal(req).finally(() => {
+      if (this.settingLocalIp?.result === result) this.settingLocalIp = null;
+    });
+    this.settingLocalIp = { key, result };
+    return result;
+  }
+
+  private async openLocal(req: RequestOf<'set_local_ip'>): Promise<unknown> {
     if (this.local) {
       const l = this.local;
       const same =

@@ -112,3 +112,38 @@ describe('Datapath routing verbs', () => {
     expect(after.routes).toEqual([]);
   });
 });
+
+describe('Datapath set_local_ip', () => {
+  it('answers a resent set_local_ip from the first call, while the vNIC is still being opened', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tincan-localip-test-'));
+    let opens = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const dp = await Datapath.start({
+      rpc: { address: '127.0.0.1', port: 0 },
+      stateDir: dir,
+      logger: pino({ level: 'silent' }),
+      openVnic: async (config) => {
+        opens++;
+        await gate; // a busy machine: the TUN open and `ip` calls take longer than the client waits
+        return fakeVnic(config, [], []);
+      },
+    });
+    try {
+      const req = { m: 'set_local_ip', uid: LOCAL, name: 'tincan-t1', ip4: '10.254.0.1/16', mtu: 1280 };
+      const first = dp.handle({ tid: 1, token: 't', ...req } as RpcRequest, from);
+      const resent = dp.handle({ tid: 1, token: 't', ...req } as RpcRequest, from);
+      const other = dp.handle({ tid: 2, token: 't', ...req, ip4: '10.254.0.9/16' } as RpcRequest, from);
+      await expect(other).rejects.toMatchObject({ code: 'bad_state' });
+      release();
+      expect(await first).toEqual({ vnic: 'tincan-t1' });
+      expect(await resent).toEqual({ vnic: 'tincan-t1' });
+      expect(opens).toBe(1);
+      // Once open, the same request is still answered, a different one refused.
+      expect(await dp.handle({ tid: 3, token: 't', ...req } as RpcRequest, from)).toEqual({ vnic: 'tincan-t1' });
+    } finally {
+      await dp.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
