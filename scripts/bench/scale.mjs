@@ -13,13 +13,13 @@
 // BENCH_SCALE_TIMEOUT_S (300: convergence limit), BENCH_SCALE_MECHANISM (PLAIN | SCRAM-SHA-1),
 // BENCH_SCALE_KEEP=1 (keep the nodes' configs and logs), TINCAN_LAB_PREFIX / TINCAN_LAB_DIR.
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, getPriority, loadavg, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
 import {
-  LAB_DIR, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, scatterSvg, topologyKey,
+  LAB_DIR, alivePid, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, scatterSvg, topologyKey,
   waitExeced,
 } from './lib/scale-nodes.mjs';
 
@@ -101,6 +101,7 @@ async function cleanup() {
   cleaned = true;
   await Promise.all(pairs.map((p) => p.stop().catch(() => undefined)));
   if (hostsRestore) await hostsRestore();
+  releaseBenchLock();
   if (lab) await lab.down();
   if (work && env.BENCH_SCALE_KEEP !== '1') rmSync(work, { recursive: true, force: true });
   else if (work) console.log(`kept configs and logs in ${work}`);
@@ -111,6 +112,7 @@ function cleanupNow() {
   for (const p of pairs) for (const c of Object.values(p.procs)) try { c.kill('SIGKILL'); } catch { /* gone */ }
   try {
     if (hostsRestore) execFileSync(join(ROOT, 'scripts/lab'), ['hosts', String(hostsBefore)], { stdio: 'ignore', timeout: 60_000 });
+    releaseBenchLock();
     if (lab && !labWasUp) execFileSync(join(ROOT, 'scripts/lab'), ['down'], { stdio: 'ignore', timeout: 60_000 });
   } catch { /* best effort */ }
   if (work) rmSync(work, { recursive: true, force: true });
@@ -128,12 +130,32 @@ for (const ev of ['uncaughtException', 'unhandledRejection']) {
   process.on(ev, (err) => { console.error(`bench scale: ${err?.stack ?? err}`); cleanupNow(); process.exit(1); });
 }
 
+/** One scale bench per lab at a time: both would use the hosts m1, m2, … */
+const LOCK = join(LAB_DIR, 'scale-bench.pid');
+let locked = false;
+function takeBenchLock() {
+  for (;;) {
+    try {
+      writeFileSync(LOCK, `${process.pid}\n`, { flag: 'wx' });
+      locked = true;
+      return;
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(LOCK, 'utf8').trim());
+      if (pid > 0 && alivePid(pid)) throw new Error(`another scale bench (pid ${pid}) is running in this lab (${LOCK})`);
+      rmSync(LOCK, { force: true }); // left behind by a bench that is gone
+    }
+  }
+}
+const releaseBenchLock = () => { if (locked) rmSync(LOCK, { force: true }); locked = false; };
+
 /** Seconds of CPU of each pid (null if gone). */
 const cpuOf = (pids) => pids.map((pid) => cpuSeconds(pid));
 
 let failed = false;
 try {
   lab = await labUp();
+  takeBenchLock();
   const info = lab.info;
   const t = await extraHosts(N);
   hostsRestore = t.restore;
@@ -170,24 +192,28 @@ try {
   const machine0 = machineBusySeconds();
   const t0 = performance.now();
   const t0Wall = Date.now();
-  const execed = [];
-  for (const [i, p] of pairs.entries()) {
-    // on a schedule (pair i at i × stagger), so that a late timer does not delay every later start
-    await sleep(t0 + i * STAGGER_MS - performance.now());
-    p.start();
-    p.startedMs = performance.now() - t0;
-    const { datapath, groupvpn } = p.pids();
-    for (const [pid, needle] of [[datapath, 'datapath/dist/main.js'], [groupvpn, 'groupvpn/dist/main.js']]) {
-      execed.push(waitExeced(pid, needle).then(() => null, (err) => `${p.host}: ${err.message}\n${p.logTail()}`));
+  // the starts run on their schedule while the loop below polls every node's status
+  let lastStart = null;
+  let startError = null;
+  const starting = (async () => {
+    const execed = [];
+    for (const [i, p] of pairs.entries()) {
+      // on a schedule (pair i at i × stagger), so that a late timer does not delay every later start
+      await sleep(t0 + i * STAGGER_MS - performance.now());
+      p.start();
+      p.startedMs = performance.now() - t0;
+      const { datapath, groupvpn } = p.pids();
+      for (const [pid, needle] of [[datapath, 'datapath/dist/main.js'], [groupvpn, 'groupvpn/dist/main.js']]) {
+        execed.push(waitExeced(pid, needle).then(() => null, (err) => `${p.host}: ${err.message}\n${p.logTail()}`));
+      }
     }
-  }
-  const lastStart = performance.now() - t0;
-  // every pid we measure is node itself, not the ip netns exec wrapper
-  const notExeced = (await Promise.all(execed)).filter(Boolean);
-  if (notExeced.length) throw new Error(notExeced.join('\n'));
-  const niceValues = new Set(pairs.flatMap((p) => [niceOf(p.pids().datapath), niceOf(p.pids().groupvpn)]));
-  if (niceValues.size !== 1 || !niceValues.has(basePriority)) throw new Error(`nodes run at nice ${[...niceValues]}, not ${basePriority}`);
-  const allPids = pairs.flatMap((p) => [p.pids().datapath, p.pids().groupvpn]);
+    lastStart = performance.now() - t0;
+    // every pid we measure is node itself, not the nice or ip netns exec wrapper
+    const notExeced = (await Promise.all(execed)).filter(Boolean);
+    if (notExeced.length) throw new Error(notExeced.join('\n'));
+    const niceValues = new Set(pairs.flatMap((p) => [niceOf(p.pids().datapath), niceOf(p.pids().groupvpn)]));
+    if (niceValues.size !== 1 || !niceValues.has(basePriority)) throw new Error(`nodes run at nice ${[...niceValues]}, not ${basePriority}`);
+  })().catch((err) => { startError = err; });
   let convergedMs = null;
   let graph = null;
   let stableSince = null;
@@ -195,11 +221,13 @@ try {
   let lastReport = 0;
   while (convergedMs === null) {
     const now = performance.now() - t0;
+    if (startError) throw startError;
     const dead = pairs.find((p) => !p.alive());
     if (dead) throw new Error(`a process of ${dead.host} exited during convergence:\n${dead.logTail()}`);
-    const statuses = pairs.map((p) => p.status());
+    const statuses = pairs.map((p) => (p.startedMs === undefined ? null : p.status()));
     let ready = 0;
     statuses.forEach((st, i) => {
+      if (pairs[i].startedMs === undefined) return;
       if (st?.xmpp?.state === 'online') pairs[i].onlineMs ??= now;
       if (pairs[i].tokenMs === undefined) {
         // the datapath answers RPC from the moment it has written its token
@@ -234,6 +262,9 @@ try {
     }
     if (convergedMs === null) await sleep(250);
   }
+  await starting;
+  if (startError) throw startError;
+  const allPids = pairs.flatMap((p) => [p.pids().datapath, p.pids().groupvpn]);
   const convCpus = cpuOf(allPids);
   const convCpu = convCpus.reduce((a, b) => a + (b ?? 0), 0);
   pairs.forEach((p, i) => { p.convCpuDp = convCpus[2 * i]; p.convCpuCtl = convCpus[2 * i + 1]; });
