@@ -366,7 +366,7 @@ try {
       { name: 'started', points: pairs.map((p, i) => [sec(p.startedMs), i + 1]) },
       { name: 'datapath RPC ready', points: pairs.map((p, i) => [sec(p.tokenMs), i + 1]) },
       { name: 'XMPP online', points: pairs.map((p, i) => [sec(p.onlineMs), i + 1]) },
-      { name: TOPOLOGY || POLICY === 'proactive' ? 'links up' : `sees ${N - 1} members`, points: pairs.map((p, i) => [sec(p.readyMs), i + 1]) },
+      { name: TOPOLOGY ? `${N - 1} members, a link up` : POLICY === 'proactive' ? `${N - 1} links up` : `sees ${N - 1} members`, points: pairs.map((p, i) => [sec(p.readyMs), i + 1]) },
     ]));
   writeFileSync(join(out, `${outName}-rss.svg`), scatterSvg(`Resident memory per process, ${N} nodes (${variant}), after ${fmt(idleS, 0)} s idle`,
     'node', 'MB', [
