@@ -246,6 +246,8 @@ try {
         if (graph.key !== lastKey) { lastKey = graph.key; stableSince = now; }
         if (graph.connected && now - stableSince >= SETTLE_S * 1000) convergedMs = stableSince;
       }
+    } else {
+      lastKey = null; // a node fell back: the graph must be stable again from scratch
     }
     if (now - lastReport > 10_000) {
       lastReport = now;
