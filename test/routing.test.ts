@@ -64,7 +64,9 @@ describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays 
   });
 
   it('h1 pings h2 through pub (one overlay hop: the reply TTL is one less), over IPv4 and IPv6', async () => {
-    await eventually(async () => h1.controllerStatus()?.routing.routes.some((r) => r.uid === h2.uid && r.via === pub.uid) ?? false,
+    // Converged: the route carries h2's own announcement (pub may first advertise h2 before h2's
+    // announcement reached it, without the address).
+    await eventually(async () => h1.controllerStatus()?.routing.routes.some((r) => r.uid === h2.uid && r.via === pub.uid && r.ip4 === h2.spec.ip4) ?? false,
       30_000, 'h1 routes h2 via pub');
     const out = await h1.pingOutput(h2.spec.ip4, 3);
     expect(out).toMatch(/3 received/);
@@ -123,7 +125,7 @@ describe('on demand: traffic flows through a relay while the direct link is bein
     for (const n of nodes) n.start();
     // Traffic to pub makes the links h1-pub and h2-pub; routes to each other follow through pub.
     await eventually(async () => (await h1.ping(pub.spec.ip4, 1)) && (await h2.ping(pub.spec.ip4, 1)), 60_000, 'h1 and h2 reach pub');
-    await eventually(async () => h1.controllerStatus()?.routing.routes.some((r) => r.uid === h2.uid && r.via === pub.uid) ?? false,
+    await eventually(async () => h1.controllerStatus()?.routing.routes.some((r) => r.uid === h2.uid && r.via === pub.uid && r.ip4 === h2.spec.ip4) ?? false,
       30_000, 'h1 routes h2 via pub');
   });
 
