@@ -31,6 +31,12 @@ export interface OverlayRouterOptions {
   clock: Clock;
   /** What this node announces about itself (its own entry, hops 0). */
   local(): { ip4?: string; subnets?: string[] };
+  /**
+   * A neighbour's virtual IPv4 address as the caller already knows it (from making the link), used
+   * until the neighbour's own announcement arrives, so that the route we advertise for it is usable
+   * at once.
+   */
+  neighbourIp4?(uid: Uid): string | undefined;
   /** Sends one advertisement (at most ROUTES_PER_MESSAGE routes) to a neighbour. */
   send(neighbour: Uid, routes: OverlayRoute[]): void;
   /** The best routes changed (see routes()). */
@@ -154,7 +160,8 @@ export class OverlayRouter {
     const next = new Map<Uid, Route>();
     for (const n of this.neighbours) {
       const self = this.learned.get(n)?.get(n);
-      next.set(n, { uid: n, via: n, hops: 1, ...(self?.ip4 ? { ip4: self.ip4 } : {}), ...(self?.subnets ? { subnets: self.subnets } : {}) });
+      const ip4 = self?.ip4 ?? this.opts.neighbourIp4?.(n);
+      next.set(n, { uid: n, via: n, hops: 1, ...(ip4 ? { ip4 } : {}), ...(self?.subnets ? { subnets: self.subnets } : {}) });
     }
     for (const [n, table] of this.learned) {
       for (const [dst, e] of table) {

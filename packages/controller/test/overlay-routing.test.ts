@@ -126,6 +126,21 @@ describe('OverlayRouter (distance vector)', () => {
     net.stop();
   });
 
+  it('advertises a new neighbour with the address the caller knows, before its own announcement', async () => {
+    const clock = new ManualClock();
+    const [a, h] = [node(1), node(4)];
+    const sent: OverlayRoute[][] = [];
+    const r = new OverlayRouter({
+      self: a, clock, local: () => ({ ip4: '10.254.0.1' }), neighbourIp4: (u) => (u === h ? '10.254.0.4' : undefined),
+      send: (_to, routes) => sent.push(routes), changed: () => undefined,
+    });
+    r.neighbourUp(h);
+    expect(r.route(h)).toMatchObject({ hops: 1, ip4: '10.254.0.4' });
+    r.receive(h, [{ uid: h, hops: 0, ip4: '10.254.0.4', subnets: ['10.44.0.0/24'] }]);
+    expect(r.route(h)).toMatchObject({ ip4: '10.254.0.4', subnets: ['10.44.0.0/24'] });
+    r.stop();
+  });
+
   it('ignores advertisements from non-neighbours and false zero-hop claims, and expires silent routes', async () => {
     const clock = new ManualClock();
     const [a, h, x] = [node(1), node(4), node(9)];

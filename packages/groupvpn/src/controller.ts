@@ -161,6 +161,7 @@ export class GroupVpnController {
       ...(opts.routingRefreshMs !== undefined ? { refreshMs: opts.routingRefreshMs } : {}),
       mapPeer: (uid, ip4) => this.map(uid, ip4),
       unmapPeer: (uid) => this.unmap(uid),
+      peerIp4: (uid) => this.mapped.get(uid)?.ip4,
       linked: (uid) => this.signaling.state(uid) !== 'idle',
     });
   }

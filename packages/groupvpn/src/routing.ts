@@ -34,6 +34,8 @@ export interface GroupRoutingOptions {
   mapPeer(uid: Uid, ip4: string): Promise<void>;
   /** Removes a member's mapping (no route and no link to it any more). */
   unmapPeer(uid: Uid): void;
+  /** A linked member's address as the link's negotiation established it. */
+  peerIp4(uid: Uid): string | undefined;
   /** Is there a link to this member (up or being made)? */
   linked(uid: Uid): boolean;
   /** Poll interval of the controller (shortcut rates are measured over it). */
@@ -100,6 +102,7 @@ export class GroupRouting {
       clock: opts.clock,
       ...(opts.refreshMs !== undefined ? { refreshMs: opts.refreshMs } : {}),
       local: () => ({ ip4: opts.ip4, subnets: r.advertise }),
+      neighbourIp4: (uid) => opts.peerIp4(uid),
       send: (to, routes) => this.channel!.send(to, { t: 'routes', from: opts.uid, overlay: opts.networkId, routes }),
       changed: () => this.apply(),
     });

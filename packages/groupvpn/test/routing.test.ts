@@ -35,6 +35,7 @@ function setup(routing: Partial<RoutingConfig> = {}) {
     mapPeer: async (uid, ip4) => void mapped.set(uid, ip4),
     unmapPeer: (uid) => void mapped.delete(uid),
     linked: (uid) => linked.has(uid),
+    peerIp4: (u) => mapped.get(u),
     hostSubnets: () => ['10.1.0.0/24', '2001:db8:18::/64'],
   });
   return { r, clock, calls, mapped, linked };
