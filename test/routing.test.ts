@@ -135,9 +135,11 @@ describe('on demand: traffic flows through a relay while the direct link is bein
 
   it('the first replies come through pub (TTL 63), later ones over the new direct link (TTL 64), none lost', async () => {
     expect((await h1.upLinks()).has(h2.uid)).toBe(false);
-    const out = await h1.pingOutput(h2.spec.ip4, 40); // 8 s at 0.2 s
+    // 15 s at 0.2 s: the controllers notice routed traffic at their next get_state poll (every 5 s),
+    // then make the link (both sides want it: glare is resolved on the way).
+    const out = await h1.pingOutput(h2.spec.ip4, 75);
     const ttls = [...out.matchAll(/ttl=(\d+)/g)].map((m) => Number(m[1]));
-    expect(out).toMatch(/40 received/);
+    expect(out).toMatch(/75 received/);
     expect(ttls[0]).toBe(63);
     expect(ttls.at(-1)).toBe(64);
     expect((await h1.upLinks()).has(h2.uid)).toBe(true);

@@ -130,7 +130,7 @@ export class GroupNode {
   /** ping's output (throws if no reply came). */
   async pingOutput(address: string, count = 2): Promise<string> {
     const args = ['netns', 'exec', this.ns, 'ping', ...(address.includes(':') ? ['-6'] : []), '-c', String(count), '-i', '0.2', '-W', '2', address];
-    const { stdout } = await run('ip', args, { timeout: 20_000 });
+    const { stdout } = await run('ip', args, { timeout: 10_000 + count * 300 });
     return stdout;
   }
 
