@@ -48,19 +48,27 @@ export interface GroupVpnStatusLike {
 export class GroupNode {
   readonly uid: string;
   readonly ip6: string;
-  readonly dir: string;
-  readonly stateDir: string;
-  readonly configFile: string;
   datapath: NsProcess | null = null;
   controller: NsProcess | null = null;
 
-  constructor(readonly spec: GroupNodeSpec, lab: LabInfo) {
+  constructor(readonly spec: GroupNodeSpec, private readonly lab: LabInfo) {
     this.uid = uidFromIp4(spec.ip4);
     this.ip6 = ip6FromUid(this.uid);
-    this.dir = mkdtempSync(join(tmpdir(), `tincan-gv-${spec.host}-`));
-    this.stateDir = join(this.dir, 'state');
-    this.configFile = join(this.dir, 'groupvpn.json');
-    writeFileSync(this.configFile, JSON.stringify({
+  }
+
+  private files: { dir: string; stateDir: string; configFile: string } | null = null;
+
+  /**
+   * The node's temp dir, state dir and config file, made on first use: a node declared in a suite
+   * that a test filter skips leaves nothing behind.
+   */
+  private paths(): { dir: string; stateDir: string; configFile: string } {
+    if (this.files) return this.files;
+    const { spec, lab } = this;
+    const dir = mkdtempSync(join(tmpdir(), `tincan-gv-${spec.host}-`));
+    const stateDir = join(dir, 'state');
+    const configFile = join(dir, 'groupvpn.json');
+    writeFileSync(configFile, JSON.stringify({
       network_id: spec.networkId,
       xmpp: {
         host: lab.xmpp.host, port: lab.xmpp.port, jid: `${spec.account}@vpn.test`,
@@ -73,9 +81,23 @@ export class GroupNode {
       max_links: spec.maxLinks ?? 32,
       idle_timeout_s: spec.idleTimeoutS ?? 300,
       datapath: '127.0.0.1:5801',
-      state_dir: this.stateDir,
+      state_dir: stateDir,
       ...(spec.routing ? { routing: spec.routing } : {}),
     }, null, 2));
+    this.files = { dir, stateDir, configFile };
+    return this.files;
+  }
+
+  get dir(): string {
+    return this.paths().dir;
+  }
+
+  get stateDir(): string {
+    return this.paths().stateDir;
+  }
+
+  get configFile(): string {
+    return this.paths().configFile;
   }
 
   get ns(): string {
@@ -157,7 +179,8 @@ export class GroupNode {
 
   async remove(): Promise<void> {
     await this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    if (this.files) rmSync(this.files.dir, { recursive: true, force: true });
+    this.files = null;
   }
 }
 
