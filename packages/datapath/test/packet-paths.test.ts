@@ -74,6 +74,20 @@ function fakeLink(uid: string, up = true) {
   return { link: link as unknown as Link, sent, counters: link.counters, fake: link };
 }
 
+/** A TUN read batch as the addon hands it over: one buffer, each packet after FRAME_HEADER_LEN of headroom. */
+function batchOf(...packets: Buffer[]) {
+  const slot = FRAME_HEADER_LEN + 1500;
+  const buffer = Buffer.alloc(slot * packets.length);
+  const offsets = new Uint32Array(packets.length);
+  const lengths = new Uint32Array(packets.length);
+  packets.forEach((p, i) => {
+    offsets[i] = i * slot + FRAME_HEADER_LEN;
+    lengths[i] = p.length;
+    p.copy(buffer, offsets[i]!);
+  });
+  return { buffer, offsets, lengths, count: packets.length };
+}
+
 function setup() {
   const table = new ForwardingTable();
   const counters = new Counters();
@@ -132,19 +146,6 @@ describe('outside: frames from a link', () => {
 });
 
 describe('inside: packets from the vNIC', () => {
-  function batchOf(...packets: Buffer[]) {
-    const slot = FRAME_HEADER_LEN + 1500;
-    const buffer = Buffer.alloc(slot * packets.length);
-    const offsets = new Uint32Array(packets.length);
-    const lengths = new Uint32Array(packets.length);
-    packets.forEach((p, i) => {
-      offsets[i] = i * slot + FRAME_HEADER_LEN;
-      lengths[i] = p.length;
-      p.copy(buffer, offsets[i]!);
-    });
-    return { buffer, offsets, lengths, count: packets.length };
-  }
-
   it('frames packets for mapped peers with a link, hands the rest to the controller, drops multicast', () => {
     const s = setup();
     const l = fakeLink(PEER);
@@ -339,19 +340,6 @@ describe('router mode: subnets behind peers', () => {
 });
 
 describe('inside: overlay routes and subnets', () => {
-  function batchOf(...packets: Buffer[]) {
-    const slot = FRAME_HEADER_LEN + 1500;
-    const buffer = Buffer.alloc(slot * packets.length);
-    const offsets = new Uint32Array(packets.length);
-    const lengths = new Uint32Array(packets.length);
-    packets.forEach((p, i) => {
-      offsets[i] = i * slot + FRAME_HEADER_LEN;
-      lengths[i] = p.length;
-      p.copy(buffer, offsets[i]!);
-    });
-    return { buffer, offsets, lengths, count: packets.length };
-  }
-
   it('sends packets for a routed peer on its via link (counted), a direct up link winning', () => {
     const s = setup();
     const lp = fakeLink(PEER);

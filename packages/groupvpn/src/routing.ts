@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import {
@@ -289,8 +290,7 @@ export class GroupRouting {
   }
 
   private warnIfNotForwarding(): void {
-    import('node:fs')
-      .then((fs) => fs.promises.readFile('/proc/sys/net/ipv4/ip_forward', 'utf8'))
+    readFile('/proc/sys/net/ipv4/ip_forward', 'utf8')
       .then((v) => {
         if (v.trim() !== '1') {
           this.opts.log.warn(
