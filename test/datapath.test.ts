@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CTL_BIN, TinCanNode, linkNodes, linkUp, type LinkLike } from './support/tincan-node.js';
+import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
 const labDir = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
@@ -21,7 +22,7 @@ function node(host: string, ip4: string, n: number): TinCanNode {
 }
 
 async function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
-  return run('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { timeout: timeoutMs });
+  return run('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: timeoutMs });
 }
 
 async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike> {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GroupNode, eventually, type LabInfo } from './support/group-node.js';
+import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
 const LAB = new URL('../scripts/lab', import.meta.url).pathname;
@@ -14,7 +15,7 @@ const lab = JSON.parse(readFileSync(`${process.env.TINCAN_LAB_DIR ?? '/tmp/tinca
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function inNs(host: string, cmd: string[], timeoutMs = 30_000) {
-  return run('ip', ['netns', 'exec', `tc-${host}`, ...cmd], { timeout: timeoutMs, maxBuffer: 16 << 20 });
+  return run('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: timeoutMs, maxBuffer: 16 << 20 });
 }
 
 async function labServer(action: 'stop' | 'start' | 'restart', name: 'prosody' | 'coturn'): Promise<void> {
@@ -132,7 +133,7 @@ describe('GroupVPN under faults and mobility', () => {
   it('mobility: flushing h1\'s NAT conntrack during a ping loses at most a few seconds', async () => {
     const before = (await a.upLinks()).get(b.uid)!;
     const r = await pingGap(a, b.spec.ip4, 25, async () => {
-      await run('ip', ['netns', 'exec', 'tc-nat1', 'conntrack', '-F'], { timeout: 10_000 }).catch(() => undefined);
+      await run('ip', ['netns', 'exec', ns('nat1'), 'conntrack', '-F'], { timeout: 10_000 }).catch(() => undefined);
       await sleep(1000);
     });
     const after = (await a.upLinks()).get(b.uid);

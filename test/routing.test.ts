@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GroupNode, eventually, type LabInfo } from './support/group-node.js';
 import { REPO_ROOT } from './harness/lab.js';
+import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
 const LAB_DIR = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
@@ -22,7 +23,7 @@ function printLogsOnFailure(nodes: () => GroupNode[]) {
 const ttlOf = (pingOutput: string): number => Number(/ttl=(\d+)/.exec(pingOutput)?.[1] ?? NaN);
 
 describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays and routes a container subnet', () => {
-  const CONTAINER_NS = 'tc-ct4';
+  const CONTAINER_NS = ns('ct4');
   const h1 = new GroupNode({
     host: 'h1', ip4: '10.254.6.1', account: 'node21', networkId: 'gv-route', policy: 'proactive',
     routing: { deny: ['10.254.6.2'] },
@@ -41,14 +42,14 @@ describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays 
   beforeAll(async () => {
     // A "container" behind pub: its own namespace, no TinCan in it, pub is its router.
     await ip('netns', 'add', CONTAINER_NS);
-    await ip('-n', 'tc-pub', 'link', 'add', 'ct0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', CONTAINER_NS);
-    await ip('-n', 'tc-pub', 'addr', 'add', '10.44.0.1/24', 'dev', 'ct0');
-    await ip('-n', 'tc-pub', 'link', 'set', 'ct0', 'up');
+    await ip('-n', ns('pub'), 'link', 'add', 'ct0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', CONTAINER_NS);
+    await ip('-n', ns('pub'), 'addr', 'add', '10.44.0.1/24', 'dev', 'ct0');
+    await ip('-n', ns('pub'), 'link', 'set', 'ct0', 'up');
     await ip('-n', CONTAINER_NS, 'addr', 'add', '10.44.0.2/24', 'dev', 'eth0');
     await ip('-n', CONTAINER_NS, 'link', 'set', 'eth0', 'up');
     await ip('-n', CONTAINER_NS, 'link', 'set', 'lo', 'up');
     await ip('-n', CONTAINER_NS, 'route', 'add', 'default', 'via', '10.44.0.1');
-    await ip('netns', 'exec', 'tc-pub', 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+    await ip('netns', 'exec', ns('pub'), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
     for (const n of nodes) n.start();
     await eventually(async () => {
       const [a, b, c] = await Promise.all(nodes.map((n) => n.upLinks()));
@@ -58,8 +59,8 @@ describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays 
 
   afterAll(async () => {
     await Promise.all(nodes.map((n) => n.remove()));
-    await ip('netns', 'exec', 'tc-pub', 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0').catch(() => undefined);
-    await ip('-n', 'tc-pub', 'link', 'del', 'ct0').catch(() => undefined);
+    await ip('netns', 'exec', ns('pub'), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0').catch(() => undefined);
+    await ip('-n', ns('pub'), 'link', 'del', 'ct0').catch(() => undefined);
     await ip('netns', 'del', CONTAINER_NS).catch(() => undefined);
   });
 
@@ -83,9 +84,9 @@ describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays 
   });
 
   it('a TCP transfer (iperf3) runs end to end across the relay', async () => {
-    const server = run('ip', ['netns', 'exec', 'tc-h2', 'iperf3', '-s', '-1', '-p', '7101'], { timeout: 30_000 }).catch(() => undefined);
+    const server = run('ip', ['netns', 'exec', ns('h2'), 'iperf3', '-s', '-1', '-p', '7101'], { timeout: 30_000 }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 500));
-    const { stdout } = await run('ip', ['netns', 'exec', 'tc-h1', 'iperf3', '-c', h2.spec.ip4, '-p', '7101', '-t', '2', '-J'], { timeout: 30_000 });
+    const { stdout } = await run('ip', ['netns', 'exec', ns('h1'), 'iperf3', '-c', h2.spec.ip4, '-p', '7101', '-t', '2', '-J'], { timeout: 30_000 });
     await server;
     const bps = (JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
     console.log(`iperf3 TCP h1 -> pub -> h2: ${(bps / 1e6).toFixed(0)} Mbit/s`);

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, type LabInfo } from './support/group-node.js';
 import { DATAPATH_BIN, NsProcess } from './support/tincan-node.js';
+import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '..');
@@ -33,7 +34,7 @@ class SocialNode {
   }
 
   private spawn(name: string, args: string[]): NsProcess {
-    const p = new NsProcess(`tc-${this.host}`, `${this.user}/${name}`, process.execPath, args);
+    const p = new NsProcess(ns(this.host), `${this.user}/${name}`, process.execPath, args);
     p.child.stdout!.on('data', (d: Buffer) => { for (const l of d.toString().split('\n')) if (l) p.keep(l); });
     return p;
   }
@@ -55,7 +56,7 @@ class SocialNode {
 
   async exec(cmd: string[], timeoutMs = 20_000): Promise<{ ok: boolean; out: string }> {
     try {
-      const r = await run('ip', ['netns', 'exec', `tc-${this.host}`, ...cmd], { timeout: timeoutMs });
+      const r = await run('ip', ['netns', 'exec', ns(this.host), ...cmd], { timeout: timeoutMs });
       return { ok: true, out: r.stdout };
     } catch (err) {
       return { ok: false, out: String((err as { stdout?: string }).stdout ?? err) };
@@ -75,7 +76,7 @@ class SocialNode {
 const HTTP_SERVER = `require('http').createServer((q, s) => s.end('hello from ' + process.argv[1] + ' to ' + q.socket.remoteAddress)).listen(8080, '0.0.0.0', () => console.log('listening'))`;
 
 function roster(action: 'remove' | 'befriend', a: string, b: string) {
-  return run('ip', ['netns', 'exec', 'tc-pub', process.execPath, join(ROOT, 'test/fixtures/xmpp-roster.mjs'),
+  return run('ip', ['netns', 'exec', ns('pub'), process.execPath, join(ROOT, 'test/fixtures/xmpp-roster.mjs'),
     lab.xmpp.host, String(lab.xmpp.port), lab.xmpp.ca_file, action, a, b], { timeout: 30_000 })
     .then((r) => ({ ok: true, out: r.stdout }), (err: { stdout?: string; stderr?: string }) => ({ ok: false, out: `${err.stdout ?? ''}${err.stderr ?? ''}` }));
 }
@@ -116,7 +117,7 @@ describe('SocialVPN: friends in per-user subnets with IPv4 translation', () => {
 
   it('a TCP service (HTTP) works both ways through the translation, and sees the caller in its own subnet', async () => {
     for (const n of [alice, bob]) {
-      const s = new NsProcess(`tc-${n.host}`, `${n.user}/http`, process.execPath, ['-e', HTTP_SERVER, n.user]);
+      const s = new NsProcess(ns(n.host), `${n.user}/http`, process.execPath, ['-e', HTTP_SERVER, n.user]);
       servers.push(s);
     }
     await new Promise((r) => setTimeout(r, 800));

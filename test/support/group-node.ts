@@ -5,6 +5,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ip6FromUid, uidFromIp4 } from '@tincan/protocol';
 import { CTL_BIN, DATAPATH_BIN, NsProcess, type StateLike } from './tincan-node.js';
+import { ns } from '../harness/namespace.js';
 
 const run = promisify(execFile);
 export const GROUPVPN_BIN = DATAPATH_BIN.replace('/datapath/dist/', '/groupvpn/dist/');
@@ -101,7 +102,7 @@ export class GroupNode {
   }
 
   get ns(): string {
-    return `tc-${this.spec.host}`;
+    return ns(this.spec.host);
   }
 
   startDatapath(): void {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ip6FromUid, uidFromIp4, type RpcEvent } from '@tincan/protocol';
+import { ns } from '../harness/namespace.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 export const DATAPATH_BIN = join(ROOT, 'packages/datapath/dist/main.js');
@@ -81,7 +82,7 @@ export class TinCanNode {
   }
 
   get ns(): string {
-    return `tc-${this.spec.host}`;
+    return ns(this.spec.host);
   }
 
   async start(opts: { autoAnswer?: boolean } = {}): Promise<void> {
