@@ -68,7 +68,7 @@ interface Waiter {
 export class TinCanNode {
   readonly uid: string;
   readonly ip6: string;
-  readonly stateDir: string;
+  private madeStateDir: string | null = null;
   readonly events: Record<string, unknown>[] = [];
   datapath!: NsProcess;
   driver!: NsProcess;
@@ -78,7 +78,12 @@ export class TinCanNode {
   constructor(readonly spec: NodeSpec, readonly ice: { stun: string[]; turn: unknown[] }) {
     this.uid = uidFromIp4(spec.ip4);
     this.ip6 = ip6FromUid(this.uid);
-    this.stateDir = mkdtempSync(join(tmpdir(), `tincan-${spec.host}-`));
+  }
+
+  /** Made on first use: a node declared in a suite that a test filter skips leaves nothing in /tmp. */
+  get stateDir(): string {
+    this.madeStateDir ??= mkdtempSync(join(tmpdir(), `tincan-${this.spec.host}-`));
+    return this.madeStateDir;
   }
 
   get ns(): string {
@@ -180,7 +185,7 @@ export class TinCanNode {
   async stop(): Promise<void> {
     this.driver?.child.stdin?.end();
     await Promise.all([this.driver?.stop(), this.datapath?.stop()]);
-    rmSync(this.stateDir, { recursive: true, force: true });
+    if (this.madeStateDir) rmSync(this.madeStateDir, { recursive: true, force: true });
   }
 }
 
