@@ -19,9 +19,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
 import {
-  LAB_DIR, alivePid, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, scatterSvg, topologyKey,
+  LAB_DIR, alivePid, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, topologyKey,
   waitExeced,
 } from './lib/scale-nodes.mjs';
+import { scatterSvg } from './lib/plot.mjs';
 
 const run = promisify(execFile);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

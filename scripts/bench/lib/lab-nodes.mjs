@@ -131,35 +131,5 @@ export async function registerXmpp(node, lab, account) {
   }
 }
 
-/** A CDF as a small standalone SVG (no plotting dependency): one step line per series. */
-export function cdfSvg(title, xLabel, series) {
-  const W = 640, H = 400, L = 60, R = 20, T = 40, B = 50;
-  const all = series.flatMap((s) => s.values);
-  const xMax = Math.max(...all) * 1.05 || 1;
-  const x = (v) => L + (v / xMax) * (W - L - R);
-  const y = (p) => H - B - p * (H - T - B);
-  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>`,
-    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
-    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
-    `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">${xLabel}</text>`,
-    `<text x="15" y="${H / 2}" text-anchor="middle" transform="rotate(-90 15 ${H / 2})">fraction of setups</text>`];
-  for (let i = 0; i <= 4; i++) {
-    const p = i / 4;
-    parts.push(`<text x="${L - 5}" y="${y(p) + 4}" text-anchor="end">${p.toFixed(2)}</text>`,
-      `<line x1="${L}" y1="${y(p)}" x2="${W - R}" y2="${y(p)}" stroke="#ddd"/>`);
-    const v = (xMax * i) / 4;
-    parts.push(`<text x="${x(v)}" y="${H - B + 16}" text-anchor="middle">${v >= 10 ? v.toFixed(0) : v.toFixed(2)}</text>`);
-  }
-  series.forEach((s, k) => {
-    const v = [...s.values].sort((a, b) => a - b);
-    let d = `M ${x(0)} ${y(0)}`;
-    v.forEach((val, i) => { d += ` L ${x(val)} ${y(i / v.length)} L ${x(val)} ${y((i + 1) / v.length)}`; });
-    parts.push(`<path d="${d}" fill="none" stroke="${colors[k % colors.length]}" stroke-width="2"/>`,
-      `<text x="${W - R - 5}" y="${T + 15 + 16 * k}" text-anchor="end" fill="${colors[k % colors.length]}">${s.name}</text>`);
-  });
-  parts.push('</svg>');
-  return parts.join('\n');
-}
+// setup.mjs takes its CDF plot from here (plot.mjs holds every chart).
+export { cdfSvg } from './plot.mjs';
