@@ -8,7 +8,8 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['packages/*/test/**/*.test.ts'],
+          // and the benchmark scripts' own helpers (plain ESM, like the scripts)
+          include: ['packages/*/test/**/*.test.ts', 'scripts/**/*.test.mjs'],
           testTimeout: 20_000,
         },
       },
