@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { ROOT, labUp, linkDirect, registerXmpp, startNode } from './lib/lab-nodes.mjs';
 import { cleanupStack, iptablesCounters, sleep } from './lib/measure.mjs';
 import { csv, lineChartSvg } from './lib/plot.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 
 const WINDOW_S = Number(process.env.BENCH_IDLE_SECONDS ?? 120);
 const SAMPLE_S = Number(process.env.BENCH_IDLE_SAMPLE_SECONDS ?? 5);
@@ -122,6 +123,23 @@ try {
     series('pub', 'xmpp', `XMPP, pub: ${rate('pub', 'xmpp').toFixed(0)} B/s`),
   ], { footer: 'iptables byte counters (IP bytes) in the lab hosts; targets: link <= 200 B/s, XMPP <= 30 B/s per node' }));
   console.log('wrote docs/bench/idle.csv and docs/bench/idle.svg');
+  const span = `one ${T.toFixed(0)}-s window`;
+  writeResults('idle', {
+    title: 'What an idle TinCan link and node cost the network (h1 and pub registered with prosody, linked, left alone)',
+    settings: { window_s: WINDOW_S, sample_s: SAMPLE_S },
+    figures: [
+      figure({ key: 'link_Bps', label: 'idle link: its own UDP, both directions, counted at h1', unit: 'B/s', median: link, n: 1, target: { op: '<=', value: 200 }, paper: '~1 KB/s', note: span }),
+      figure({ key: 'link_all_udp_Bps', label: 'idle link with all other UDP of both ends (STUN/TURN, unanswered checks)', unit: 'B/s', median: link + extra, n: 1, note: span }),
+      figure({
+        key: 'xmpp_Bps_per_node', label: 'XMPP traffic per idle node (mean of h1 and pub)', unit: 'B/s', median: xmppPerNode, min: Math.min(rate('h1', 'xmpp'), rate('pub', 'xmpp')),
+        max: Math.max(rate('h1', 'xmpp'), rate('pub', 'xmpp')), n: 2, target: { op: '<=', value: 30 }, paper: '19 KB/s for 300 nodes (~63 B/s each)', note: `${span}, each node with one other group member online`,
+      }),
+      figure({ key: 'stun_turn_Bps_pub', label: 'pub ↔ STUN/TURN server (UDP)', unit: 'B/s', median: rate('pub', 'stun_turn'), n: 1, note: span }),
+    ],
+    plots: ['idle.svg'],
+    csv: ['idle.csv'],
+    notes: [`link up in ${setupMs.toFixed(0)} ms over ${l.local_candidate}/${l.remote_candidate}; iptables byte counters (IP bytes) in each host, sampled every ${SAMPLE_S} s`],
+  });
 } catch (err) {
   console.error(`bench idle failed: ${err.stack ?? err}`);
   failed = true;

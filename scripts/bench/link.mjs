@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // npm run bench -- link: TCP throughput and ping RTT through a TinCan link vs the raw path between the
 // same two lab hosts (h1 behind a cone NAT, pub on the public segment), measured in one run.
-import { iperfTcp, labUp, linkDirect, median, pingRtt, startNode } from './lib/lab-nodes.mjs';
+import { iperfTcp, labUp, linkDirect, median, startNode } from './lib/lab-nodes.mjs';
+import { pingSamples } from './lib/measure.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -24,8 +26,10 @@ try {
     raw.push(await iperfTcp('pub', 'h1', '198.18.0.10', SECONDS));
     tun.push(await iperfTcp('pub', 'h1', '10.254.0.2', SECONDS));
   }
-  const rawRtt = await pingRtt('h1', '198.18.0.10');
-  const tunRtt = await pingRtt('h1', '10.254.0.2');
+  const rawRtts = await pingSamples('h1', '198.18.0.10', 41);
+  const tunRtts = await pingSamples('h1', '10.254.0.2', 41);
+  const rawRtt = median(rawRtts);
+  const tunRtt = median(tunRtts);
   const fmt = (xs) => `${median(xs).toFixed(0)} Mbit/s (min ${Math.min(...xs).toFixed(0)}, max ${Math.max(...xs).toFixed(0)})`;
   console.log(`iperf3 TCP, ${RUNS} x ${SECONDS} s, medians:`);
   console.log(`  raw path      ${fmt(raw)}`);
@@ -34,6 +38,20 @@ try {
   console.log(`ping RTT median: raw ${rawRtt.toFixed(3)} ms, TinCan ${tunRtt.toFixed(3)} ms, added ${(tunRtt - rawRtt).toFixed(3)} ms (target: <= 0.5 ms; paper: +0.57 ms)`);
   const after = (await a.call('get_state')).links[0].stats;
   console.log(`link counters on h1: ${JSON.stringify(after)}`);
+  const raw1 = { label: 'raw path', median: median(raw) };
+  writeResults('link', {
+    title: 'TCP throughput and RTT through one TinCan link vs the raw path (h1 behind a cone NAT → pub)',
+    settings: { runs: RUNS, seconds: SECONDS, pings: rawRtts.length },
+    figures: [
+      figure({ key: 'tcp_mbps', label: 'iperf3 TCP through the link', unit: 'Mbit/s', samples: tun, baseline: raw1, target: { op: '>=', value: 250, text: '≥ 250 Mbit/s (issue 3)' }, paper: '64 Mbit/s' }),
+      figure({ key: 'rtt_ms', label: 'ping RTT through the link', unit: 'ms', samples: tunRtts, baseline: { label: 'raw path', median: rawRtt } }),
+      figure({
+        key: 'rtt_added_ms', label: 'added median ping RTT over the raw path', unit: 'ms', median: tunRtt - rawRtt, n: tunRtts.length,
+        target: { op: '<=', value: 0.5, text: '≤ +0.5 ms (issue 3)' }, paper: '+0.57 ms',
+      }),
+    ],
+    notes: [`link up in ${setupMs.toFixed(0)} ms over ${link.local_candidate}/${link.remote_candidate}; iperf3 runs raw and TinCan interleaved; RTT: ${rawRtts.length} pings at 50 ms each way, the first (neighbour resolution) dropped`],
+  });
 } catch (err) {
   console.error(`bench link failed: ${err.stack ?? err}`);
   failed = true;

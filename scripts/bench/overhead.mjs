@@ -8,7 +8,7 @@
 //              14-byte Ethernet header the veth counts per packet
 // and reports wire/payload (target <= 1.10), wire/inner (the encapsulation alone) and inner/payload
 // (the inner TCP/IP headers and ACKs, the same for any tunnel at that MTU). Each tunnel runs alone.
-// Writes docs/bench/overhead.csv and docs/bench/overhead.svg.
+// Writes docs/bench/overhead.csv, overhead.svg and overhead.json.
 //
 // Environment: BENCH_RUNS (2), BENCH_SECONDS (5), BENCH_MTUS (TinCan vNIC MTUs, default 1280,1336,1376).
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { ROOT, labUp, linkDirect, startNode } from './lib/lab-nodes.mjs';
 import { cleanupStack, counterDelta, ifCounters, iperf3, median, once } from './lib/measure.mjs';
 import { barChartSvg, csv } from './lib/plot.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 import { startTinc, startWireguard } from './lib/tunnels.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 2);
@@ -158,6 +159,31 @@ try {
     },
   ], { panelWidth: 520, footer: 'IP bytes (no Ethernet header) from interface counters on h1; payload from iperf3. Shared 2-core machine.' }));
   console.log('wrote docs/bench/overhead.csv and docs/bench/overhead.svg');
+  const perRun = (key, f) => results.filter((r) => r.key === key).map(f);
+  const wgRow = summary.find((x) => x.key === 'wireguard-go');
+  const wgRef = wgRow && { label: wgRow.label, median: median(perRun(wgRow.key, (r) => r.wire / r.payload)) };
+  const figures = [];
+  if (best) {
+    figures.push(figure({
+      key: 'wire_payload_best_safe', label: `wire bytes / payload bytes at the best safe vNIC MTU (${best.mtu})`, unit: '', samples: perRun(best.key, (r) => r.wire / r.payload),
+      baseline: wgRef, target: { op: '<=', value: 1.10, text: '≤ 1.10' }, paper: '1.14 at 1280 (Fig. 8)',
+    }));
+  }
+  for (const x of summary) {
+    figures.push(figure({
+      key: `wire_payload_${x.key}`, label: `wire / payload, ${x.label}`, unit: '', samples: perRun(x.key, (r) => r.wire / r.payload), ...(x !== wgRow ? { baseline: wgRef } : {}),
+      note: `${x.outerPerInner.toFixed(2)} outer packets per inner packet, ${x.perPacket.toFixed(0)} bytes added per packet; TCP ${x.mbps.toFixed(0)} Mbit/s${tincan.includes(x) && !safe.includes(x) ? '; not safe: SCTP splits full-size frames' : ''}`,
+    }));
+    figures.push(figure({ key: `wire_inner_${x.key}`, label: `wire / inner (the encapsulation alone), ${x.label}`, unit: '', samples: perRun(x.key, (r) => r.wire / r.inner) }));
+  }
+  writeResults('overhead', {
+    title: 'Encapsulation overhead of a bulk TCP transfer h1 → pub (the paper\'s Fig. 8): TinCan at several vNIC MTUs, wireguard-go, tinc',
+    settings: { runs: RUNS, seconds: SECONDS, 'TinCan vNIC MTUs': MTUS.join(', ') },
+    figures,
+    plots: ['overhead.svg'],
+    csv: ['overhead.csv'],
+    notes: ['IP bytes on h1\'s underlay veth (wire) and tunnel interface (inner), both directions; payload from iperf3; each tunnel runs alone; "safe" MTU: a full-size frame fits one SCTP packet at a 1500-byte path MTU'],
+  });
 } catch (err) {
   console.error(`bench overhead failed: ${err.stack ?? err}`);
   failed = true;

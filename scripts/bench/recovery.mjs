@@ -3,13 +3,14 @@
 // hosts) recovers from faults: an XMPP server restart (traffic interruption on an existing link, time
 // until a new link can be made), a NAT that forgets its mappings (ping gap after `conntrack -F` on h1's
 // NAT), a host whose address changes (ping gap), and a peer that vanishes without a goodbye (time until
-// the others trim its link).
+// the others trim its link). Writes docs/bench/recovery.json.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
@@ -96,6 +97,8 @@ async function pingGap(host, address, seconds, during) {
 
 const lab = await labUp();
 const nodes = [];
+const figures = [];
+const once = (key, label, ms, note) => figures.push(figure({ key, label, unit: 'ms', median: ms, n: 1, note }));
 let failed = false;
 try {
   const a = groupNode(lab.info, 'h1', '10.254.7.1', 'node51');
@@ -115,16 +118,19 @@ try {
     restartMs = Date.now() - t0;
   });
   console.log(`XMPP restart (prosody down+up in ${restartMs} ms): longest ping gap on the existing h1-h2 link ${x.gapMs} ms (${x.replies} replies at 50 ms)`);
+  once('xmpp_restart_gap_ms', 'XMPP server restart: longest ping gap on an existing link', x.gapMs, `prosody down and up in ${restartMs} ms; pings every 50 ms`);
   const t1 = Date.now();
   c.start();
   const newLink = await until(async () => (await c.upTo([a.uid, b.uid])), 90_000, 'the new node linked to both');
   console.log(`XMPP restart: a node started right after prosody is back linked to both others in ${Date.now() - t1} ms (links up ${newLink} ms)`);
+  once('xmpp_restart_new_node_ms', 'XMPP server restart: a node started after it linked to both others', Date.now() - t1);
 
   // 2. mobility: h1's NAT forgets every mapping
   const m = await pingGap('h1', b.ip4, 15, async () => {
     await run('ip', ['netns', 'exec', nsOf('nat1'), 'conntrack', '-F'], { timeout: 10_000 });
   });
   console.log(`mobility: conntrack -F on nat1: longest ping gap h1 -> h2 ${m.gapMs} ms (${m.replies} replies at 50 ms)`);
+  once('nat_flush_gap_ms', "h1's NAT forgets every mapping (conntrack -F): longest ping gap", m.gapMs);
 
   // 3. mobility: h1's own address changes (10.1.0.2 -> 10.1.0.9 behind the same NAT)
   const sh = (cmd) => run('ip', ['netns', 'exec', nsOf('h1'), 'sh', '-c', cmd], { timeout: 10_000 });
@@ -134,6 +140,7 @@ try {
         + 'ip addr del 10.1.0.2/24 dev eth0 && ip route replace default via 10.1.0.1 src 10.1.0.9');
     });
     console.log(`mobility: h1's address 10.1.0.2 -> 10.1.0.9: longest ping gap h1 -> h2 ${mv.gapMs} ms (${mv.replies} replies at 50 ms)`);
+    once('address_change_gap_ms', "h1's address changes (10.1.0.2 → 10.1.0.9): longest ping gap", mv.gapMs);
   } finally {
     await sh('ip addr add 10.1.0.2/24 dev eth0; ip addr del 10.1.0.9/24 dev eth0; ip route replace default via 10.1.0.1; '
       + 'sysctl -qw net.ipv4.conf.eth0.promote_secondaries=0').catch(() => undefined);
@@ -149,6 +156,13 @@ try {
   };
   await until(async () => (await gone(a)) && (await gone(b)), 90_000, 'the vanished peer trimmed');
   console.log(`vanished peer (kill -9 on pub): its links trimmed by both others after ${Date.now() - t2} ms`);
+  once('vanished_peer_trim_ms', 'a peer vanishes (kill -9): its links trimmed by both others after', Date.now() - t2, "the controllers' 10 s departure grace");
+  writeResults('recovery', {
+    title: 'How fast a GroupVPN (real datapaths and controllers in lab hosts, proactive links) recovers from faults',
+    settings: { nodes: 3, 'ping interval': '50 ms' },
+    figures,
+    notes: ['one run of each fault: single measurements, no repeats'],
+  });
 } catch (err) {
   console.error(`bench recovery failed: ${err.stack ?? err}`);
   failed = true;

@@ -23,6 +23,7 @@ import {
   waitExeced,
 } from './lib/scale-nodes.mjs';
 import { scatterSvg } from './lib/plot.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 
 const run = promisify(execFile);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -383,6 +384,29 @@ try {
   const top = [...messages].sort((a, b) => b[1] - a[1]).slice(0, 8);
   if (top.length) console.log(`  warnings and errors logged by the nodes (top ${top.length}):\n${top.map(([m, k]) => `    ${String(k).padStart(5)} × ${m}`).join('\n')}`);
   console.log(`wrote docs/bench/${outName}.csv, ${outName}.svg (timeline) and ${outName}-rss.svg`);
+  const perNode = (f) => pairs.map(f);
+  writeResults(outName, {
+    title: `${N} GroupVPN nodes (datapath + controller each) on this one machine, ${variant}`,
+    settings: { N, policy: POLICY, topology: TOPOLOGY ?? 'none', mechanism: MECHANISM, stagger_ms: STAGGER_MS, idle_s: IDLE_S, pings: PINGS },
+    figures: [
+      figure({ key: 'nodes', label: 'nodes converged into one network', unit: 'nodes', median: N, n: 1, target: { op: '>=', value: 50, text: 'N ≥ 50' } }),
+      figure({ key: 'converged_s', label: 'time until converged, from the first start', unit: 's', median: convergedMs / 1000, n: 1, note: `last node started at ${fmt(lastStart / 1000, 1)} s` }),
+      figure({ key: 'ready_s', label: 'per node: its own start to ready', unit: 's', samples: perNode((p) => (p.readyMs - p.startedMs) / 1000) }),
+      figure({ key: 'rss_datapath_mb', label: 'RSS per datapath', unit: 'MB', samples: perNode((p) => mb(p.memDp.rss)), target: { op: '<=', value: 60, of: 'max', text: '≤ 60 MB (every datapath)' } }),
+      figure({ key: 'anon_datapath_mb', label: 'anonymous memory per datapath (not shared with other node processes)', unit: 'MB', samples: perNode((p) => mb(p.memDp.anon)) }),
+      figure({ key: 'rss_controller_mb', label: 'RSS per controller', unit: 'MB', samples: perNode((p) => mb(p.memCtl.rss)) }),
+      figure({ key: 'idle_cpu_node_pct', label: 'idle CPU per node (datapath + controller)', unit: '% of a core', samples: perNode((p) => p.cpuDp + p.cpuCtl) }),
+      figure({ key: 'idle_cpu_all_pct', label: `idle CPU of all ${N} nodes together`, unit: '% of a core', median: pairs.reduce((a, p) => a + p.cpuDp + p.cpuCtl, 0), n: 1 }),
+      figure({ key: 'cpu_until_converged_s', label: 'CPU until converged per node', unit: 'CPU-s', samples: perNode((p) => p.convCpuDp + p.convCpuCtl) }),
+      ...(PINGS ? [figure({ key: 'pings_ok', label: 'pings over virtual IPs answered, random pairs', unit: `of ${PINGS}`, median: pingOk.length, n: 1 })] : []),
+    ],
+    plots: [`${outName}.svg`, `${outName}-rss.svg`],
+    csv: [`${outName}.csv`],
+    notes: [
+      `the rest of the machine used ${fmt(othersConvCpu, 0)} CPU-s while the nodes started and ${fmt(othersPct, 0)} % of a core during the idle window; prosody ${fmt(prosodyConvCpu, 1)} CPU-s during convergence`,
+      `still converged after the idle window: ${stillReady}/${N} nodes`,
+    ],
+  });
   if (pingOk.length < PINGS || stillReady < N) failed = true;
 } catch (err) {
   console.error(`bench scale failed: ${err.stack ?? err}`);

@@ -9,7 +9,8 @@
 //              (the reflected packets arrive as 10.99.0.2 -> 10.99.0.1:9000).
 //   baseline   the same generator sending to 127.0.0.1:9000 (loopback, no TUN) in the same run.
 // Prints received packets/s and Mbit/s per payload size, the reflector's own CPU use and batch size, and the
-// ratio to the baseline. Run with `npm run bench -- tun` as root, after `npm run build --workspace @tincan/tun`
+// ratio to the baseline; TUN_BENCH_RUNS (3) runs of TUN_BENCH_SECONDS (5) each, medians in
+// docs/bench/tun.json. Run with `npm run bench -- tun` as root, after `npm run build --workspace @tincan/tun`
 // and `npx tsc -b`.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,10 +20,13 @@ import { dirname, join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { median } from './lib/lab-nodes.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const tunDist = join(here, '../../packages/tun/dist/index.js');
 const SECONDS = Number(process.env.TUN_BENCH_SECONDS ?? 5);
+const RUNS = Number(process.env.TUN_BENCH_RUNS ?? 3);
 const PAYLOADS = [64, 1400];
 const TUN_ADDR = '10.99.0.1/24';
 const PEER = '10.99.0.2'; // inside the TUN's subnet: routed into the device
@@ -193,11 +197,11 @@ async function main() {
     for (const writeMode of ['packets', 'batch']) {
       const refl = inNs(['reflector', 'tcb0', writeMode]);
       const ready = await refl.nextJson();
-      for (const payload of PAYLOADS) {
+      for (let run = 1; run <= RUNS; run++) for (const payload of PAYLOADS) {
         if (writeMode === 'packets') {
           const base = inNs(['generator', 'loopback', String(payload), String(SECONDS)]);
           const b = await base.nextJson(SECONDS * 1000 + 20_000);
-          rows.push({ path: 'loopback (no TUN)', payload, ...b });
+          rows.push({ path: 'loopback (no TUN)', run, payload, ...b });
         }
         refl.kill('SIGUSR1');
         const before = await refl.nextJson();
@@ -214,6 +218,7 @@ async function main() {
         const batches = after.batches - before.batches;
         rows.push({
           path: `TUN reflector (${writeMode === 'packets' ? 'writePackets' : 'writeBatch'})`,
+          run,
           payload,
           ...g,
           reflectorCpu: cpu / window,
@@ -225,9 +230,31 @@ async function main() {
       await new Promise((r) => (refl.exitCode !== null ? r() : refl.once('exit', r)));
     }
     printTable(rows);
-    const best = rows.find((r) => r.path.includes('writePackets') && r.payload === 64);
-    const pps = best ? best.received / best.seconds : 0;
-    const perCore = best?.reflectorCpu ? best.reflectorPps / best.reflectorCpu : 0;
+    const pick = (path, payload) => rows.filter((r) => r.path.startsWith(path) && r.payload === payload);
+    const recvPps = (r) => r.received / r.seconds;
+    const tun64 = pick('TUN reflector (writePackets)', 64);
+    const pps = median(tun64.map(recvPps));
+    const perCore = median(tun64.map((r) => (r.reflectorCpu ? r.reflectorPps / r.reflectorCpu : 0)));
+    const best = tun64[0];
+    const loop = (payload) => ({ label: 'loopback, same generator', median: median(pick('loopback', payload).map(recvPps)) });
+    const figures = [];
+    for (const payload of PAYLOADS) {
+      for (const mode of ['writePackets', 'writeBatch']) {
+        const rs = pick(`TUN reflector (${mode})`, payload);
+        figures.push(figure({ key: `pps_${mode}_${payload}`, label: `${payload}-byte UDP reflected through the TUN (${mode})`, unit: 'packets/s', samples: rs.map(recvPps), baseline: loop(payload) }));
+      }
+    }
+    figures.push(figure({
+      key: 'pps_per_core_64', label: '64-byte packets/s per core of reflector CPU (writePackets)', unit: 'packets/s',
+      samples: tun64.map((r) => (r.reflectorCpu ? r.reflectorPps / r.reflectorCpu : NaN)), target: { op: '>=', value: 100_000, text: '≥ 100k packets/s on one core' },
+      note: 'reflected/s divided by the reflector\'s CPU share: what one core carries if the generator keeps up',
+    }));
+    writeResults('tun', {
+      title: '@tincan/tun: UDP packets reflected through a TUN device by a Node.js process',
+      settings: { runs: RUNS, seconds: SECONDS, payloads: PAYLOADS.join(' and ') },
+      figures,
+      notes: [`generator and reflector ${pin ? `pinned to CPUs 0 and ${cpus - 1}` : 'not pinned'}; the loopback baseline is the same generator without a TUN (its own limit)`],
+    });
     console.log(
       '\nrecv/s: reflected packets back at the generator\'s socket; reflected/s and reflector CPU: the reflector ' +
         'process alone;\nper core = reflected/s / CPU share, what one core would carry if the generator kept up ' +
@@ -248,7 +275,7 @@ function fmt(n) {
 }
 
 function printTable(rows) {
-  const baseline = new Map(rows.filter((r) => r.path.startsWith('loopback')).map((r) => [r.payload, r]));
+  const baseline = new Map(rows.filter((r) => r.path.startsWith('loopback')).map((r) => [`${r.payload}/${r.run}`, r]));
   console.log('');
   console.log(
     'path                          payload   sent/s   recv/s  Mbit/s(payload)  Mbit/s(IP)  vs loopback' +
@@ -256,7 +283,7 @@ function printTable(rows) {
   );
   for (const r of rows) {
     const pps = r.received / r.seconds;
-    const base = baseline.get(r.payload);
+    const base = baseline.get(`${r.payload}/${r.run}`);
     const ratio = base && r !== base ? `${((pps / (base.received / base.seconds)) * 100).toFixed(0)}%` : '-';
     const cols = [
       r.path.padEnd(28),

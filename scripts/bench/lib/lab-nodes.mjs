@@ -113,14 +113,6 @@ export async function iperfTcp(server, client, address, seconds = 5) {
   }
 }
 
-/** Median ping RTT in ms (count pings at 50 ms intervals). */
-export async function pingRtt(host, address, count = 40) {
-  const { stdout } = await inHost(host, ['ping', '-c', String(count), '-i', '0.05', '-W', '2', address]);
-  const rtts = [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  if (rtts.length === 0) throw new Error(`no ping replies from ${address}`);
-  return median(rtts.slice(1)); // the first one may include ARP/neighbour resolution
-}
-
 /** Registers a node with the lab's XMPP server and waits until it is online. */
 export async function registerXmpp(node, lab, account) {
   await node.call('register_svc', {
