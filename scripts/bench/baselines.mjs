@@ -3,12 +3,15 @@
 // run: between h1 (behind a port-restricted cone NAT) and pub (public segment) — the hosts of the
 // `link` bench — iperf3 TCP and UDP, ping RTT idle and during a bulk TCP transfer, through the raw
 // path, a direct TinCan link, wireguard-go and tinc (runs interleaved), then through a TURN-relayed
-// TinCan link between the same two hosts (interleaved with the raw path and wireguard-go again). Prints a table with ratios and issue 7's targets; writes
-// docs/bench/baselines.csv and docs/bench/baselines.svg.
+// TinCan link between the same two hosts (interleaved with the raw path and wireguard-go again). Phase 1
+// also runs iperf3 with several parallel flows (-P 4) per path: what multi-process datapath lanes
+// (BENCH_DATAPATH_ARGS) can use. Prints a table with ratios and issue 7's targets; writes
+// docs/bench/baselines.csv, baselines.svg and baselines.json.
 //
 // Environment: BENCH_RUNS (3), BENCH_SECONDS (5) for TCP; BENCH_UDP_RUNS (2), BENCH_UDP_SECONDS (3),
 // BENCH_UDP_RATE (500M offered), BENCH_UDP_LEN (1200-byte datagrams, fit every tunnel's MTU);
-// BENCH_PINGS (40 idle pings at 50 ms); BENCH_LOAD_SECONDS (= BENCH_SECONDS).
+// BENCH_PINGS (40 idle pings at 50 ms); BENCH_LOAD_SECONDS (= BENCH_SECONDS); BENCH_PARALLEL_FLOWS (4),
+// BENCH_PARALLEL_RUNS (2; 0 skips the parallel-flow runs), of BENCH_SECONDS each.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, inHost, labUp, linkDirect, startNode } from './lib/lab-nodes.mjs';
@@ -16,6 +19,7 @@ import {
   cleanupStack, iperf3, iptablesCounters, max, medRange, median, min, once, pingSamples, pingUnderLoad, sleep,
 } from './lib/measure.mjs';
 import { barChartSvg, csv } from './lib/plot.mjs';
+import { figure, writeResults } from './lib/results.mjs';
 import { startTinc, startWireguard } from './lib/tunnels.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -26,6 +30,8 @@ const UDP_RATE = process.env.BENCH_UDP_RATE ?? '500M';
 const UDP_LEN = Number(process.env.BENCH_UDP_LEN ?? 1200);
 const PINGS = Number(process.env.BENCH_PINGS ?? 40);
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? SECONDS);
+const FLOWS = Number(process.env.BENCH_PARALLEL_FLOWS ?? 4);
+const PAR_RUNS = Number(process.env.BENCH_PARALLEL_RUNS ?? 2);
 const A = 'h1', B = 'pub';
 
 const t0 = Date.now();
@@ -40,7 +46,7 @@ const turn = [{ address: lab.info.turn.address, username: lab.info.turn.username
 /** Per path: label, address of B through it, the phase it was measured in, and its samples. */
 const paths = {};
 const addPath = (key, label, addr, phase, notes) => {
-  paths[key] = { key, label, addr, phase, notes, tcp: [], retransmits: [], udp: [], loss: [], rttIdle: [], rttLoad: [], loadMbps: [] };
+  paths[key] = { key, label, addr, phase, notes, tcp: [], retransmits: [], tcpPar: [], udp: [], loss: [], rttIdle: [], rttLoad: [], loadMbps: [] };
   return paths[key];
 };
 
@@ -48,6 +54,10 @@ async function tcpRun(p) {
   const r = await iperf3(B, A, p.addr, { seconds: SECONDS });
   p.tcp.push(r.mbps);
   p.retransmits.push(r.retransmits);
+}
+async function parallelRun(p) {
+  const r = await iperf3(B, A, p.addr, { seconds: SECONDS, parallel: FLOWS });
+  p.tcpPar.push(r.mbps);
 }
 async function udpRun(p) {
   const r = await iperf3(B, A, p.addr, { seconds: UDP_SECONDS, udp: true, rate: UDP_RATE, len: UDP_LEN });
@@ -107,6 +117,10 @@ try {
   ];
   console.log('phase 1: raw, TinCan direct, wireguard-go, tinc');
   await rounds(phase1);
+  for (let i = 0; i < PAR_RUNS; i++) {
+    for (const p of phase1) await parallelRun(p);
+    console.log(`  TCP ${FLOWS} flows round ${i + 1}/${PAR_RUNS}: ${phase1.map((p) => `${p.key} ${p.tcpPar.at(-1).toFixed(0)}`).join(', ')} Mbit/s (${elapsed()})`);
+  }
   for (let i = 0; i < UDP_RUNS; i++) {
     for (const p of phase1) await udpRun(p);
     console.log(`  UDP round ${i + 1}/${UDP_RUNS}: ${phase1.map((p) => `${p.key} ${p.udp.at(-1).toFixed(0)} (${p.loss.at(-1).toFixed(1)} %)`).join(', ')} (${elapsed()})`);
@@ -172,6 +186,7 @@ try {
       medRange(p.tcp),
       r3(med(p.tcp) / med(raw.tcp)),
       r3(med(p.tcp) / med(W.tcp)),
+      p.tcpPar.length ? `${medRange(p.tcpPar)} ×wg ${r3(med(p.tcpPar) / med(W.tcpPar))}` : '—',
       p.udp.length ? `${medRange(p.udp)} / ${med(p.loss).toFixed(1)} %` : '—',
       `${med(p.rttIdle).toFixed(3)} (${min(p.rttIdle).toFixed(3)}–${max(p.rttIdle).toFixed(3)})`,
       `+${(med(p.rttIdle) - med(raw.rttIdle)).toFixed(3)}`,
@@ -179,7 +194,7 @@ try {
       p.rttLoad.length ? r3(med(p.rttLoad) / med(W.rttLoad)) : '—',
     ];
   });
-  const head = ['path', 'TCP Mbit/s med (min–max)', '×raw', '×wg', 'UDP rcvd Mbit/s / loss', 'RTT idle ms (min–max)', 'vs raw', 'RTT load ms (p10–p90)', '×wg'];
+  const head = ['path', 'TCP Mbit/s med (min–max)', '×raw', '×wg', `TCP ${FLOWS} flows Mbit/s`, 'UDP rcvd Mbit/s / loss', 'RTT idle ms (min–max)', 'vs raw', 'RTT load ms (p10–p90)', '×wg'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
   console.log(`\nresults (phase 1: raw, TinCan direct, wireguard-go, tinc interleaved; phase 2: raw (2), TinCan relayed, wireguard-go (2) interleaved; ratios against the same phase's raw and wireguard-go; RTT under load = pings during a ${LOAD_SECONDS} s TCP transfer through the same path, whose own median was: ${order.filter((p) => p.loadMbps.length).map((p) => `${p.key} ${median(p.loadMbps).toFixed(0)}`).join(', ')} Mbit/s)`);
@@ -203,6 +218,7 @@ try {
     const put = (metric, xs) => xs.forEach((v, i) => csvRows.push([p.key, p.phase, metric, i + 1, v == null ? '' : Number(v.toFixed(4))]));
     put('tcp_mbps', p.tcp);
     put('tcp_retransmits', p.retransmits);
+    put(`tcp_${FLOWS}flows_mbps`, p.tcpPar);
     put('udp_rcvd_mbps', p.udp);
     put('udp_loss_pct', p.loss);
     put('rtt_idle_ms', p.rttIdle);
@@ -219,6 +235,7 @@ try {
       title: 'Throughput (iperf3)', yLabel: 'Mbit/s', categories: tunnels.map((p) => p.label),
       series: [
         { name: `TCP, median of ${RUNS} × ${SECONDS} s (min–max)`, values: tunnels.map((p) => spread(p.tcp)) },
+        ...(PAR_RUNS > 0 ? [{ name: `TCP, ${FLOWS} flows at once, ${PAR_RUNS} × ${SECONDS} s`, values: tunnels.map((p) => spread(p.tcpPar)) }] : []),
         { name: `UDP received at ${UDP_RATE}bit/s offered`, values: tunnels.map((p) => spread(p.udp)) },
       ],
       note: `raw path (off scale): TCP ${median(raw.tcp).toFixed(0)} / ${median(paths.raw2.tcp).toFixed(0)} Mbit/s (phase 1 / 2)`,
@@ -235,6 +252,56 @@ try {
     },
   ], { panelWidth: 430, footer: 'shared 2-core machine, one run: figures are noisy. (2) = measured again beside the relayed link. Whiskers: TCP/UDP min–max over runs; RTT p10–p90.' }));
   console.log(`wrote docs/bench/baselines.csv and docs/bench/baselines.svg (${elapsed()})`);
+
+  const ref = (p) => ({ label: p.label, median: median(p.tcp) });
+  const tcpFigure = (p, against, extra = {}) => figure({ key: `tcp_${p.key}`, label: `iperf3 TCP, ${p.label}`, unit: 'Mbit/s', samples: p.tcp, baseline: ref(against), ...extra });
+  const parFigure = (p, extra = {}) => figure({
+    key: `tcp${FLOWS}_${p.key}`, label: `iperf3 TCP, ${FLOWS} flows at once, ${p.label}`, unit: 'Mbit/s', samples: p.tcpPar,
+    ...(p !== W ? { baseline: { label: `wireguard-go, ${FLOWS} flows`, median: median(W.tcpPar) } } : { baseline: { label: `raw path, ${FLOWS} flows`, median: median(raw.tcpPar) } }), ...extra,
+  });
+  const rttFigure = (p, kind, against, extra = {}) => {
+    const xs = kind === 'idle' ? p.rttIdle : p.rttLoad;
+    return figure({
+      key: `rtt_${kind}_${p.key}`, label: `ping RTT ${kind === 'idle' ? 'idle' : 'during a bulk TCP transfer'}, ${p.label}`, unit: 'ms',
+      median: median(xs), min: q(xs, 0.1), max: q(xs, 0.9), n: xs.length, spread: 'p10–p90',
+      baseline: { label: against.label, median: median(kind === 'idle' ? against.rttIdle : against.rttLoad) }, ...extra,
+    });
+  };
+  const figures = [
+    tcpFigure(T, W, { target: { op: '>=', value: 1, of: 'ratio', text: '≥ wireguard-go (×1)' } }),
+    ...(PAR_RUNS > 0 ? [parFigure(T, { target: { op: '>=', value: 1, of: 'ratio', text: '≥ wireguard-go (×1)' } })] : []),
+    figure({
+      key: 'rtt_idle_added_tincan', label: 'added median idle ping RTT over the raw path, TinCan direct', unit: 'ms', median: addedRtt, n: T.rttIdle.length,
+      target: { op: '<=', value: 0.3, text: '≤ +0.3 ms' }, paper: '+0.57 ms',
+    }),
+    rttFigure(T, 'load', W, { target: { op: '<=', value: 1, of: 'ratio', text: '≤ wireguard-go (×1)' } }),
+    tcpFigure(raw, raw), tcpFigure(W, raw), tcpFigure(paths.tinc, W), tcpFigure(paths.relay, paths.wg2), tcpFigure(paths.wg2, paths.raw2),
+    ...(PAR_RUNS > 0 ? [parFigure(raw), parFigure(W), parFigure(paths.tinc)] : []),
+    ...[T, W, paths.tinc, paths.relay].map((p) => figure({
+      key: `udp_${p.key}`, label: `iperf3 UDP received at ${UDP_RATE}bit/s offered, ${p.label}`, unit: 'Mbit/s', samples: p.udp,
+      baseline: { label: 'raw path', median: median(raw.udp) }, note: `median loss ${median(p.loss).toFixed(1)} %`, ...(p === T ? { paper: '47 Mbit/s' } : {}),
+    })),
+    ...[raw, W, paths.tinc].map((p) => rttFigure(p, 'idle', raw)),
+    rttFigure(T, 'idle', raw),
+    rttFigure(paths.relay, 'idle', paths.raw2),
+    rttFigure(paths.tinc, 'load', W), rttFigure(paths.relay, 'load', paths.wg2), rttFigure(W, 'load', raw),
+  ];
+  writeResults('baselines', {
+    title: 'TinCan vs wireguard-go and tinc 1.0 on the same lab path (h1 behind a cone NAT → pub), one run',
+    settings: {
+      tcp: `${RUNS} × ${SECONDS} s`, [`tcp ${FLOWS} flows`]: `${PAR_RUNS} × ${SECONDS} s`, udp: `${UDP_RUNS} × ${UDP_SECONDS} s at ${UDP_RATE}bit/s, ${UDP_LEN}-byte datagrams`,
+      pings: `${PINGS} idle, during a ${LOAD_SECONDS} s transfer`, datapath_args: process.env.BENCH_DATAPATH_ARGS || 'none',
+    },
+    figures,
+    plots: ['baselines.svg'],
+    csv: ['baselines.csv'],
+    notes: [
+      'phase 1: raw path, TinCan direct, wireguard-go and tinc up at once, runs interleaved; phase 2: the TinCan link made again through TURN, with the raw path and wireguard-go measured beside it ("(2)"); ratios within a phase',
+      `paths: ${order.map((p) => `${p.label}: ${p.notes}`).join('; ')}`,
+      `tinc carried ${(100 * tb('tinc-udp') / (tb('tinc-udp') + tb('tinc-tcp'))).toFixed(2)} % of its bytes over UDP; TinCan direct link up in ${setupMs.toFixed(0)} ms, relayed in ${relayMs.toFixed(0)} ms`,
+      `TCP retransmits per run: ${order.map((p) => `${p.key} ${p.retransmits.join('/')}`).join(', ')}`,
+    ],
+  });
 } catch (err) {
   console.error(`bench baselines failed: ${err.stack ?? err}`);
   failed = true;

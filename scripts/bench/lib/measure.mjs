@@ -97,13 +97,15 @@ export function cleanupStack() {
 /**
  * One iperf3 test from `client` to `address` (served in `server`). TCP: Mbit/s and bytes received,
  * retransmits. UDP (`udp: true`, offered `rate`, datagrams of `len` bytes): Mbit/s received, loss %.
+ * `parallel`: that many flows at once (iperf3 -P), figures summed over them.
  */
-export async function iperf3(server, client, address, { seconds = 5, udp = false, rate = '500M', len = 1200 } = {}) {
+export async function iperf3(server, client, address, { seconds = 5, udp = false, rate = '500M', len = 1200, parallel = 1 } = {}) {
   for (let attempt = 0; ; attempt++) {
     const srv = daemonIn(server, ['iperf3', '-s', '-1', '-B', address]);
     await sleep(400);
     const args = ['iperf3', '-c', address, '-t', String(seconds), '-J'];
     if (udp) args.push('-u', '-b', String(rate), '-l', String(len));
+    if (parallel > 1) args.push('-P', String(parallel));
     try {
       const r = await runIn(client, args, { timeoutMs: (seconds + 30) * 1000 });
       if (r.code !== 0) throw Object.assign(new Error(`exit ${r.code ?? r.signal}: ${r.stderr.trim()}`), { stdout: r.stdout });
