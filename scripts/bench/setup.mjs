@@ -6,6 +6,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, cdfSvg, labUp, median, quantile, registerXmpp, startNode } from './lib/lab-nodes.mjs';
+import { writeResults } from './lib/results.mjs';
+import { setupResults } from './lib/setup-results.mjs';
 
 const N_DIRECT = Number(process.env.BENCH_SETUPS ?? 50);
 const N_RELAY = Number(process.env.BENCH_RELAY_SETUPS ?? 20);
@@ -61,6 +63,7 @@ try {
     { name: `relayed (symmetric NAT, TURN), n=${relayed.length}`, values: relayed },
   ]));
   console.log('wrote docs/bench/setup.csv and docs/bench/setup-cdf.svg');
+  writeResults('setup', setupResults(direct, relayed));
 } catch (err) {
   console.error(`bench setup failed: ${err.stack ?? err}`);
   failed = true;
