@@ -279,7 +279,7 @@ try {
     ...(PAR_RUNS > 0 ? [parFigure(raw), parFigure(W), parFigure(paths.tinc)] : []),
     ...[T, W, paths.tinc, paths.relay].map((p) => figure({
       key: `udp_${p.key}`, label: `iperf3 UDP received at ${UDP_RATE}bit/s offered, ${p.label}`, unit: 'Mbit/s', samples: p.udp,
-      baseline: { label: 'raw path', median: median(raw.udp) }, note: `median loss ${median(p.loss).toFixed(1)} %`, ...(p === T ? { paper: '47 Mbit/s' } : {}),
+      ...(p.phase === 1 ? { baseline: { label: 'raw path', median: median(raw.udp) } } : {}), note: `median loss ${median(p.loss).toFixed(1)} %`, ...(p === T ? { paper: '47 Mbit/s' } : {}),
     })),
     ...[raw, W, paths.tinc].map((p) => rttFigure(p, 'idle', raw)),
     rttFigure(T, 'idle', raw),
