@@ -87,7 +87,7 @@ describe('renderReport()', () => {
 
   it('gives each result a section with its facts, figures, plots and analysis; analysis without results still shows', () => {
     const md = renderReport([linkResult([250]), carried], {
-      intro: 'INTRO TEXT', link: '**What bounds it:** the CPU (2026-11-24).', recovery: 'RECOVERY PROSE',
+      intro: 'INTRO TEXT', link: '**What bounds it:** the CPU (2026-11-24).', recovery: 'RECOVERY PROSE', idle: 'IDLE PROSE',
     });
     expect(md.startsWith('# Benchmarks')).toBe(true);
     expect(md.indexOf('INTRO TEXT')).toBeLessThan(md.indexOf('## Targets'));
@@ -100,6 +100,7 @@ describe('renderReport()', () => {
     expect(link).toContain('[`bench/link.csv`](bench/link.csv)');
     expect(link.indexOf('| iperf3 TCP through the link |')).toBeLessThan(link.indexOf('**What bounds it:**'));
     expect(md).toContain('**Carried over, not measured by the latest `npm run bench`:** not rerun');
+    expect(md.indexOf('IDLE PROSE')).toBeLessThan(md.indexOf('RECOVERY PROSE')); // bench order, not alphabetical
     expect(md).toMatch(/## `recovery`\n\nNo result file \(docs\/bench\/recovery\.json\) yet[^\n]*\n\nRECOVERY PROSE/);
   });
 });
