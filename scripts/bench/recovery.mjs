@@ -61,11 +61,13 @@ function groupNode(lab, host, ip4, account) {
     },
     /** kill -9 both processes: no goodbye. */
     kill() {
-      for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     },
     async stop() {
-      for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
-      await Promise.all(procs.map((p) => (p.exitCode !== null ? undefined : new Promise((r) => p.once('exit', r)))));
+      // a process killed by a signal (kill() above) has exitCode null and signalCode set: it is gone too
+      const running = procs.filter((p) => p.exitCode === null && p.signalCode === null);
+      for (const p of running) p.kill('SIGTERM');
+      await Promise.all(running.map((p) => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', r)))));
       rmSync(dir, { recursive: true, force: true });
     },
   };
