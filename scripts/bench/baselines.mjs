@@ -275,7 +275,7 @@ try {
       target: { op: '<=', value: 0.3, text: '≤ +0.3 ms' }, paper: '+0.57 ms',
     }),
     rttFigure(T, 'load', W, { target: { op: '<=', value: 1, of: 'ratio', text: '≤ wireguard-go (×1)' } }),
-    tcpFigure(raw, raw), tcpFigure(W, raw), tcpFigure(paths.tinc, W), tcpFigure(paths.relay, paths.wg2), tcpFigure(paths.wg2, paths.raw2),
+    figure({ key: 'tcp_raw', label: 'iperf3 TCP, raw path', unit: 'Mbit/s', samples: raw.tcp }), tcpFigure(W, raw), tcpFigure(paths.tinc, W), tcpFigure(paths.relay, paths.wg2), tcpFigure(paths.wg2, paths.raw2),
     ...(PAR_RUNS > 0 ? [parFigure(raw), parFigure(W), parFigure(paths.tinc)] : []),
     ...[T, W, paths.tinc, paths.relay].map((p) => figure({
       key: `udp_${p.key}`, label: `iperf3 UDP received at ${UDP_RATE}bit/s offered, ${p.label}`, unit: 'Mbit/s', samples: p.udp,

@@ -51,7 +51,7 @@ const day = (iso) => `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
 /** When and from what a result comes: fresh runs by date; carried-over ones say so. */
 export function provenance(r) {
   if (r.carriedOver) return `carried over: ${r.carriedOver.date}, ${r.carriedOver.commit}`;
-  return `${day(r.date)}, ${r.commit?.describe ?? '?'}`;
+  return `${day(r.date)}, ${r.commit?.sha?.slice(0, 7) ?? '?'}${r.commit?.dirty ? ' + changes' : ''}`;
 }
 
 /** Sorts by BENCH_ORDER of their bench (then by bench), a bench's own name before its variants. */
@@ -98,8 +98,9 @@ function runFacts(r) {
   const settings = Object.entries(r.settings ?? {}).map(([k, v]) => `${k} ${v}`).join(', ');
   if (settings) lines.push(`- settings: ${settings}`);
   if (!r.carriedOver) {
-    lines.push(`- date: ${day(r.date)} (${r.durationS} s); commit ${r.commit?.describe ?? '?'} (${r.commit?.sha?.slice(0, 12) ?? '?'}` +
-      `${r.commit?.dirty ? `, with uncommitted changes to ${r.commit.changed.join(', ')}` : ', clean tree'})`);
+    // (the commit's sha, not `git describe --dirty`: the bench outputs themselves do not make a tree dirty)
+    lines.push(`- date: ${day(r.date)} (${r.durationS} s); commit ${r.commit?.sha?.slice(0, 12) ?? '?'}` +
+      `${r.commit?.dirty ? `, with uncommitted changes to ${r.commit.changed.join(', ')}` : ' (no uncommitted changes but the bench outputs)'}`);
   }
   lines.push(`- machine: ${m.cpu ?? '?'}, ${m.cores ?? '?'} cores, Linux ${m.kernel ?? '?'}${m.os ? ` (${m.os})` : ''}, Node ${m.node ?? '?'}`);
   if (r.load) {

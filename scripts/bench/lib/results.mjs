@@ -62,10 +62,10 @@ function git(args) {
   }
 }
 
-/** The commit the bench ran from; dirty = changed files outside the bench outputs themselves. */
+/** The commit the bench ran from; dirty = changed files other than the bench outputs (docs/bench, docs/benchmarks.md). */
 export function commitInfo() {
   const changed = (git(['status', '--porcelain', '--', '.', ':!docs/bench', ':!docs/benchmarks.md']) ?? '').split('\n').filter(Boolean);
-  return { describe: git(['describe', '--always', '--dirty']), sha: git(['rev-parse', 'HEAD']), dirty: changed.length > 0, changed: changed.slice(0, 20).map((l) => l.slice(3)) };
+  return { describe: git(['describe', '--always']), sha: git(['rev-parse', 'HEAD']), dirty: changed.length > 0, changed: changed.slice(0, 20).map((l) => l.slice(3)) };
 }
 
 export function machineInfo() {

@@ -78,7 +78,7 @@ describe('renderReport()', () => {
     expect(rows.map((r) => r.match(/\[`([\w-]+)`\]/)[1])).toEqual(['tun', 'link', 'link', 'scale-structured']);
     expect(rows[1]).toContain('262 Mbit/s (250–281, n = 3)');
     expect(rows[1]).toContain('raw path 11,000 Mbit/s: ×0.024');
-    expect(rows[1]).toMatch(/\| met \|/);
+    expect(rows[1]).toMatch(/\| met \| 64 Mbit\/s \| 2026-11-24 08:30 UTC, abc1234 \|$/);
     expect(rows[2]).toMatch(/\| \*\*not met\*\* \|/);
     expect(rows[3]).toContain('carried over: 2026-11-24 (run S), a7c0030');
     expect(rows[0]).toContain('¹'); // loaded at its start
@@ -93,7 +93,7 @@ describe('renderReport()', () => {
     expect(md.indexOf('INTRO TEXT')).toBeLessThan(md.indexOf('## Targets'));
     const link = md.slice(md.indexOf('## `link`'), md.indexOf('## `scale-structured`'));
     expect(link).toContain('command: `npm run bench -- link`');
-    expect(link).toContain('commit abc1234 (abc1234def56, clean tree)');
+    expect(link).toContain('commit abc1234def56 (no uncommitted changes but the bench outputs)');
     expect(link).toContain('AMD EPYC, 2 cores, Linux 6.1.0 (Debian 12), Node v20.20.2');
     expect(link).toContain('0.20 / 0.30 / 0.40 at the start, 1.50 / 0.90 / 0.60 at the end');
     expect(link).toContain('![link.svg](bench/link.svg)');
