@@ -63,8 +63,11 @@ function byBench(items) {
   return [...items].sort((a, b) => rank(a) - rank(b) || a.bench.localeCompare(b.bench) || (a.name === a.bench ? -1 : b.name === b.bench ? 1 : a.name.localeCompare(b.name)));
 }
 
-/** Is the machine likely to have been busy with other work (load average ≥ 1 at the bench's start)? */
-const loaded = (r) => (r.load?.start?.[0] ?? 0) >= 1;
+/**
+ * Was the machine busy with other work? Other processes (and the lab's servers) used ≥ 10 % of its
+ * cores during the bench; for results without that figure, a load average ≥ 1 at the start.
+ */
+export const loaded = (r) => (Number.isFinite(r.load?.othersCpuPct) ? r.load.othersCpuPct >= 10 : (r.load?.start?.[0] ?? 0) >= 1);
 
 export function headlineTable(results) {
   const rows = ['| bench | figure | measured | same-run baseline: ratio | target | met | paper | measured |', '|---|---|---|---|---|---|---|---|'];
@@ -105,8 +108,10 @@ function runFacts(r) {
   lines.push(`- machine: ${m.cpu ?? '?'}, ${m.cores ?? '?'} cores, Linux ${m.kernel ?? '?'}${m.os ? ` (${m.os})` : ''}, Node ${m.node ?? '?'}`);
   if (r.load) {
     const l = (xs) => xs.map((x) => x.toFixed(2)).join(' / ');
-    lines.push(`- load average (1 / 5 / 15 min): ${l(r.load.start)} at the start, ${l(r.load.end)} at the end` +
-      (loaded(r) ? ' — **other work was running on this shared machine: the figures are noisy**; compare within the run' : ''));
+    const others = Number.isFinite(r.load.othersCpuPct)
+      ? `; everything outside the bench's own processes (other work, the lab's servers) used ${r.load.othersCpuPct.toFixed(0)} % of the ${m.cores ?? '?'} cores meanwhile` : '';
+    lines.push(`- load average (1 / 5 / 15 min): ${l(r.load.start)} at the start (it still counts a bench run just before), ${l(r.load.end)} at the end${others}` +
+      (loaded(r) ? ' — **the machine was busy with other work: the figures are noisy**; compare within the run' : ''));
   }
   for (const n of r.notes ?? []) lines.push(`- ${n}`);
   return lines.join('\n');
@@ -135,7 +140,7 @@ export function renderReport(results, analysis = {}) {
     'Every figure with a target, from the latest result file of each bench. "Same-run baseline" was measured in the same run as the figure (the machines are noisy: compare within a run). ' +
       'Medians of repeated runs with their min–max.', '',
     headlineTable(sorted), '',
-    '¹ Other work was running on the machine when this bench started (load average ≥ 1 on its 2 cores): noisy.', '');
+    '¹ The machine was busy with other work during this bench (other processes used ≥ 10 % of its cores; for older results: load average ≥ 1 at the start): noisy.', '');
   const names = new Set(sorted.map((r) => r.name));
   for (const r of sorted) out.push(section(r, analysis[r.name]), '');
   const orphans = byBench(Object.keys(analysis).filter((n) => n !== 'intro' && !names.has(n)).map((n) => ({ name: n, bench: n.split('-')[0] })));

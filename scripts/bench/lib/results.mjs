@@ -8,15 +8,54 @@
 //   target?: { op: '>=' | '<=', value, of: 'median' | 'max' | 'p99' | 'ratio', text, met },
 //   paper?: the paper's figure as text, note? }.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, median, quantile } from './lab-nodes.mjs';
+import { CLK_TCK, machineBusySeconds } from './scale-nodes.mjs';
 
 export const RESULTS_DIR = join(ROOT, 'docs/bench');
 export const RESULTS_VERSION = 1;
 
-const started = { date: new Date(), load: loadavg() };
+/**
+ * CPU seconds of this process and its descendants: its own time, the time of the children it has
+ * reaped (cutime, cstime) and that of the descendants still running.
+ */
+export function ownTreeCpuSeconds() {
+  const stats = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      stats.set(Number(name), { ppid: Number(f[1]), own: Number(f[11]) + Number(f[12]), reaped: Number(f[13]) + Number(f[14]) });
+    } catch { /* gone */ }
+  }
+  const children = new Map();
+  for (const [pid, s] of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
+  let ticks = 0;
+  const todo = [process.pid];
+  while (todo.length) {
+    const pid = todo.pop();
+    const s = stats.get(pid);
+    if (s) ticks += s.own + s.reaped;
+    todo.push(...(children.get(pid) ?? []));
+  }
+  return ticks / CLK_TCK;
+}
+
+const started = { date: new Date(), load: loadavg(), machineBusy: machineBusySeconds(), ownCpu: ownTreeCpuSeconds() };
+
+/**
+ * What ran beside the bench: load averages at start and end, and the CPU the rest of the machine
+ * (everything but this bench's own process tree: other engineers' work, and the lab's servers)
+ * used meanwhile, in % of all cores.
+ */
+function loadInfo(end) {
+  const seconds = (end - started.date) / 1000;
+  const others = machineBusySeconds() - started.machineBusy - (ownTreeCpuSeconds() - started.ownCpu);
+  return { start: started.load.map(round), end: loadavg().map(round), othersCpuPct: round(Math.max(0, (100 * others) / (seconds * cpus().length))) };
+}
 
 /** Environment variables that steer a bench (recorded with every result). */
 const KNOB = /^(BENCH_|TUN_BENCH_|TINCAN_LAB_)/;
@@ -106,7 +145,7 @@ export function writeResults(name, { title, settings = {}, figures, plots = [], 
     machine: machineInfo(),
     command: commandInfo(name),
     settings,
-    load: { start: started.load.map(round), end: loadavg().map(round) },
+    load: loadInfo(end),
     figures: rounded(figures),
     plots,
     csv,

@@ -36,7 +36,7 @@ function linkResult(tcp) {
 const tunResult = {
   ...base, name: 'tun', bench: 'tun', title: 'TUN reflection', date: '2026-11-24T08:20:00.000Z',
   command: { invocation: 'npm run bench', alone: 'npm run bench -- tun', env: {} },
-  load: { start: [3.5, 2, 1], end: [3, 2, 1] },
+  load: { start: [0.5, 2, 1], end: [3, 2, 1], othersCpuPct: 35 },
   figures: [figure({ key: 'pps', label: '64-byte packets/s', unit: 'packets/s', samples: [96_600, 110_000, 101_000], target: { op: '>=', value: 100_000 } })],
 };
 
@@ -95,7 +95,8 @@ describe('renderReport()', () => {
     expect(link).toContain('command: `npm run bench -- link`');
     expect(link).toContain('commit abc1234def56 (no uncommitted changes but the bench outputs)');
     expect(link).toContain('AMD EPYC, 2 cores, Linux 6.1.0 (Debian 12), Node v20.20.2');
-    expect(link).toContain('0.20 / 0.30 / 0.40 at the start, 1.50 / 0.90 / 0.60 at the end');
+    expect(link).toContain('0.20 / 0.30 / 0.40 at the start (it still counts a bench run just before), 1.50 / 0.90 / 0.60 at the end');
+    expect(link).not.toContain('noisy');
     expect(link).toContain('![link.svg](bench/link.svg)');
     expect(link).toContain('[`bench/link.csv`](bench/link.csv)');
     expect(link.indexOf('| iperf3 TCP through the link |')).toBeLessThan(link.indexOf('**What bounds it:**'));
@@ -130,5 +131,25 @@ describe('writeReport()', () => {
     expect(second).toContain('LINK PROSE');
     const tunSection = (md) => md.slice(md.indexOf('## `tun`'), md.indexOf('## `link`'));
     expect(tunSection(second)).toBe(tunSection(first));
+  });
+});
+
+describe('loaded()', () => {
+  it('flags a run by the CPU others used during it, or by the load average where that is missing', async () => {
+    const { loaded } = await import('../lib/report.mjs');
+    expect(loaded({ load: { start: [5, 5, 5], othersCpuPct: 3 } })).toBe(false);
+    expect(loaded({ load: { start: [0, 0, 0], othersCpuPct: 12 } })).toBe(true);
+    expect(loaded({ load: { start: [1.2, 0, 0] } })).toBe(true);
+    expect(loaded({})).toBe(false);
+  });
+});
+
+describe('ownTreeCpuSeconds()', () => {
+  it('counts the CPU time of a child this process ran', async () => {
+    const { ownTreeCpuSeconds } = await import('../lib/results.mjs');
+    const { spawnSync } = await import('node:child_process');
+    const before = ownTreeCpuSeconds();
+    spawnSync(process.execPath, ['-e', 'const t = Date.now(); while (Date.now() - t < 400);']);
+    expect(ownTreeCpuSeconds() - before).toBeGreaterThan(0.2);
   });
 });
