@@ -67,6 +67,8 @@ describe('renderReport()', () => {
     expect([fmtNum(11471.2), fmtNum(248), fmtNum(12.34), fmtNum(1.234), fmtNum(0.1234), fmtNum(NaN)]).toEqual(['11,471', '248', '12.3', '1.23', '0.123', '—']);
     expect(measured({ median: 248, min: 229, max: 281, n: 3, unit: 'Mbit/s' })).toBe('248 Mbit/s (229–281, n = 3)');
     expect(measured({ median: 141, n: 1, unit: 'B/s' })).toBe('141 B/s (n = 1)');
+    expect(measured({ median: 309, min: 112, max: 334, p99: 330, n: 50, unit: 'ms', target: { of: 'p99' } })).toBe('p99 330 ms (median 309, n = 50)');
+    expect(measured({ median: 75.2, min: 71.2, max: 79.3, n: 50, unit: 'MB', target: { of: 'max' } })).toBe('max 79.3 MB (median 75.2, n = 50)');
   });
 
   it('puts every target in the headline table with its verdict, baseline ratio and provenance', () => {
