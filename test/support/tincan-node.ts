@@ -1,8 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { ip6FromUid, uidFromIp4, type RpcEvent } from '@tincan/protocol';
 import { ns } from '../harness/namespace.js';
 
@@ -54,6 +56,8 @@ export interface NodeSpec {
   ip4: string; // virtual IPv4, e.g. 10.254.0.1
   account: { jid: string; password: string };
   overlay?: string;
+  /** vNIC MTU (default 1280). */
+  mtu?: number;
 }
 
 interface Waiter {
@@ -162,7 +166,7 @@ export class TinCanNode {
   /** vNIC + XMPP registration, as a controller would do it. */
   async configure(xmpp: { host: string; port: number; ca_file: string }, mechanism: 'PLAIN' | 'SCRAM-SHA-1' = 'PLAIN'): Promise<void> {
     await this.call('set_local_ip', {
-      uid: this.uid, name: 'tincan0', ip4: `${this.spec.ip4}/16`, ip6: `${this.ip6}/64`, mtu: 1280,
+      uid: this.uid, name: 'tincan0', ip4: `${this.spec.ip4}/16`, ip6: `${this.ip6}/64`, mtu: this.spec.mtu ?? 1280,
     });
     await this.call('register_svc', {
       xmpp: { ...xmpp, jid: this.spec.account.jid, password: this.spec.account.password, mechanism },
@@ -192,6 +196,7 @@ export class TinCanNode {
 export interface LinkLike {
   uid: string;
   state: string;
+  framing?: 'compact' | 'full';
   local_candidate: string | null;
   remote_candidate: string | null;
   stats: Record<string, number>;
@@ -215,4 +220,45 @@ export async function linkNodes(a: TinCanNode, b: TinCanNode, opts: { tamper?: (
 
 export function linkUp(n: TinCanNode, peer: TinCanNode, timeoutMs = 20_000): Promise<Record<string, unknown>> {
   return n.waitEvent((e) => e.event === 'link' && e.uid === peer.uid && e.state === 'up', timeoutMs, `link up to ${peer.spec.host}`);
+}
+
+/** The lab's ICE servers (as create_link takes them) and XMPP server (as register_svc does), from lab.json. */
+export function labServers(): { ice: { stun: string[]; turn: unknown[] }; xmpp: { host: string; port: number; ca_file: string } } {
+  const lab = JSON.parse(readFileSync(`${process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab'}/lab.json`, 'utf8')) as {
+    xmpp: { host: string; port: number; ca_file: string };
+    stun: string;
+    turn: { address: string; username: string; password: string };
+  };
+  return {
+    ice: { stun: [lab.stun], turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }] },
+    xmpp: { host: lab.xmpp.host, port: lab.xmpp.port, ca_file: lab.xmpp.ca_file },
+  };
+}
+
+/** Starts and configures `nodes` before the file's tests, prints their logs when a test fails, stops them after. */
+export function useNodes(nodes: TinCanNode[], xmpp: { host: string; port: number; ca_file: string }): void {
+  beforeAll(async () => {
+    await Promise.all(nodes.map((n) => n.start()));
+    await Promise.all(nodes.map((n) => n.configure(xmpp)));
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const n of nodes) console.log(n.logs());
+  });
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+  });
+}
+
+const execFileP = promisify(execFile);
+
+/** Runs a command to completion in lab host `host`. */
+export function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
+  return execFileP('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: timeoutMs });
+}
+
+/** `n`'s link to `peer`, from get_state. */
+export async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike> {
+  const l = (await n.state()).links.find((x) => x.uid === peer.uid);
+  if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
+  return l;
 }

@@ -8,7 +8,7 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
   lines.push(`identity ${n.fingerprint}`);
   lines.push(`xmpp     ${s.xmpp.state}${s.xmpp.jid ? ` as ${s.xmpp.jid}` : ''}${s.xmpp.overlay ? ` overlay ${s.xmpp.overlay}` : ''}  controller ${n.controller ?? 'none'}  up ${n.uptime_s}s`);
   lines.push('');
-  const rows: string[][] = [['PEER', 'VIRTUAL IP', 'STATE', 'PATH (local/remote)', 'REMOTE ADDRESS', 'RTT', 'RX', 'TX', 'DROPS']];
+  const rows: string[][] = [['PEER', 'VIRTUAL IP', 'STATE', 'PATH (local/remote)', 'FRAMES', 'REMOTE ADDRESS', 'RTT', 'RX', 'TX', 'DROPS']];
   for (const l of s.links) {
     const drops = l.stats.drops_backpressure + l.stats.drops_spoofed + l.stats.drops_malformed;
     rows.push([
@@ -16,6 +16,7 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
       [...l.ip4, ...l.ip6].join(',') || '-',
       l.state,
       l.local_candidate ? `${l.local_candidate}/${l.remote_candidate}` : '-',
+      l.framing,
       l.remote_address ?? '-',
       l.rtt_ms === null ? '-' : `${l.rtt_ms.toFixed(1)}ms`,
       `${l.stats.packets_in}p ${bytes(l.stats.bytes_in)}`,

@@ -288,8 +288,9 @@ export class FakeDatapath {
       created_ms: l.created_ms, connected_ms: l.connected_ms, last_rx_ms: l.last_rx_ms, last_tx_ms: l.last_tx_ms,
       stats: {
         bytes_in: l.bytes_in, bytes_out: l.bytes_out, packets_in: l.packets_in, packets_out: l.packets_out,
-        drops_backpressure: 0, drops_spoofed: 0, drops_malformed: 0,
+        drops_backpressure: 0, drops_spoofed: 0, drops_malformed: 0, compact_in: 0, compact_out: 0,
       },
+      framing: 'full',
     }));
     return {
       node: {

@@ -41,11 +41,23 @@ export interface DatapathOptions {
    * front of the datapath; 64 halved the RTT under load in the baselines bench at the same throughput.
    */
   vnicQueueLen?: number;
+  /**
+   * Compact frames on direct links (frame.ts), default true. false: this node neither offers nor sends
+   * them (full frames only, as a node that predates them); for comparisons and interop tests.
+   */
+  compactFrames?: boolean;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
 
-/** Frame header + SCTP/DTLS/UDP/IP overhead that one vNIC packet needs on top of its length. */
+/**
+ * RtcConfig mtu = min(MAX_RTC_MTU, vNIC MTU + LINK_OVERHEAD): the 124 bytes SCTP/DTLS/UDP/IP take
+ * (design.md: the largest message in one SCTP packet is mtu − 124) plus a full frame's 40-byte header.
+ * At a 1500-byte path MTU: up to a vNIC MTU of 1336 every frame fits one SCTP packet; from 1337 to
+ * 1376 compact frames (direct links, frame.ts) still do while full frames (relayed, transit,
+ * controller-injected, or to peers without compact frames) are split in two by SCTP — correct, only
+ * slower; above 1376 every full-size packet is split. docs/config.md: "best safe vNIC MTU".
+ */
 const LINK_OVERHEAD = FRAME_HEADER_LEN + 124;
 const MAX_RTC_MTU = 1500;
 const DEFAULT_VNIC_QUEUE = 64;
@@ -300,9 +312,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         gatherTimeoutMs: 2000,
         excludeAddress: (address) => this.isOverlayAddress(address),
+        compactFrames: this.opts.compactFrames ?? true,
         logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
       },
-      { onFrame: this.outside.onFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },
+      { onFrame: this.outside.onFrame, onCompactFrame: this.outside.onCompactFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },
     );
     this.links.set(req.uid, link);
     this.table.ensurePeer(req.uid).link = link;

@@ -1,4 +1,4 @@
-import { FRAME_HEADER_LEN, UID_BYTES } from '@tincan/protocol';
+import { FRAME_HEADER_LEN, UID_BYTES, writeFrameHeader } from '@tincan/protocol';
 import type { PacketBatch } from '@tincan/tun';
 import type { Counters } from './counters.js';
 import { nextHop, type ForwardingTable } from './forwarding-table.js';
@@ -13,9 +13,10 @@ const ZERO_UID = Buffer.alloc(UID_BYTES);
 
 /**
  * TUN → wire. For each packet read from the vNIC: find the destination's peer by its virtual address
- * (or, in router mode, the subnet it lies in), write the frame header into the headroom in front of
- * the packet, and send it on the peer's next hop: its direct link when up, else its overlay route's
- * link. Packets with no mapping or no usable link go to the controller (paper §4.1: "unmapped IP
+ * (or, in router mode, the subnet it lies in) and send it on the peer's next hop: its direct link when
+ * up, else its overlay route's link. On the peer's own direct link, when the peer takes compact frames,
+ * the packet goes as it is (frame.ts); otherwise the frame header is written into the headroom in
+ * front of the packet. Packets with no mapping or no usable link go to the controller (paper §4.1: "unmapped IP
  * packets are forwarded to the controller"). Nothing here allocates or logs per packet.
  */
 export class Inside {
@@ -57,19 +58,28 @@ export class Inside {
         this.counters.tunMalformed++;
         continue;
       }
-      const start = off - FRAME_HEADER_LEN;
-      local.copy(buf, start, 0, UID_BYTES);
-      (peer ? peer.uidBytes : ZERO_UID).copy(buf, start + UID_BYTES, 0, UID_BYTES);
-      const frame = buf.subarray(start, off + len);
       if (peer !== undefined) {
         const hop = nextHop(peer);
+        if (hop !== null && hop === peer.link && hop.sendsCompact) {
+          // The destination's own direct link, to a peer that takes compact frames: the bare packet
+          // (source and destination are the link's two ends). A refused one is dropped, as below.
+          hop.sendCompact(buf.subarray(off, off + len));
+          continue;
+        }
         if (hop !== null) {
           // An up link that refuses the frame dropped it by back-pressure (counted by the link).
-          if (hop.send(frame) && hop !== peer.link) peer.routePacketsOut++;
+          if (hop.send(frameAt(buf, off, len, local, peer.uidBytes)) && hop !== peer.link) peer.routePacketsOut++;
           continue;
         }
       }
+      const frame = frameAt(buf, off, len, local, peer ? peer.uidBytes : ZERO_UID);
       this.sink.unmapped(frame);
     }
   };
+}
+
+/** Writes the frame header into the headroom in front of the packet at `off`; the whole frame. */
+function frameAt(buf: Buffer, off: number, len: number, src: Buffer, dst: Buffer): Buffer {
+  writeFrameHeader(buf, off - FRAME_HEADER_LEN, src, dst);
+  return buf.subarray(off - FRAME_HEADER_LEN, off + len);
 }

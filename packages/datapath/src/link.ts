@@ -1,6 +1,16 @@
 import nodeDataChannel, { type DataChannel, type PeerConnection } from 'node-datachannel';
 import type { Logger } from 'pino';
-import type { LinkInfo, LinkState, SessionDescription, TurnServer, Uid } from '@tincan/protocol';
+import {
+  COMPACT_FRAME_CHANNEL_ID,
+  FULL_FRAME_CHANNEL_ID,
+  acceptsCompactFrames,
+  advertiseCompactFrames,
+  type LinkInfo,
+  type LinkState,
+  type SessionDescription,
+  type TurnServer,
+  type Uid,
+} from '@tincan/protocol';
 
 /** Counters of one link; plain numbers, bumped on the per-packet path. */
 export interface LinkCounters {
@@ -11,6 +21,9 @@ export interface LinkCounters {
   dropsBackpressure: number;
   dropsSpoofed: number;
   dropsMalformed: number;
+  /** Of packetsIn / packetsOut: compact frames (bare IP packets on the compact channel). */
+  compactIn: number;
+  compactOut: number;
 }
 
 export interface LinkOptions {
@@ -33,21 +46,28 @@ export interface LinkOptions {
    * the local description and the peer's.
    */
   excludeAddress(address: string): boolean;
+  /**
+   * Take compact frames from the peer: open the compact-frame channel and say so in our description
+   * (frame.ts). Off: full frames only, both ways, as a node without compact framing.
+   */
+  compactFrames: boolean;
   logger: Logger;
 }
 
 export interface LinkHandlers {
   /** A frame arrived from the peer (the buffer belongs to the callee from here on). */
   onFrame(link: Link, frame: Buffer): void;
+  /** A compact frame arrived: the bare IP packet, from the link's peer to this node (the callee's). */
+  onCompactFrame(link: Link, packet: Buffer): void;
   onState(link: Link, state: LinkState, reason?: string): void;
 }
 
 const CHANNEL_LABEL = 'tincan';
-const CHANNEL_ID = 0;
+const COMPACT_CHANNEL_LABEL = 'tincan-compact';
 
 /**
- * One TinCan link: an ICE/DTLS PeerConnection with one negotiated, unordered, unreliable data channel
- * carrying frames. The peer's certificate fingerprint in its signaled description is verified by
+ * One TinCan link: an ICE/DTLS PeerConnection with a negotiated, unordered, unreliable data channel
+ * carrying full frames and, when compact framing is on, a second one carrying compact frames. The peer's certificate fingerprint in its signaled description is verified by
  * libdatachannel during the DTLS handshake (fingerprint verification is never disabled).
  */
 export class Link {
@@ -59,8 +79,13 @@ export class Link {
   state: LinkState = 'connecting';
   readonly counters: LinkCounters = {
     bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0,
-    dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0,
+    dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0,
   };
+  /**
+   * Per-packet: frames from this node to the peer may go compact (sendCompact). True while the peer's
+   * description offered compact frames and the compact channel is open.
+   */
+  sendsCompact = false;
   /** Liveness: times of the last counter change seen by the periodic sampler. */
   lastRxMs: number | null = null;
   lastTxMs: number | null = null;
@@ -69,6 +94,12 @@ export class Link {
 
   private readonly pc: PeerConnection;
   private readonly dc: DataChannel;
+  /** The compact-frame channel; null with compact framing off. */
+  private readonly compactDc: DataChannel | null;
+  private compactOpen = false;
+  /** The peer's signaled description offered compact frames. */
+  private peerTakesCompact = false;
+  private readonly compactFrames: boolean;
   private readonly maxBuffered: number;
   private readonly log: Logger;
   private closed = false;
@@ -92,10 +123,12 @@ export class Link {
     // reference (a channel received through onDataChannel and not referenced gets collected).
     this.dc = this.pc.createDataChannel(CHANNEL_LABEL, {
       negotiated: true,
-      id: CHANNEL_ID,
+      id: FULL_FRAME_CHANNEL_ID,
       unordered: true,
       maxRetransmits: 0,
     });
+    this.compactFrames = opts.compactFrames;
+    this.compactDc = opts.compactFrames ? this.openCompactChannel() : null;
     this.dc.onOpen(() => {
       if (this.closed) return;
       this.connectedMs = Date.now();
@@ -103,15 +136,7 @@ export class Link {
     });
     this.dc.onClosed(() => this.setState('down', 'data channel closed'));
     this.dc.onError((e) => this.log.debug({ err: e }, 'data channel error'));
-    this.dc.onMessage((msg) => {
-      if (typeof msg === 'string' || !(msg instanceof Buffer)) {
-        this.counters.dropsMalformed++;
-        return;
-      }
-      this.counters.packetsIn++;
-      this.counters.bytesIn += msg.length;
-      this.handlers.onFrame(this, msg);
-    });
+    this.dc.onMessage((msg) => this.receive(msg, false));
     this.gatherTimeoutMs = opts.gatherTimeoutMs;
     this.excludeAddress = opts.excludeAddress;
   }
@@ -131,6 +156,7 @@ export class Link {
       });
     });
     if (remote) {
+      this.notePeerFraming(remote.sdp);
       this.pc.setRemoteDescription(this.filterCandidates(remote.sdp), remote.type);
       this.pc.setLocalDescription('answer');
     } else {
@@ -139,7 +165,7 @@ export class Link {
     await gathered;
     const d = this.pc.localDescription();
     if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
-    return { type: d.type, sdp: this.filterCandidates(d.sdp) };
+    return { type: d.type, sdp: this.advertiseFraming(this.filterCandidates(d.sdp)) };
   }
 
   private filterCandidates(sdp: string): string {
@@ -154,6 +180,7 @@ export class Link {
 
   /** Completes an offerer's link with the peer's answer. */
   acceptAnswer(answer: SessionDescription): void {
+    this.notePeerFraming(answer.sdp);
     this.pc.setRemoteDescription(this.filterCandidates(answer.sdp), answer.type);
   }
 
@@ -161,15 +188,35 @@ export class Link {
     return this.role === 'offerer' && this.pc.signalingState() === 'have-local-offer';
   }
 
-  /** Per-packet: sends one frame; false if it was dropped (link not open, or too much queued). */
+  /** Per-packet: one message from either channel, to the handler of its framing. */
+  private receive(msg: string | Buffer | ArrayBuffer, compact: boolean): void {
+    if (typeof msg === 'string' || !(msg instanceof Buffer)) {
+      this.counters.dropsMalformed++;
+      return;
+    }
+    this.counters.packetsIn++;
+    this.counters.bytesIn += msg.length;
+    if (compact) {
+      this.counters.compactIn++;
+      this.handlers.onCompactFrame(this, msg);
+    } else {
+      this.handlers.onFrame(this, msg);
+    }
+  }
+
+  /** Per-packet: sends one full frame; false if it was dropped (link not open, or too much queued). */
   send(frame: Buffer): boolean {
+    return this.sendOn(this.dc, frame);
+  }
+
+  private sendOn(dc: DataChannel, frame: Buffer): boolean {
     if (this.state !== 'up') return false;
-    if (this.dc.bufferedAmount() > this.maxBuffered) {
+    if (dc.bufferedAmount() > this.maxBuffered) {
       this.counters.dropsBackpressure++;
       return false;
     }
     try {
-      this.dc.sendMessageBinary(frame);
+      dc.sendMessageBinary(frame);
     } catch (err) {
       // The channel closed (or the transport failed) before its close event reached us: libdatachannel
       // throws on send then. Drop the frame; the state change follows from the close / state events.
@@ -181,6 +228,63 @@ export class Link {
     this.counters.packetsOut++;
     this.counters.bytesOut += frame.length;
     return true;
+  }
+
+  // --- compact frames (frame.ts) --------------------------------------------------------------------
+
+  /**
+   * Per-packet: sends one compact frame (the bare IP packet of a frame from this node to the peer) on
+   * the compact channel. Only while `sendsCompact`; false if it was dropped.
+   */
+  sendCompact(packet: Buffer): boolean {
+    const dc = this.compactDc;
+    if (dc === null || !this.sendsCompact || !this.sendOn(dc, packet)) return false;
+    this.counters.compactOut++;
+    return true;
+  }
+
+  /** The compact channel: negotiated like the full-frame one, same unordered, no-retransmit mode. */
+  private openCompactChannel(): DataChannel {
+    const dc = this.pc.createDataChannel(COMPACT_CHANNEL_LABEL, {
+      negotiated: true,
+      id: COMPACT_FRAME_CHANNEL_ID,
+      unordered: true,
+      maxRetransmits: 0,
+    });
+    dc.onOpen(() => this.setCompactOpen(true));
+    dc.onClosed(() => this.setCompactOpen(false));
+    dc.onError((e) => this.log.debug({ err: e }, 'compact data channel error'));
+    dc.onMessage((msg) => this.receive(msg, true));
+    return dc;
+  }
+
+  /** The peer's signaled description offered compact frames (we send them once their channel is open). */
+  get peerOffersCompact(): boolean {
+    return this.peerTakesCompact;
+  }
+
+  /** Our description says we take compact frames (when we do). */
+  private advertiseFraming(sdp: string): string {
+    return this.compactFrames ? advertiseCompactFrames(sdp) : sdp;
+  }
+
+  /** Reads the peer's signaled description: does it take compact frames? */
+  private notePeerFraming(sdp: string): void {
+    this.peerTakesCompact = this.compactFrames && acceptsCompactFrames(sdp);
+    this.updateFraming();
+  }
+
+  private setCompactOpen(open: boolean): void {
+    if (this.closed) return;
+    this.compactOpen = open;
+    this.updateFraming();
+  }
+
+  private updateFraming(): void {
+    const compact = this.peerTakesCompact && this.compactOpen;
+    if (compact === this.sendsCompact) return;
+    this.sendsCompact = compact;
+    this.log.debug({ framing: compact ? 'compact' : 'full' }, 'framing');
   }
 
   /** Called about once a second: turns counter movement into liveness timestamps. */
@@ -227,15 +331,21 @@ export class Link {
       stats: {
         bytes_in: c.bytesIn, bytes_out: c.bytesOut, packets_in: c.packetsIn, packets_out: c.packetsOut,
         drops_backpressure: c.dropsBackpressure, drops_spoofed: c.dropsSpoofed, drops_malformed: c.dropsMalformed,
+        compact_in: c.compactIn, compact_out: c.compactOut,
       },
+      framing: this.sendsCompact ? 'compact' : 'full',
     };
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.sendsCompact = false;
     try {
       this.dc.close();
+    } catch { /* already closed */ }
+    try {
+      this.compactDc?.close();
     } catch { /* already closed */ }
     try {
       this.pc.close();

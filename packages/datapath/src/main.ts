@@ -12,6 +12,7 @@ const program = new Command()
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', process.env.TINCAN_LOG_LEVEL ?? 'info')
   .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error", 'Warning')
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
+  .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .parse();
 
 function parseQueue(v: string): number {
@@ -20,12 +21,13 @@ function parseQueue(v: string): number {
   return n;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
   const datapath = await Datapath.start({
     rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
+    compactFrames: opts.compactFrames,
   });
   let stopping = false;
   const stop = (signal: string) => {

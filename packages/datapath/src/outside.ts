@@ -17,7 +17,7 @@ const IP4_TTL = FRAME_HEADER_LEN + 8;
 const IP6_HOP_LIMIT = FRAME_HEADER_LEN + 7;
 
 /**
- * Wire → TUN. A frame from a link is delivered to the vNIC only if its source UID is the link's peer
+ * Wire → TUN. A frame from a link (full, or compact: the bare packet, see frame.ts) is delivered to the vNIC only if its source UID is the link's peer
  * and the inner packet's source address is mapped to that same peer: no member can spoof another's
  * address. Everything else is dropped and counted, per link and datapath-wide.
  *
@@ -87,19 +87,42 @@ export class Outside {
         return;
       }
     }
-    const version = frame[FRAME_HEADER_LEN]! >> 4;
+    this.deliver(link, frame, FRAME_HEADER_LEN, src, peer, vnic);
+  };
+
+  /**
+   * A compact frame (frame.ts): the bare IP packet, whose source is by construction the link's peer
+   * and destination this node. It gets exactly the checks of a full frame from the peer to us.
+   */
+  readonly onCompactFrame = (link: Link, packet: Buffer): void => {
+    const vnic = this.vnic;
+    const peer = this.table.peer(link.uid);
+    if (packet.length < MIN_IP4 || this.localUid === null || vnic === null || peer === undefined) {
+      this.malformed(link);
+      return;
+    }
+    this.deliver(link, packet, 0, peer, peer, vnic);
+  };
+
+  /**
+   * The checks shared by full and compact frames, then the vNIC: the IP packet at `off` in `buf` came
+   * from peer `src` (the link's `peer`, or a peer it relays for) to this node. Its inner source address
+   * must belong to `src` (after SocialVPN translation for a translated peer); else it is dropped.
+   */
+  private deliver(link: Link, buf: Buffer, off: number, src: Peer, peer: Peer, vnic: Vnic): void {
+    const version = buf[off]! >> 4;
     let owner;
     if (version === 4 && src.translate4 !== null) {
       // SocialVPN: the peer uses its own subnet; rewrite the packet into ours. Rewriting the source
       // to the peer's mapped address also means it cannot claim anyone else's.
-      if (this.localIp4 < 0 || !translateIPv4(frame, FRAME_HEADER_LEN, frame.length - FRAME_HEADER_LEN, src.translate4, this.localIp4)) {
+      if (this.localIp4 < 0 || !translateIPv4(buf, off, buf.length - off, src.translate4, this.localIp4)) {
         this.malformed(link);
         return;
       }
       owner = src;
-    } else if (version === 4) owner = this.table.lookup4(frame, FRAME_HEADER_LEN + 12);
-    else if (version === 6 && frame.length >= FRAME_HEADER_LEN + MIN_IP6) {
-      owner = this.table.lookup6(frame, FRAME_HEADER_LEN + 8);
+    } else if (version === 4) owner = this.table.lookup4(buf, off + 12);
+    else if (version === 6 && buf.length >= off + MIN_IP6) {
+      owner = this.table.lookup6(buf, off + 8);
     } else {
       this.malformed(link);
       return;
@@ -110,8 +133,8 @@ export class Outside {
       return;
     }
     if (src !== peer) this.counters.framesRelayedIn++;
-    vnic.write(frame.subarray(FRAME_HEADER_LEN));
-  };
+    vnic.write(off === 0 ? buf : buf.subarray(off));
+  }
 
   /** Transit on, a frame for another node: on to its next hop, hop limit decremented. */
   private forward(link: Link, frame: Buffer, local: Buffer): void {

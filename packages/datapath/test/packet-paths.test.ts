@@ -55,23 +55,35 @@ function frame(src: string, dst: string, packet: Buffer): Buffer {
 
 function fakeLink(uid: string, up = true) {
   const sent: Buffer[] = [];
+  /** Compact frames sent (bare packets on the compact channel). */
+  const compactSent: Buffer[] = [];
   const link = {
     uid,
     state: up ? 'up' : 'connecting',
     /** Set to make an up link refuse frames, as back-pressure does. */
     full: false,
-    counters: { dropsSpoofed: 0, dropsMalformed: 0, dropsBackpressure: 0 },
+    /** The peer takes compact frames and their channel is open. */
+    sendsCompact: false,
+    counters: { dropsSpoofed: 0, dropsMalformed: 0, dropsBackpressure: 0, compactOut: 0 },
     send(f: Buffer) {
+      return link.accept(f, sent);
+    },
+    sendCompact(p: Buffer) {
+      if (!link.sendsCompact || !link.accept(p, compactSent)) return false;
+      link.counters.compactOut++;
+      return true;
+    },
+    accept(f: Buffer, into: Buffer[]) {
       if (link.state !== 'up') return false;
       if (link.full) {
         link.counters.dropsBackpressure++;
         return false;
       }
-      sent.push(Buffer.from(f));
+      into.push(Buffer.from(f));
       return true;
     },
   };
-  return { link: link as unknown as Link, sent, counters: link.counters, fake: link };
+  return { link: link as unknown as Link, sent, compactSent, counters: link.counters, fake: link };
 }
 
 /** A TUN read batch as the addon hands it over: one buffer, each packet after FRAME_HEADER_LEN of headroom. */
@@ -394,5 +406,136 @@ describe('inside: overlay routes and subnets', () => {
     expect(lp.sent.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([FAR, FAR]);
     expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([FAR, '0'.repeat(40)]);
     expect(s.table.routes()[0]!.packets_out).toBe(2);
+  });
+});
+
+describe('compact frames: the bare packet on a direct link, source and destination its two ends', () => {
+  function compactSetup() {
+    const s = setup();
+    const lp = fakeLink(PEER);
+    const lo = fakeLink(OTHER);
+    lp.fake.sendsCompact = true;
+    lo.fake.sendsCompact = true;
+    s.table.map4(PEER, '10.254.0.2');
+    s.table.map6(PEER, 'fd50::2');
+    s.table.map4(OTHER, '10.254.0.3');
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.table.ensurePeer(OTHER).link = lo.link;
+    return { ...s, lp, lo };
+  }
+
+  it('outside: delivers IPv4 and IPv6 from the link peer unchanged, with the same counters as full frames', () => {
+    const s = compactSetup();
+    const p4 = ip4Packet('10.254.0.2', '10.254.0.1');
+    const p6 = ip6Packet('fd50::2', 'fd50::1');
+    s.outside.onCompactFrame(s.lp.link, Buffer.from(p4));
+    s.outside.onCompactFrame(s.lp.link, Buffer.from(p6));
+    expect(s.delivered).toEqual([p4, p6]);
+    expect(s.counters.framesRelayedIn).toBe(0);
+    expect(s.counters.framesMalformed + s.counters.framesSpoofedAddress + s.counters.framesSpoofedUid).toBe(0);
+    s.outside.setTransit(true); // transit changes nothing for a frame from the peer to us
+    s.outside.onCompactFrame(s.lp.link, Buffer.from(p4));
+    expect(s.delivered).toHaveLength(3);
+    expect(s.counters.framesForwarded + s.counters.framesTransitToController).toBe(0);
+  });
+
+  it('outside: drops and counts an inner source that is not the link peer\'s, as for a full frame', () => {
+    for (const transit of [false, true]) {
+      const s = compactSetup();
+      s.outside.setTransit(transit);
+      s.outside.onCompactFrame(s.lp.link, ip4Packet('10.254.0.3', '10.254.0.1')); // OTHER's address over PEER's link
+      s.outside.onCompactFrame(s.lp.link, ip4Packet('10.9.9.9', '10.254.0.1')); // nobody's
+      s.outside.onCompactFrame(s.lp.link, ip6Packet('fd50::3', 'fd50::1'));
+      s.outside.onCompactFrame(s.lp.link, ip4Packet('10.254.0.1', '10.254.0.1')); // our own address
+      expect(s.delivered).toHaveLength(0);
+      expect(s.counters.framesSpoofedAddress).toBe(4);
+      expect(s.lp.counters.dropsSpoofed).toBe(4);
+      expect(s.counters.framesRelayedIn).toBe(0);
+      // the same packets as full frames get the same verdicts
+      const f = setup();
+      const l = fakeLink(PEER);
+      f.table.map4(PEER, '10.254.0.2');
+      f.table.map4(OTHER, '10.254.0.3');
+      f.outside.setTransit(transit);
+      f.outside.onFrame(l.link, frame(PEER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
+      expect(f.counters.framesSpoofedAddress).toBe(1);
+    }
+  });
+
+  it('outside: translates IPv4 from a translated peer into our subnet', () => {
+    const s = setup();
+    const l = fakeLink(PEER);
+    s.table.map4(PEER, '10.254.0.7', true);
+    s.outside.onCompactFrame(l.link, ip4PacketWithChecksum('192.0.2.1', '192.0.2.2', 64));
+    expect(s.delivered).toHaveLength(1);
+    expect(s.delivered[0]!.readUInt32BE(12)).toBe(ip4ToNumber('10.254.0.7'));
+    expect(s.delivered[0]!.readUInt32BE(16)).toBe(ip4ToNumber('10.254.0.1'));
+    expect(ipv4Checksum(s.delivered[0]!, 0, 20)).toBe(0);
+    const bad = ip4Packet('192.0.2.1', '192.0.2.2');
+    bad.writeUInt16BE(2000, 2); // total length beyond the message: not well-formed
+    s.outside.onCompactFrame(l.link, bad);
+    expect(s.delivered).toHaveLength(1);
+    expect(s.counters.framesMalformed).toBe(1);
+    expect(l.counters.dropsMalformed).toBe(1);
+  });
+
+  it('outside: counts short, non-IP and unknown-link packets as malformed; random garbage never throws or gets through', () => {
+    const s = compactSetup();
+    s.outside.onCompactFrame(s.lp.link, Buffer.alloc(0));
+    s.outside.onCompactFrame(s.lp.link, ip4Packet('10.254.0.2', '10.254.0.1').subarray(0, 19)); // shorter than an IPv4 header
+    s.outside.onCompactFrame(s.lp.link, ip6Packet('fd50::2', 'fd50::1').subarray(0, 39)); // shorter than an IPv6 header
+    s.outside.onCompactFrame(s.lp.link, Buffer.alloc(40, 0x77)); // not IP
+    s.outside.onCompactFrame(fakeLink(FAR).link, ip4Packet('10.254.0.4', '10.254.0.1')); // a link to no known peer
+    expect(s.counters.framesMalformed).toBe(5);
+    expect(s.lp.counters.dropsMalformed).toBe(4);
+    expect(s.delivered).toHaveLength(0);
+    for (let i = 0; i < 5000; i++) {
+      const g = randomBytes(i % 100);
+      if (g.length > 0 && i % 3 === 0) g[0] = 0x45; // some that look like IPv4
+      s.outside.onCompactFrame(s.lp.link, g);
+    }
+    // Random sources are never PEER's 10.254.0.2 / fd50::2 (odds ~2^-32): nothing is delivered.
+    expect(s.delivered).toHaveLength(0);
+  });
+
+  it('inside: sends the bare packet on the destination\'s own direct link when it takes compact frames', () => {
+    const s = compactSetup();
+    const p4 = ip4Packet('10.254.0.1', '10.254.0.2');
+    const p6 = ip6Packet('fd50::1', 'fd50::2');
+    s.inside.onPackets(batchOf(p4, p6));
+    expect(s.lp.compactSent).toEqual([p4, p6]);
+    expect(s.lp.sent).toHaveLength(0);
+    expect(s.lp.counters.compactOut).toBe(2);
+    s.lp.fake.sendsCompact = false; // the peer did not offer them (or their channel closed): full frames
+    s.inside.onPackets(batchOf(p4));
+    expect(s.lp.sent).toHaveLength(1);
+    expect(s.lp.sent[0]!.equals(frame(LOCAL, PEER, p4))).toBe(true);
+    expect(s.lp.compactSent).toHaveLength(2);
+  });
+
+  it('inside: frames for a peer reached through another (overlay route) stay full frames, addressed to the peer', () => {
+    const s = compactSetup();
+    s.table.map4(FAR, '10.254.0.4');
+    s.table.setRoute(FAR, OTHER);
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4')));
+    expect(s.lo.compactSent).toHaveLength(0);
+    expect(s.lo.sent).toHaveLength(1);
+    expect(s.lo.sent[0]!.subarray(0, 40).equals(frame(LOCAL, FAR, Buffer.alloc(0)))).toBe(true);
+    expect(s.table.routes()[0]!.packets_out).toBe(1);
+    // and a compact packet refused by back-pressure is a drop on the link, not a full frame instead
+    s.lp.fake.full = true;
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.2')));
+    expect(s.lp.counters.dropsBackpressure).toBe(1);
+    expect(s.lp.sent).toHaveLength(0);
+    expect(s.toController).toHaveLength(0);
+  });
+
+  it('transit: a full frame forwarded for others stays a full frame, even on a link that takes compact frames', () => {
+    const s = compactSetup();
+    s.outside.setTransit(true);
+    s.outside.onFrame(s.lo.link, frame(OTHER, PEER, ip4PacketWithChecksum('10.254.0.3', '10.254.0.2', 9)));
+    expect(s.lp.compactSent).toHaveLength(0);
+    expect(s.lp.sent).toHaveLength(1);
+    expect(s.lp.sent[0]!.subarray(0, 40).equals(frame(OTHER, PEER, Buffer.alloc(0)))).toBe(true);
   });
 });

@@ -18,3 +18,51 @@ export function writeFrameHeader(buf: Buffer, offset: number, src: Buffer, dst: 
 export function ipVersion(buf: Uint8Array, offset: number): number {
   return buf[offset]! >> 4;
 }
+
+/**
+ * Compact frames (direct links only). A frame whose source is the sending node and whose destination
+ * is the link's own peer carries no header: the bare IP packet, on the link's second data channel
+ * (COMPACT_FRAME_CHANNEL_ID); the receiver takes the link's two ends as source and destination and
+ * checks the packet exactly as it checks a full frame. Every other frame (relayed, transit,
+ * controller-injected) stays a full frame on FULL_FRAME_CHANNEL_ID.
+ *
+ * A node that takes compact frames says so with a session-level SDP attribute in the descriptions it
+ * signals; a peer sends compact frames only to a node whose description carries it. libdatachannel
+ * keeps an unknown session-level attribute verbatim and does nothing with it, so an older peer just
+ * ignores the attribute (and sends full frames), and one whose description lacks it gets full frames.
+ */
+export const FULL_FRAME_CHANNEL_ID = 0;
+export const COMPACT_FRAME_CHANNEL_ID = 1;
+/** `a=x-tincan-frame:<framings>`: the framings (space-separated) a node takes besides full frames. */
+export const FRAME_SDP_ATTRIBUTE = 'x-tincan-frame';
+export const COMPACT_FRAMING = 'compact';
+
+/**
+ * Adds `a=x-tincan-frame:compact` at the session level of `sdp` (before the first media section),
+ * keeping the description's line endings. A description that already says so is returned as it is.
+ */
+export function advertiseCompactFrames(sdp: string): string {
+  if (acceptsCompactFrames(sdp)) return sdp;
+  const eol = sdp.includes('\r\n') ? '\r\n' : '\n';
+  const line = `a=${FRAME_SDP_ATTRIBUTE}:${COMPACT_FRAMING}`;
+  const media = sdp.search(/(^|\n)m=/);
+  if (media < 0) return sdp.endsWith(eol) || sdp === '' ? `${sdp}${line}${eol}` : `${sdp}${eol}${line}${eol}`;
+  const at = sdp[media] === '\n' ? media + 1 : media;
+  return `${sdp.slice(0, at)}${line}${eol}${sdp.slice(at)}`;
+}
+
+/**
+ * Whether a peer's signaled description says it takes compact frames: a session-level (before the
+ * first `m=` line) `a=x-tincan-frame:` attribute whose space-separated values include `compact`.
+ * The same attribute inside a media section, a longer name or a value that merely contains the word
+ * does not count. Never throws: anything else is "no" (full frames).
+ */
+export function acceptsCompactFrames(sdp: string): boolean {
+  const prefix = `a=${FRAME_SDP_ATTRIBUTE}:`;
+  for (const raw of sdp.split('\n')) {
+    const line = raw.trimEnd();
+    if (line.startsWith('m=')) return false;
+    if (line.startsWith(prefix) && line.slice(prefix.length).split(' ').includes(COMPACT_FRAMING)) return true;
+  }
+  return false;
+}

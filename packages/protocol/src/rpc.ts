@@ -265,6 +265,9 @@ export const LinkStats = z.strictObject({
   drops_backpressure: z.number(),
   drops_spoofed: z.number(),
   drops_malformed: z.number(),
+  /** Of packets_in / packets_out: compact frames (bare IP packets on the compact channel, frame.ts). */
+  compact_in: z.number(),
+  compact_out: z.number(),
 });
 
 export const LinkInfo = z.strictObject({
@@ -284,6 +287,11 @@ export const LinkInfo = z.strictObject({
   last_rx_ms: z.number().nullable(),
   last_tx_ms: z.number().nullable(),
   stats: LinkStats,
+  /**
+   * How this node sends its own frames to the peer on this link: `compact` once the peer's description
+   * offered compact frames and their channel is open, else `full` (each end decides for itself).
+   */
+  framing: z.enum(['compact', 'full']),
 });
 export type LinkInfo = z.infer<typeof LinkInfo>;
 

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { acceptsCompactFrames, advertiseCompactFrames } from '../src/index.js';
+
+/** A description as libdatachannel makes it (session part, one application section, CRLF). */
+const SDP = [
+  'v=0',
+  'o=rtc 3216549870 0 IN IP4 127.0.0.1',
+  's=-',
+  't=0 0',
+  'a=group:BUNDLE 0',
+  'a=msid-semantic:WMS *',
+  'a=fingerprint:sha-256 AA:BB:CC',
+  'm=application 9 UDP/DTLS/SCTP webrtc-datachannel',
+  'c=IN IP4 0.0.0.0',
+  'a=mid:0',
+  'a=sendrecv',
+  'a=sctp-port:5000',
+  'a=max-message-size:262144',
+  'a=setup:actpass',
+  'a=ice-ufrag:abcd',
+  'a=ice-pwd:efghijklmnopqrstuvwxyz',
+  'a=candidate:1 1 UDP 2122317823 10.1.0.2 40000 typ host',
+  '',
+].join('\r\n');
+
+describe('compact-frame capability in the signaled description', () => {
+  it('adds a session-level attribute, keeps everything else and the line endings, and reads it back', () => {
+    expect(acceptsCompactFrames(SDP)).toBe(false);
+    const offered = advertiseCompactFrames(SDP);
+    expect(acceptsCompactFrames(offered)).toBe(true);
+    const lines = offered.split('\r\n');
+    const at = lines.indexOf('a=x-tincan-frame:compact');
+    expect(at).toBeGreaterThan(0);
+    expect(at).toBeLessThan(lines.findIndex((l) => l.startsWith('m=')));
+    expect(offered.replace('a=x-tincan-frame:compact\r\n', '')).toBe(SDP);
+    expect(offered).not.toMatch(/[^\r]\n/);
+    expect(advertiseCompactFrames(offered)).toBe(offered); // idempotent
+  });
+
+  it('works on LF-only descriptions and on ones without a media section', () => {
+    const lf = SDP.replace(/\r\n/g, '\n');
+    expect(acceptsCompactFrames(advertiseCompactFrames(lf))).toBe(true);
+    expect(advertiseCompactFrames(lf)).not.toContain('\r');
+    const sessionOnly = 'v=0\r\ns=-\r\nt=0 0';
+    expect(acceptsCompactFrames(advertiseCompactFrames(sessionOnly))).toBe(true);
+    expect(acceptsCompactFrames(advertiseCompactFrames(''))).toBe(true);
+  });
+
+  it('takes a list of framings, and only the exact attribute at the session level', () => {
+    const session = (line: string) => SDP.replace('a=msid-semantic', `${line}\r\na=msid-semantic`);
+    expect(acceptsCompactFrames(session('a=x-tincan-frame:future compact'))).toBe(true);
+    expect(acceptsCompactFrames(session('a=x-tincan-frame:compact  '))).toBe(true); // trailing blanks
+    for (const no of ['a=x-tincan-frame:compactish', 'a=x-tincan-frame:', 'a=x-tincan-frame', 'a=x-tincan-framex:compact',
+      'a=X-TINCAN-FRAME:compact', 'x-tincan-frame:compact', 'a=x-tincan-frame:full']) {
+      expect(acceptsCompactFrames(session(no)), no).toBe(false);
+    }
+    // inside the media section it is not a session-level capability
+    expect(acceptsCompactFrames(SDP.replace('a=mid:0', 'a=mid:0\r\na=x-tincan-frame:compact'))).toBe(false);
+  });
+
+  it('never throws on garbage: it is simply no capability', () => {
+    for (const g of ['', '\n\n\n', 'm=', 'a=x-tincan-frame:\u0000compact', '\uffff'.repeat(1000), 'a='.repeat(10_000)]) {
+      expect(acceptsCompactFrames(g)).toBe(false);
+    }
+  });
+});
