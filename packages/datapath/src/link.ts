@@ -67,8 +67,9 @@ const COMPACT_CHANNEL_LABEL = 'tincan-compact';
 
 /**
  * One TinCan link: an ICE/DTLS PeerConnection with a negotiated, unordered, unreliable data channel
- * carrying full frames and, when compact framing is on, a second one carrying compact frames. The peer's certificate fingerprint in its signaled description is verified by
- * libdatachannel during the DTLS handshake (fingerprint verification is never disabled).
+ * carrying full frames and, when compact framing is on, a second one carrying compact frames. The
+ * peer's certificate fingerprint in its signaled description is verified by libdatachannel during the
+ * DTLS handshake (fingerprint verification is never disabled).
  */
 export class Link {
   readonly uid: Uid;
@@ -82,8 +83,8 @@ export class Link {
     dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0,
   };
   /**
-   * Per-packet: frames from this node to the peer may go compact (sendCompact). True while the peer's
-   * description offered compact frames and the compact channel is open.
+   * Per-packet (read-only outside Link): frames from this node to the peer may go compact
+   * (sendCompact). True while the peer's description offered compact frames and their channel is open.
    */
   sendsCompact = false;
   /** Liveness: times of the last counter change seen by the periodic sampler. */
