@@ -82,7 +82,7 @@ export const VnicConfig = z
   .strictObject({
     name: SetLocalIpRequest.shape.name.default('tincan0').describe('The TUN interface name.'),
     ip4: HostCidr4.describe("This node's virtual IPv4 address and the network's prefix length; the node UID is SHA-1 of the address."),
-    mtu: SetLocalIpRequest.shape.mtu.describe('The vNIC MTU (576–9000).'),
+    mtu: SetLocalIpRequest.shape.mtu.describe('The vNIC MTU (576–9000). Best safe value on a 1500-byte path: 1376 (1336 if much traffic is relayed); see docs/config.md.'),
   })
   .describe('The virtual network interface.');
 export type VnicConfig = z.infer<typeof VnicConfig>;

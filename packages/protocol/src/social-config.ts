@@ -42,7 +42,7 @@ export const SubnetCidr4 = z
 export const SocialVnicConfig = z
   .strictObject({
     name: SetLocalIpRequest.shape.name.default('tincan0').describe('The TUN interface name.'),
-    mtu: SetLocalIpRequest.shape.mtu.describe('The vNIC MTU (576–9000).'),
+    mtu: SetLocalIpRequest.shape.mtu.describe('The vNIC MTU (576–9000). Best safe value on a 1500-byte path: 1376 (1336 if much traffic is relayed); see docs/config.md.'),
   })
   .describe('The virtual network interface (its IPv4 address comes from "subnet" / "address").');
 
