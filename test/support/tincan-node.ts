@@ -94,9 +94,9 @@ export class TinCanNode {
     return ns(this.spec.host);
   }
 
-  async start(opts: { autoAnswer?: boolean } = {}): Promise<void> {
+  async start(opts: { autoAnswer?: boolean; datapathArgs?: string[] } = {}): Promise<void> {
     this.datapath = new NsProcess(this.ns, `${this.spec.host}/datapath`, process.execPath, [
-      DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug',
+      DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(opts.datapathArgs ?? []),
     ]);
     this.datapath.child.stdout!.on('data', (d: Buffer) => {
       for (const l of d.toString().split('\n')) if (l) this.datapath.keep(l);

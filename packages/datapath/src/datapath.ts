@@ -24,6 +24,8 @@ import { Link } from './link.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
 import { Vnic, type VnicConfig } from './vnic.js';
+import { Lanes } from './lanes/lanes.js';
+import type { TableOp } from './lanes/lane-ipc.js';
 import { XmppSession } from './xmpp-session.js';
 
 export interface DatapathOptions {
@@ -46,6 +48,11 @@ export interface DatapathOptions {
    * them (full frames only, as a node that predates them); for comparisons and interop tests.
    */
   compactFrames?: boolean;
+  /**
+   * `--lanes`: datapath processes, this one included, each on its own queue of a multi-queue vNIC
+   * with its own lane link per peer (lanes/). 1 (the default): no lane processes, a plain TUN.
+   */
+  lanes?: number;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
@@ -91,6 +98,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private unmappedInWindow = 0;
   /** Kernel route changes (set_remote_subnet), one at a time. */
   private routeChanges: Promise<unknown> = Promise.resolve();
+  /** `--lanes N` > 1: the lane processes and lane links (lanes/lanes.ts); null with one lane. */
+  private readonly lanes: Lanes | null;
 
   private constructor(
     readonly counters: Counters,
@@ -101,9 +110,13 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   ) {
     this.inside = new Inside(this.table, this, this.counters);
     this.outside = new Outside(this.table, this, this.counters);
+    this.lanes = this.makeLanes();
     this.sampler = setInterval(() => {
       const now = Date.now();
-      for (const l of this.links.values()) l.sample(now);
+      for (const l of this.links.values()) {
+        l.sample(now);
+        this.lanes?.sample(l, now);
+      }
     }, 1000);
     this.sampler.unref();
   }
@@ -145,6 +158,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       case 'set_transit':
         if (req.enabled !== this.outside.transit) this.log.info({ transit: req.enabled }, 'transit');
         this.outside.setTransit(req.enabled);
+        this.replicate({ op: 'transit', enabled: req.enabled });
         return {};
       case 'set_remote_subnet':
         return this.setRemoteSubnet(req);
@@ -199,6 +213,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     try {
       vnic = await (this.opts.openVnic ?? Vnic.open)({
         name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6, queueLen: this.opts.vnicQueueLen ?? DEFAULT_VNIC_QUEUE,
+        multiQueue: this.lanes !== null,
       });
     } catch (err) {
       throw new RpcError('bad_state', `cannot open vNIC ${req.name}: ${(err as Error).message}`);
@@ -213,6 +228,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.outside.attach(uidBytes, vnic, this.local.ip4 === null ? null : ip4ToNumber(this.local.ip4));
     vnic.onPackets(this.inside.onPackets);
     vnic.onError((err) => this.log.error({ err }, 'vNIC read error'));
+    this.lanes?.start(req.uid, vnic.config);
     this.log.info({ vnic: vnic.name, uid: req.uid, ip4: req.ip4, ip6: req.ip6, mtu: req.mtu }, 'vNIC up');
     return { vnic: vnic.name };
   }
@@ -286,6 +302,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       if (!existing?.awaitingAnswer) throw new RpcError('bad_state', `no pending offer to ${req.uid}`);
       try {
         existing.acceptAnswer(req.remote);
+        this.lanes?.remoteDescription(existing, req.remote.sdp);
       } catch (err) {
         throw new RpcError('bad_request', `bad answer: ${(err as Error).message}`);
       }
@@ -319,6 +336,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     );
     this.links.set(req.uid, link);
     this.table.ensurePeer(req.uid).link = link;
+    this.lanes?.attach(link, req, req.remote);
     const result = link.localDescription(req.remote).then(
       (description): CreateLinkResult => ({ uid: req.uid, state: link.state, fingerprint, description }),
       (err: unknown) => {
@@ -350,6 +368,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   }
 
   private closeLink(link: Link): void {
+    this.lanes?.linkClosed(link);
     link.close();
     if (this.links.get(link.uid) === link) this.links.delete(link.uid);
     this.pendingOffers.delete(link.uid);
@@ -364,9 +383,17 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     if (req.remove) {
       if (req.ip4) this.table.unmap4(req.uid, req.ip4);
       if (req.ip6) this.table.unmap6(req.uid, req.ip6);
+      this.replicate(
+        ...(req.ip4 ? [{ op: 'unmap4', uid: req.uid, ip: req.ip4 } as const] : []),
+        ...(req.ip6 ? [{ op: 'unmap6', uid: req.uid, ip: req.ip6 } as const] : []),
+      );
     } else {
       if (req.ip4) this.table.map4(req.uid, req.ip4, req.translate);
       if (req.ip6) this.table.map6(req.uid, req.ip6);
+      this.replicate(
+        ...(req.ip4 ? [{ op: 'map4', uid: req.uid, ip: req.ip4, translate: req.translate } as const] : []),
+        ...(req.ip6 ? [{ op: 'map6', uid: req.uid, ip: req.ip6 } as const] : []),
+      );
       const link = this.links.get(req.uid);
       if (link) this.table.ensurePeer(req.uid).link = link;
     }
@@ -381,6 +408,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     if (local && req.uid === local.uid) throw new RpcError('bad_request', 'no route to this node itself (uid is the local UID)');
     if (local && req.via === local.uid) throw new RpcError('bad_request', 'a route via this node itself would loop (via is the local UID)');
     this.table.setRoute(req.uid, req.via);
+    this.replicate({ op: 'route', uid: req.uid, via: req.via });
     for (const uid of [req.uid, req.via]) {
       const link = uid === null ? undefined : this.links.get(uid);
       if (link) this.table.ensurePeer(link.uid).link = link;
@@ -406,6 +434,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return this.oneRouteChangeAtATime(async () => {
       if (req.remove) {
         if (!this.table.unmapSubnet(req.uid, subnet.cidr)) return {};
+        this.replicate({ op: 'subnet', uid: req.uid, cidr: subnet.cidr, remove: true });
         if (kernel) {
           try {
             await vnic.removeRoute(subnet.cidr);
@@ -425,6 +454,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       }
       const before = this.table.subnetOwner(subnet.cidr);
       this.table.mapSubnet(req.uid, subnet.cidr);
+      this.replicate({ op: 'subnet', uid: req.uid, cidr: subnet.cidr, remove: false });
       const link = this.links.get(req.uid);
       if (link) this.table.ensurePeer(req.uid).link = link;
       if (before !== req.uid) this.log.info({ subnet: subnet.cidr, uid: req.uid, kernelRoute: kernel }, 'subnet mapped');
@@ -480,13 +510,51 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     if (hop === null || !hop.send(frame)) this.counters.injectedDropped++;
   }
 
+  // --- lanes (--lanes N > 1; lanes/) ----------------------------------------------------------------
+
+  private makeLanes(): Lanes | null {
+    const count = this.opts.lanes ?? 1;
+    if (count <= 1) return null;
+    return new Lanes(
+      {
+        count,
+        certificatePemFile: this.identity.certificatePemFile,
+        keyPemFile: this.identity.keyPemFile,
+        maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
+        compactFrames: this.opts.compactFrames ?? true,
+        logLevel: this.log.level,
+        rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
+        logger: this.log,
+      },
+      {
+        table: this.table,
+        counters: this.counters,
+        transitOn: () => this.outside.transit,
+        rtcMtu: () => this.rtcMtu(),
+        insideFromLane: (batch) => this.inside.onPackets(batch),
+        transitToController: (frame) => this.transit(frame),
+      },
+    );
+  }
+
+  /** Every forwarding-table change goes to the lane processes' replicas, in order. */
+  private replicate(...ops: TableOp[]): void {
+    this.lanes?.replicate(...ops);
+  }
+
+  /** Lane process ids, for the lab tests (null: that lane is restarting). */
+  lanePids(): (number | null)[] {
+    return this.lanes?.pids() ?? [];
+  }
+
   // --- state ---------------------------------------------------------------------------------------
 
   state(): StateResult {
     const local = this.local;
     const links = [...this.links.values()].map((l) => {
       const p = this.table.peer(l.uid);
-      return l.info(p ? [...p.ip4] : [], p ? [...p.ip6] : []);
+      const info = l.info(p ? [...p.ip4] : [], p ? [...p.ip6] : []);
+      return this.lanes ? this.lanes.decorate(info) : info;
     });
     const c = this.rpc.controllerEndpoint;
     return {
@@ -509,18 +577,20 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       peers: this.xmpp
         ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs }))
         : [],
-      routes: this.table.routes(),
+      routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),
       transit: this.outside.transit,
       counters: this.counters.snapshot({
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
         ...(this.xmpp ? prefixed('xmpp_', this.xmpp.counters()) : {}),
+        ...(this.lanes ? this.lanes.counters() : {}),
       }),
     };
   }
 
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    await this.lanes?.stop();
     for (const l of [...this.links.values()]) this.closeLink(l);
     if (this.xmpp) await this.xmpp.stop().catch(() => undefined);
     this.local?.vnic.close();

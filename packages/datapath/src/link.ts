@@ -1,4 +1,4 @@
-import nodeDataChannel, { type DataChannel, type PeerConnection } from 'node-datachannel';
+import nodeDataChannel, { type DataChannel, type DataChannelInitConfig, type PeerConnection } from 'node-datachannel';
 import type { Logger } from 'pino';
 import {
   COMPACT_FRAME_CHANNEL_ID,
@@ -177,6 +177,14 @@ export class Link {
         return !m || !this.excludeAddress(m[1]!);
       })
       .join('\r\n');
+  }
+
+  /**
+   * Lanes (lanes/peer-lanes.ts): one more negotiated data channel on this link's PeerConnection, for
+   * in-band control between the two datapaths. The caller holds the reference (and closes it).
+   */
+  createControlChannel(label: string, init: DataChannelInitConfig): DataChannel {
+    return this.pc.createDataChannel(label, init);
   }
 
   /** Completes an offerer's link with the peer's answer. */

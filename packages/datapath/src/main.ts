@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
-import { DEFAULT_RPC_PORT, parseEndpoint } from '@tincan/protocol';
+import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
 import { Datapath } from './datapath.js';
 
 const program = new Command()
@@ -13,7 +13,14 @@ const program = new Command()
   .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error", 'Warning')
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
+  .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
   .parse();
+
+function parseLanes(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_LANES) throw new InvalidArgumentError(`expected a whole number, 1–${MAX_LANES}`);
+  return n;
+}
 
 function parseQueue(v: string): number {
   const n = Number(v);
@@ -21,13 +28,14 @@ function parseQueue(v: string): number {
   return n;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean; lanes: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
   const datapath = await Datapath.start({
     rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
     compactFrames: opts.compactFrames,
+    lanes: opts.lanes,
   });
   let stopping = false;
   const stop = (signal: string) => {

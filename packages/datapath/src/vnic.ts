@@ -8,6 +8,8 @@ export interface VnicConfig {
   queueLen?: number | undefined;
   ip4?: string | undefined;
   ip6?: string | undefined;
+  /** Open the TUN with IFF_MULTI_QUEUE (`--lanes` > 1): lane processes attach more queues to it. */
+  multiQueue?: boolean | undefined;
 }
 
 /**
@@ -26,7 +28,9 @@ export class Vnic {
   ) {}
 
   static async open(config: VnicConfig): Promise<Vnic> {
-    const tun = TunDevice.open({ name: config.name, headroom: FRAME_HEADER_LEN, slotSize: Math.max(config.mtu, 1500) });
+    const tun = TunDevice.open({
+      name: config.name, headroom: FRAME_HEADER_LEN, slotSize: Math.max(config.mtu, 1500), multiQueue: config.multiQueue === true,
+    });
     try {
       await tun.setMtu(config.mtu);
       if (config.queueLen !== undefined) await tun.setTxQueueLen(config.queueLen);
@@ -37,6 +41,15 @@ export class Vnic {
       tun.close();
       throw err;
     }
+    return new Vnic(tun, config);
+  }
+
+  /**
+   * Lanes: one more queue of a multi-queue vNIC that the primary datapath has opened and configured
+   * (addresses, MTU, up); the kernel spreads flows over the queues by flow hash.
+   */
+  static attachQueue(config: VnicConfig): Vnic {
+    const tun = TunDevice.open({ name: config.name, headroom: FRAME_HEADER_LEN, slotSize: Math.max(config.mtu, 1500), multiQueue: true });
     return new Vnic(tun, config);
   }
 

@@ -7,3 +7,4 @@ export * from './config.js';
 export * from './controller-messages.js';
 export * from './social-config.js';
 export * from './overlay-messages.js';
+export * from './lane-control.js';

@@ -292,6 +292,20 @@ export const LinkInfo = z.strictObject({
    * offered compact frames and their channel is open, else `full` (each end decides for itself).
    */
   framing: z.enum(['compact', 'full']),
+  /**
+   * `--lanes N` > 1 only: lane links up to this peer (lane processes' own PeerConnections, set up
+   * in-band), not counting the link itself. Their traffic is included in `stats`.
+   */
+  lanes_up: z.number().int().min(0).optional(),
+  /** `--lanes N` > 1 only: the traffic of each lane (0: the link itself), already summed into `stats`. */
+  lanes: z.array(z.strictObject({
+    lane: z.number().int().min(0),
+    up: z.boolean(),
+    bytes_in: z.number(),
+    bytes_out: z.number(),
+    packets_in: z.number(),
+    packets_out: z.number(),
+  })).optional(),
 });
 export type LinkInfo = z.infer<typeof LinkInfo>;
 

@@ -1,0 +1,148 @@
+// `tincan-datapath --lanes 2` in the lab: two datapaths (h1 behind a cone NAT, pub on the emulated
+// internet) each run one lane process on a second queue of a multi-queue vNIC; the lane processes
+// link to each other in-band over the primary link, carry their share of the flows, report their
+// counters into get_state, and a killed lane process is restarted while its flows fall back.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { TinCanNode, linkNodes, linkUp } from './support/tincan-node.js';
+import { labInfo } from './harness/lab.js';
+import { ns } from './harness/namespace.js';
+
+const run = promisify(execFile);
+const lab = labInfo();
+const ice = { stun: [lab.stun], turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }] };
+const xmpp = { host: lab.xmpp.host, port: lab.xmpp.port, ca_file: lab.xmpp.ca_file };
+
+interface LaneInfo { lane: number; up: boolean; packets_in: number; packets_out: number; bytes_in: number; bytes_out: number }
+interface LinkWithLanes {
+  uid: string;
+  state: string;
+  stats: Record<string, number>;
+  lanes_up?: number;
+  lanes?: LaneInfo[];
+}
+
+async function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
+  return run('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: timeoutMs });
+}
+
+async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkWithLanes> {
+  const s = await n.state();
+  const l = (s.links as unknown as LinkWithLanes[]).find((x) => x.uid === peer.uid);
+  if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
+  return l;
+}
+
+async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** The lane processes a datapath forked (its direct children). */
+async function lanePids(n: TinCanNode): Promise<number[]> {
+  const { stdout } = await run('pgrep', ['-P', String(n.datapath.child.pid)]).catch(() => ({ stdout: '' }));
+  return stdout.split('\n').filter(Boolean).map(Number);
+}
+
+async function iperf(from: string, to: string, toIp: string, parallel: number, seconds: number): Promise<number> {
+  const server = inHost(to, ['iperf3', '-s', '-1', '-B', toIp], 60_000);
+  await new Promise((r) => setTimeout(r, 500));
+  const client = await inHost(from, ['iperf3', '-c', toIp, '-P', String(parallel), '-t', String(seconds), '-J'], 60_000);
+  await server;
+  return JSON.parse(client.stdout).end.sum_received.bits_per_second / 1e6;
+}
+
+describe('tincan-datapath --lanes 2 in the lab', () => {
+  const h1 = new TinCanNode({ host: 'h1', ip4: '10.254.0.1', account: { jid: 'node1@vpn.test', password: 'pw-node1' } }, ice);
+  const pub = new TinCanNode({ host: 'pub', ip4: '10.254.0.6', account: { jid: 'node6@vpn.test', password: 'pw-node6' } }, ice);
+  const all = [h1, pub];
+
+  beforeAll(async () => {
+    await Promise.all(all.map((n) => n.start({ datapathArgs: ['--lanes', '2'] })));
+    await Promise.all(all.map((n) => n.configure(xmpp)));
+  });
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const n of all) console.log(n.logs());
+  });
+
+  afterAll(async () => {
+    const pids = (await Promise.all(all.map((n) => lanePids(n)))).flat();
+    await Promise.all(all.map((n) => n.stop()));
+    // Stopping a datapath stops its lanes: no orphans.
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+
+  it('sets up one lane link per peer in-band, carries flows on every lane and counts them on the link', async () => {
+    expect(await lanePids(h1)).toHaveLength(1);
+    await linkNodes(h1, pub);
+    await Promise.all([linkUp(h1, pub), linkUp(pub, h1)]);
+    for (const [a, b] of [[h1, pub], [pub, h1]] as const) {
+      await eventually(async () => (await linkOf(a, b)).lanes_up === 1, 20_000, `${a.spec.host}'s lane link to ${b.spec.host}`);
+    }
+
+    const ping = await inHost('h1', ['ping', '-c', '5', '-i', '0.2', '-W', '2', '10.254.0.6']);
+    expect(ping.stdout).toMatch(/5 received/);
+
+    const mbps = await iperf('h1', 'pub', '10.254.0.6', 4, 4);
+    console.log(`iperf3 -P 4 h1→pub with --lanes 2: ${mbps.toFixed(0)} Mbit/s`);
+    expect(mbps).toBeGreaterThan(1);
+
+    // Stats arrive from the lanes once a second.
+    await new Promise((r) => setTimeout(r, 1500));
+    const l = await linkOf(h1, pub);
+    expect(l.lanes).toHaveLength(2);
+    for (const lane of l.lanes!) {
+      expect(lane.up).toBe(true);
+      expect(lane.packets_out, `lane ${lane.lane} carried nothing`).toBeGreaterThan(100);
+    }
+    // The link's counters are the sum of its lanes'.
+    expect(l.stats.packets_out).toBe(l.lanes!.reduce((n, x) => n + x.packets_out, 0));
+    expect(l.stats.bytes_in).toBe(l.lanes!.reduce((n, x) => n + x.bytes_in, 0));
+    const s = await h1.state();
+    expect(s.counters.lanes_tunPacketsIn).toBeGreaterThan(100);
+    expect(s.counters.lanes_ready).toBe(1);
+  });
+
+  it('keeps traffic flowing when a lane process dies, and restarts it', async () => {
+    const [pid] = await lanePids(h1);
+    expect(pid).toBeGreaterThan(0);
+    const before = (await h1.state()).counters.lanes_restarts ?? 0;
+    process.kill(pid!, 'SIGKILL');
+    // Its queue detached: the kernel moves its flows to the primary's queue at once.
+    const mbps = await iperf('h1', 'pub', '10.254.0.6', 4, 2);
+    console.log(`iperf3 -P 4 h1→pub right after killing a lane: ${mbps.toFixed(0)} Mbit/s`);
+    expect(mbps).toBeGreaterThan(1);
+    const ping = await inHost('h1', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.6']);
+    expect(ping.stdout).toMatch(/3 received/);
+
+    await eventually(async () => ((await h1.state()).counters.lanes_restarts ?? 0) > before, 10_000, 'the lane restart');
+    const [again] = await lanePids(h1);
+    expect(again).toBeGreaterThan(0);
+    expect(again).not.toBe(pid);
+    for (const [a, b] of [[h1, pub], [pub, h1]] as const) {
+      await eventually(async () => (await linkOf(a, b)).lanes_up === 1, 30_000, `${a.spec.host}'s lane link back up`);
+    }
+    const lane1Before = (await linkOf(h1, pub)).lanes![1]!.packets_out;
+    await iperf('h1', 'pub', '10.254.0.6', 4, 2);
+    await new Promise((r) => setTimeout(r, 1500));
+    const lane1After = (await linkOf(h1, pub)).lanes![1]!.packets_out;
+    expect(lane1After - lane1Before, 'the restarted lane carries traffic again').toBeGreaterThan(100);
+  });
+
+  it('closes the lane links with the primary link (trim_link)', async () => {
+    await h1.call('trim_link', { uid: pub.uid });
+    await eventually(async () => {
+      const l = (await pub.state()).links.find((x) => x.uid === h1.uid) as LinkWithLanes | undefined;
+      return !l || l.state !== 'up' || l.lanes_up === 0;
+    }, 30_000, 'pub to see the link go');
+    const s = await h1.state();
+    expect(s.links.find((x) => x.uid === pub.uid)).toBeUndefined();
+  });
+});
