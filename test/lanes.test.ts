@@ -145,4 +145,18 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     const s = await h1.state();
     expect(s.links.find((x) => x.uid === pub.uid)).toBeUndefined();
   });
+
+  it('leaves no lane process behind when the datapath itself is killed', async () => {
+    const pids = await lanePids(pub);
+    expect(pids).toHaveLength(1);
+    await pub.datapath.stop('SIGKILL');
+    await eventually(async () => pids.every((pid) => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }), 10_000, 'the orphaned lane process to exit');
+  });
 });
