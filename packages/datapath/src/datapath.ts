@@ -175,6 +175,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         return {};
       case 'set_logging':
         this.log.level = req.level;
+        this.lanes?.setLogLevel(req.level);
         return {};
     }
   }

@@ -49,6 +49,8 @@ export const ToLane = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('answer'), peer: Uid, attempt: z.number().int().min(0), sdp: z.string() }),
   /** The primary link to `peer` is gone: close the lane link and forget its counters. */
   z.strictObject({ t: z.literal('close'), peer: Uid }),
+  /** set_logging, passed on. */
+  z.strictObject({ t: z.literal('logging'), level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }),
 ]);
 export type ToLane = z.infer<typeof ToLane>;
 

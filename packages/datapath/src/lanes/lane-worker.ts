@@ -141,6 +141,9 @@ export class LaneWorker implements UnmappedSink, TransitSink {
       case 'close':
         this.closeLink(msg.peer, true);
         return;
+      case 'logging':
+        this.log.level = msg.level;
+        return;
     }
   }
 

@@ -50,7 +50,11 @@ export class Lanes implements PeerLanesHost {
   badControl = 0;
   private readonly fallbackBatch: { buffer: Buffer; offsets: Uint32Array; lengths: Uint32Array; count: number } = { buffer: Buffer.alloc(0), offsets: new Uint32Array(0), lengths: new Uint32Array(0), count: 0 };
 
-  constructor(private readonly opts: LanesOptions, private readonly host: LanesHost) {}
+  private logLevel: string;
+
+  constructor(private readonly opts: LanesOptions, private readonly host: LanesHost) {
+    this.logLevel = opts.logLevel;
+  }
 
   get ourLanes(): number {
     return this.opts.count;
@@ -75,7 +79,7 @@ export class Lanes implements PeerLanesHost {
             keyPemFile: this.opts.keyPemFile,
             maxBufferedBytes: this.opts.maxBufferedBytes,
             compactFrames: this.opts.compactFrames,
-            logLevel: this.opts.logLevel,
+            logLevel: this.logLevel,
             rtcLogLevel: this.opts.rtcLogLevel,
           },
           snapshot: { t: 'table', ops: snapshotOps(this.host.table, this.host.transitOn()) },
@@ -96,6 +100,12 @@ export class Lanes implements PeerLanesHost {
   /** Lane process ids (for tests and operators: `kill` one and watch it come back). */
   pids(): (number | null)[] {
     return this.children.map((c) => c.pid);
+  }
+
+  /** set_logging reaches the lane processes too (and the ones started later). */
+  setLogLevel(level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'): void {
+    this.logLevel = level;
+    for (const c of this.children) c.send({ t: 'logging', level });
   }
 
   // --- forwarding-table replication --------------------------------------------------------------
