@@ -543,11 +543,6 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.lanes?.replicate(...ops);
   }
 
-  /** Lane process ids, for the lab tests (null: that lane is restarting). */
-  lanePids(): (number | null)[] {
-    return this.lanes?.pids() ?? [];
-  }
-
   // --- state ---------------------------------------------------------------------------------------
 
   state(): StateResult {

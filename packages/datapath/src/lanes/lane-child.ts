@@ -58,10 +58,6 @@ export class LaneChild {
     private readonly log: Logger,
   ) {}
 
-  get pid(): number | null {
-    return this.proc?.pid ?? null;
-  }
-
   start(): void {
     if (this.stopped || this.proc) return;
     const { init, snapshot } = this.init();

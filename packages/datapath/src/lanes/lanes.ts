@@ -97,11 +97,6 @@ export class Lanes implements PeerLanesHost {
     }
   }
 
-  /** Lane process ids (for tests and operators: `kill` one and watch it come back). */
-  pids(): (number | null)[] {
-    return this.children.map((c) => c.pid);
-  }
-
   /** set_logging reaches the lane processes too (and the ones started later). */
   setLogLevel(level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'): void {
     this.logLevel = level;
