@@ -107,10 +107,10 @@ function peerLanes(role: 'offerer' | 'answerer', candidate: 'host' | 'relay' = '
   const channel = new FakeChannel();
   const channelInit: unknown[] = [];
   const link = {
-    uid: B, role,
+    uid: B, role, state: 'up' as string,
     createControlChannel: (_label: string, init: unknown) => { channelInit.push(init); return channel; },
     info: () => ({ local_candidate: candidate, remote_candidate: 'srflx' }),
-  } as unknown as Link;
+  };
   const made: { lane: number; peer: Uid; attempt: number; remote?: SessionDescription }[] = [];
   const answers: { lane: number; attempt: number }[] = [];
   const host: PeerLanesHost & { bad: number } = {
@@ -120,8 +120,8 @@ function peerLanes(role: 'offerer' | 'answerer', candidate: 'host' | 'relay' = '
     acceptLaneAnswer: (lane, _peer, attempt) => { answers.push({ lane, attempt }); },
     countBadControl() { this.bad++; },
   };
-  const p = new PeerLanes(link, { stun: [], turn: [] }, host, log);
-  return { p, channel, channelInit, made, answers, host };
+  const p = new PeerLanes(link as unknown as Link, { stun: [], turn: [] }, host, log);
+  return { p, link, channel, channelInit, made, answers, host };
 }
 
 const fp = (x: string) => `v=0\r\na=fingerprint:sha-256 ${x}\r\n`;
@@ -139,6 +139,17 @@ describe('PeerLanes (in-band lane control of one primary link)', () => {
     expect(made).toEqual([{ lane: 1, peer: B, attempt: 1 }]);
     p.onLaneDescription(1, 1, { type: 'offer', sdp: fp('MINE') });
     expect(JSON.parse(channel.sent[1]!)).toMatchObject({ t: 'offer', lane: 1, attempt: 1 });
+  });
+
+  it('signals no lane link while the primary link is down, and retries', async () => {
+    const { p, link, channel, made } = peerLanes('offerer');
+    link.state = 'down';
+    channel.message(JSON.stringify({ t: 'hello', lanes: 2 }));
+    expect(made).toEqual([]);
+    link.state = 'up';
+    await new Promise((r) => setTimeout(r, 1600));
+    expect(made.map((m) => m.lane)).toEqual([1]);
+    p.close();
   });
 
   it('makes no lane links over a relayed primary link', () => {

@@ -147,6 +147,12 @@ export class PeerLanes {
 
   private offer(lane: number): void {
     if (this.closed || lane >= this.agreed) return;
+    if (this.link.state !== 'up') {
+      // The primary link is down (the peer went away or restarts): no lane link can be signaled
+      // now. Try again later; the controller trims the link if it stays down.
+      this.scheduleRetry(lane);
+      return;
+    }
     if (!this.direct()) {
       this.log.info({ lane }, 'no lane link: the link is relayed');
       return;
