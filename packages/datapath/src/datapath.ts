@@ -10,6 +10,7 @@ import {
   tokenFilePath,
   uidToBytes,
   type CreateLinkResult,
+  type IceCandidate,
   type LinkState,
   type RequestOf,
   type RpcRequest,
@@ -96,6 +97,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private readonly sampler: NodeJS.Timeout;
   private unmappedWindowStart = 0;
   private unmappedInWindow = 0;
+  /** Trickle ICE: local candidates reported, peer candidates added, and dropped as overlay addresses. */
+  private readonly trickleCounters = { candidatesTrickled: 0, candidatesAdded: 0, candidatesFiltered: 0 };
   /** Kernel route changes (set_remote_subnet), one at a time. */
   private routeChanges: Promise<unknown> = Promise.resolve();
   /** `--lanes N` > 1: the lane processes and lane links (lanes/lanes.ts); null with one lane. */
@@ -149,6 +152,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         return this.registerSvc(req);
       case 'create_link':
         return this.createLink(req);
+      case 'add_candidate':
+        return this.addCandidate(req);
       case 'trim_link':
         return this.trimLink(req.uid);
       case 'set_remote_ip':
@@ -338,7 +343,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.links.set(req.uid, link);
     this.table.ensurePeer(req.uid).link = link;
     this.lanes?.attach(link, req, req.remote);
-    const result = link.localDescription(req.remote).then(
+    const result = req.trickle ? this.trickleDescription(link, req.remote, fingerprint) : link.localDescription(req.remote).then(
       (description): CreateLinkResult => ({ uid: req.uid, state: link.state, fingerprint, description }),
       (err: unknown) => {
         this.closeLink(link);
@@ -352,6 +357,39 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       });
     }
     return result;
+  }
+
+  // --- trickle ICE ---------------------------------------------------------------------------------
+
+  /** create_link with `trickle`: the description at once; later candidates as `candidate` events. */
+  private trickleDescription(link: Link, remote: RequestOf<'create_link'>['remote'], fingerprint: string): Promise<CreateLinkResult> {
+    try {
+      const description = link.trickleDescription(remote, (c) => this.onLocalCandidate(link, c));
+      return Promise.resolve({ uid: link.uid, state: link.state, fingerprint, description });
+    } catch (err) {
+      this.closeLink(link);
+      return Promise.reject(new RpcError('bad_request', `cannot make a description: ${(err as Error).message}`));
+    }
+  }
+
+  private onLocalCandidate(link: Link, candidate: IceCandidate | null): void {
+    if (this.links.get(link.uid) !== link) return;
+    if (candidate) this.trickleCounters.candidatesTrickled++;
+    this.rpc.event(candidate ? { event: 'candidate', uid: link.uid, candidate } : { event: 'candidate', uid: link.uid, done: true });
+  }
+
+  private addCandidate(req: RequestOf<'add_candidate'>): unknown {
+    const link = this.links.get(req.uid);
+    if (!link) throw new RpcError('not_found', `no link to ${req.uid}`);
+    try {
+      const r = link.addRemoteCandidates(req.candidates);
+      this.trickleCounters.candidatesAdded += r.added;
+      this.trickleCounters.candidatesFiltered += r.filtered;
+      return r;
+    } catch (err) {
+      const message = (err as Error).message;
+      throw new RpcError(/remote description|closed/.test(message) ? 'bad_state' : 'bad_request', `add_candidate: ${message}`);
+    }
   }
 
   private onLinkState(link: Link, state: LinkState, reason?: string): void {
@@ -578,6 +616,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       transit: this.outside.transit,
       counters: this.counters.snapshot({
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
+        ...this.trickleCounters,
         ...(this.xmpp ? prefixed('xmpp_', this.xmpp.counters()) : {}),
         ...(this.lanes ? this.lanes.counters() : {}),
       }),

@@ -5,6 +5,7 @@ import {
   FULL_FRAME_CHANNEL_ID,
   acceptsCompactFrames,
   advertiseCompactFrames,
+  type IceCandidate,
   type LinkInfo,
   type LinkState,
   type SessionDescription,
@@ -173,8 +174,8 @@ export class Link {
     return sdp
       .split(/\r?\n/)
       .filter((line) => {
-        const m = /^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ/.exec(line);
-        return !m || !this.excludeAddress(m[1]!);
+        const address = candidateAddress(line);
+        return address === null || !this.excludeAddress(address);
       })
       .join('\r\n');
   }
@@ -185,6 +186,78 @@ export class Link {
    */
   createControlChannel(label: string, init: DataChannelInitConfig): DataChannel {
     return this.pc.createDataChannel(label, init);
+  }
+
+  // --- trickle ICE ---------------------------------------------------------------------------------
+
+  /**
+   * Trickle ICE: makes the local description (offer, or answer to `remote`) and returns it at once,
+   * with the candidates libjuice has already (its host candidates). Every candidate gathered later
+   * goes to `onCandidate` (after this returns: libdatachannel reports them from its own thread),
+   * then `onCandidate(null)` when gathering is complete. Candidates of excluded addresses are
+   * removed here as in the whole description.
+   */
+  trickleDescription(remote: SessionDescription | undefined, onCandidate: (c: IceCandidate | null) => void): SessionDescription {
+    let announced: Set<string> | null = null;
+    const early: IceCandidate[] = [];
+    let doneEarly = false;
+    const report = (c: IceCandidate): void => {
+      if (this.closed || announced!.has(candidateKey(c.candidate))) return;
+      const address = candidateAddress(c.candidate);
+      if (address !== null && this.excludeAddress(address)) return;
+      announced!.add(candidateKey(c.candidate));
+      onCandidate(c);
+    };
+    this.pc.onLocalCandidate((candidate, mid) => {
+      if (announced === null) early.push({ candidate, mid });
+      else report({ candidate, mid });
+    });
+    this.pc.onGatheringStateChange((state) => {
+      if (state !== 'complete') return;
+      if (announced === null) doneEarly = true;
+      else if (!this.closed) onCandidate(null);
+    });
+    if (remote) {
+      this.notePeerFraming(remote.sdp);
+      this.pc.setRemoteDescription(this.filterCandidates(remote.sdp), remote.type);
+      this.pc.setLocalDescription('answer');
+    } else {
+      this.pc.setLocalDescription('offer');
+    }
+    const d = this.pc.localDescription();
+    if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
+    const sdp = this.filterCandidates(d.sdp);
+    announced = new Set(sdp.split('\r\n').filter((l) => candidateAddress(l) !== null).map(candidateKey));
+    if (early.length > 0 || doneEarly) {
+      // Reported before the description was taken (unexpected: libdatachannel calls back through
+      // its own thread): they still follow the description.
+      setImmediate(() => {
+        for (const c of early) report(c);
+        if (doneEarly && !this.closed) onCandidate(null);
+      });
+    }
+    return { type: d.type, sdp: this.advertiseFraming(sdp) };
+  }
+
+  /**
+   * Trickle ICE: the peer's candidates, after its description. Those of excluded addresses are
+   * dropped (counted in `filtered`); a malformed one throws.
+   */
+  addRemoteCandidates(candidates: readonly IceCandidate[]): { added: number; filtered: number } {
+    if (this.closed) throw new Error('the link is closed');
+    if (!this.pc.remoteDescription()) throw new Error('the link has no remote description yet');
+    let added = 0;
+    let filtered = 0;
+    for (const c of candidates) {
+      const address = candidateAddress(c.candidate);
+      if (address !== null && this.excludeAddress(address)) {
+        filtered++;
+        continue;
+      }
+      this.pc.addRemoteCandidate(c.candidate, c.mid);
+      added++;
+    }
+    return { added, filtered };
   }
 
   /** Completes an offerer's link with the peer's answer. */
@@ -388,6 +461,17 @@ function iceServers(stun: readonly string[], turn: readonly TurnServer[]): strin
     out.push(`turn:${encodeURIComponent(t.username)}:${encodeURIComponent(t.password)}@${t.address}`);
   }
   return out;
+}
+
+/** The connection address of an SDP candidate line ("a=candidate:…" or "candidate:…"), else null. */
+function candidateAddress(line: string): string | null {
+  const m = /^(?:a=)?candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ/.exec(line);
+  return m ? m[1]! : null;
+}
+
+/** A candidate line without its "a=" prefix, to compare candidates however they were written. */
+function candidateKey(line: string): string {
+  return line.startsWith('a=') ? line.slice(2) : line;
 }
 
 function candidateType(t: string): 'host' | 'srflx' | 'prflx' | 'relay' | 'unknown' {

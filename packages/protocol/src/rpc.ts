@@ -128,6 +128,8 @@ export const RegisterSvcRequest = z.strictObject({
 /**
  * create_link without `remote`: the datapath makes a PeerConnection and returns an offer.
  * With a remote offer: it answers. With a remote answer: it completes the pending link.
+ * With `trickle` (when making an offer or an answer): the description comes back at once with the
+ * host candidates, and every later local candidate follows as a `candidate` event (trickle ICE).
  */
 export const CreateLinkRequest = z.strictObject({
   ...base,
@@ -136,6 +138,28 @@ export const CreateLinkRequest = z.strictObject({
   stun: z.array(HostPort).max(8).default([]),
   turn: z.array(TurnServer).max(8).default([]),
   remote: SessionDescription.optional(),
+  trickle: z.boolean().default(false),
+});
+
+/**
+ * One ICE candidate as an SDP attribute line ("a=candidate:…" or "candidate:…", RFC 8839) and the
+ * media id it belongs to.
+ */
+export const IceCandidate = z.strictObject({
+  candidate: z
+    .string()
+    .max(512)
+    .regex(/^(a=)?candidate:\S+ \d+ \S+ \d+ \S+ \d+ typ [a-z]+( .*)?$/, 'expected an SDP candidate line'),
+  mid: z.string().min(1).max(32),
+});
+export type IceCandidate = z.infer<typeof IceCandidate>;
+
+/** Trickle ICE: hands the peer's candidates to the link to `uid` (after its remote description). */
+export const AddCandidateRequest = z.strictObject({
+  ...base,
+  m: z.literal('add_candidate'),
+  uid: Uid,
+  candidates: z.array(IceCandidate).min(1).max(32),
 });
 
 export const TrimLinkRequest = z.strictObject({ ...base, m: z.literal('trim_link'), uid: Uid });
@@ -215,6 +239,7 @@ export const RpcRequest = z.discriminatedUnion('m', [
   SetLocalIpRequest,
   RegisterSvcRequest,
   CreateLinkRequest,
+  AddCandidateRequest,
   TrimLinkRequest,
   SetRemoteIpRequest,
   SetRouteRequest,
@@ -382,6 +407,16 @@ export const LinkEvent = z.strictObject({
   state: LinkState,
   reason: z.string().optional(),
 });
+/**
+ * Trickle ICE: a local candidate of a link made with `trickle` (not already in its description), or
+ * `done: true` when the link has finished gathering. Follows the create_link answer of its link.
+ */
+export const CandidateEvent = z.strictObject({
+  event: z.literal('candidate'),
+  uid: Uid,
+  candidate: IceCandidate.optional(),
+  done: z.literal(true).optional(),
+});
 export const XmppEvent = z.strictObject({
   event: z.literal('xmpp'),
   state: z.enum(['connecting', 'online', 'offline']),
@@ -398,7 +433,7 @@ export const RosterEvent = z.strictObject({
   full: z.boolean(),
 });
 
-export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, XmppEvent, RosterEvent]);
+export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, CandidateEvent, XmppEvent, RosterEvent]);
 export type RpcEvent = z.infer<typeof RpcEvent>;
 export type EventOf<E extends RpcEvent['event']> = Extract<RpcEvent, { event: E }>;
 
@@ -410,6 +445,7 @@ export interface RpcResults {
   set_local_ip: { vnic: string };
   register_svc: { state: string };
   create_link: CreateLinkResult;
+  add_candidate: { added: number; filtered: number };
   trim_link: { trimmed: boolean };
   set_remote_ip: Record<string, never>;
   set_route: Record<string, never>;

@@ -25,6 +25,40 @@ describe('RPC datagram framing', () => {
   });
 });
 
+describe('trickle ICE schemas', () => {
+  const uid = 'a'.repeat(40);
+  const host = { candidate: 'a=candidate:1 1 UDP 2122317823 10.1.0.2 5000 typ host', mid: '0' };
+  const srflx = { candidate: 'candidate:2 1 UDP 1678769919 198.18.0.11 5000 typ srflx raddr 0.0.0.0 rport 0', mid: '0' };
+
+  it('create_link takes trickle (default false); add_candidate takes 1–32 candidate lines with a mid', () => {
+    const c = RpcRequest.parse({ tid: 1, token, m: 'create_link', uid });
+    expect(c.m === 'create_link' && c.trickle).toBe(false);
+    const t = RpcRequest.parse({ tid: 1, token, m: 'create_link', uid, trickle: true });
+    expect(t.m === 'create_link' && t.trickle).toBe(true);
+    expect(RpcRequest.safeParse({ tid: 1, token, m: 'add_candidate', uid, candidates: [host, srflx] }).success).toBe(true);
+    const bad = [
+      [],
+      Array(33).fill(host),
+      [{ candidate: 'typ host', mid: '0' }],
+      [{ candidate: `${host.candidate}\r\na=fingerprint:sha-256 AA`, mid: '0' }],
+      [{ ...host, mid: '' }],
+      [{ candidate: host.candidate }],
+      [{ ...host, extra: 1 }],
+      [{ candidate: `${host.candidate} ${'x'.repeat(600)}`, mid: '0' }],
+    ];
+    for (const candidates of bad) {
+      expect(RpcRequest.safeParse({ tid: 1, token, m: 'add_candidate', uid, candidates }).success, JSON.stringify(candidates).slice(0, 80)).toBe(false);
+    }
+  });
+
+  it('the candidate event carries one candidate or the end of gathering', () => {
+    expect(RpcEvent.safeParse({ event: 'candidate', uid, candidate: srflx }).success).toBe(true);
+    expect(RpcEvent.safeParse({ event: 'candidate', uid, done: true }).success).toBe(true);
+    expect(RpcEvent.safeParse({ event: 'candidate', uid, done: false }).success).toBe(false);
+    expect(RpcEvent.safeParse({ event: 'candidate', uid: 'x', done: true }).success).toBe(false);
+  });
+});
+
 describe('RPC request schemas', () => {
   it('accepts each verb with its parameters and fills defaults', () => {
     const uid = 'a'.repeat(40);
