@@ -132,6 +132,7 @@ export class OverlayController<C extends OverlayCounters> {
       offerTimeoutMs: t.offerTimeoutMs,
       connectTimeoutMs: t.connectTimeoutMs,
       downGraceMs: t.downGraceMs,
+      trickle: t.trickle,
       seq: () => this.supervisor.seq,
       hooks: {
         identity: (uid) => this.policy.identity(uid),
@@ -355,6 +356,9 @@ export class OverlayController<C extends OverlayCounters> {
         this.signaling.handleLinkEvent(e.uid, e.state, e.reason);
         this.markDirty();
         break;
+      case 'candidate':
+        this.signaling.handleLocalCandidate(e.uid, e.candidate ?? null);
+        break;
       case 'xmpp':
         if (e.state === 'connecting') this.log.debug('XMPP session connecting');
         else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
@@ -466,6 +470,11 @@ export class OverlayController<C extends OverlayCounters> {
     if (parsed.type === 'con_reject') {
       this.countOutcome(this.signaling.handleConReject(e.uid, parsed.msg));
       this.markDirty();
+      return;
+    }
+    if (parsed.type === 'con_cand') {
+      // Bound to a con_req / con_resp by its attempt id, whose identity was checked.
+      this.countOutcome(this.signaling.handleConCand(e.uid, parsed.msg));
       return;
     }
     const msg = parsed.msg;

@@ -35,6 +35,8 @@ export interface OverlayTuning {
   queueMaxAgeMs: number;
   /** Refusal warnings: at most one per sender and reason per this. */
   warnIntervalMs: number;
+  /** Trickle ICE with peers that take it (see Signaling); off: every description waits for gathering. */
+  trickle: boolean;
 }
 
 export const DEFAULT_OVERLAY_TUNING: OverlayTuning = {
@@ -51,6 +53,7 @@ export const DEFAULT_OVERLAY_TUNING: OverlayTuning = {
   queuePerPeer: 8,
   queueMaxAgeMs: 10_000,
   warnIntervalMs: 60_000,
+  trickle: true,
 };
 
 /** The counters the shared machinery keeps; each controller's counters extend these. */

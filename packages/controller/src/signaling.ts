@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { MAX_CANDIDATES_PER_SIGNAL } from '@tincan/protocol';
 import type {
   Attempt,
+  ConCand,
   ConReject,
   ConReq,
   ConResp,
+  IceCandidate,
   LinkState,
   SessionDescription,
   TurnServer,
@@ -40,7 +43,8 @@ export type SignalOutcome =
   | 'duplicate' // a message seen before (answered again if useful), or a late copy
   | 'applied' // a con_resp that completes our offer
   | 'stale' // a con_resp / con_reject for no current attempt of ours
-  | 'rejected'; // a con_reject that ends our current attempt
+  | 'rejected' // a con_reject that ends our current attempt
+  | 'buffered'; // a con_cand kept until its link has the peer's description (or its con_req arrives)
 
 export interface SignalingHooks {
   /** The identity fields our con_req / con_resp carry. */
@@ -76,6 +80,47 @@ export interface SignalingOptions {
   seq?: () => number;
   /** Attempt ids (tests pass deterministic ones). */
   newAttempt?: () => Attempt;
+  /**
+   * Trickle ICE (default on): we take the peer's con_cand, and send our own candidates as con_cand
+   * instead of waiting for gathering when the peer said it takes them (con_req / con_resp `trickle`).
+   */
+  trickle?: boolean;
+  /** Local candidates reported within this long go out in one con_cand. */
+  candidateBatchMs?: number;
+}
+
+/** Trickle ICE counters (cumulative). */
+export interface TrickleCounters {
+  /** con_cand signals sent, and the candidates in them. */
+  con_cand_sent: number;
+  candidates_sent: number;
+  /** Peer candidates handed to the datapath (add_candidate). */
+  candidates_applied: number;
+  /** Peer candidates held until their link had the peer's description or their con_req arrived. */
+  candidates_buffered: number;
+  /** Peer candidates dropped: stale attempt, over a bound, link already up, or add_candidate failed. */
+  candidates_dropped: number;
+  /** Local candidate events for no current trickled link (an old link's, or before its description). */
+  local_candidates_dropped: number;
+}
+
+/** Trickle state of one link attempt (reset whenever the session starts over). */
+interface TrickleState {
+  /** Our link was made with trickle: its candidates go to the peer as con_cand. */
+  local: boolean;
+  /** Our candidates reported so far (sent again with a resent con_req / con_resp). */
+  sent: IceCandidate[];
+  gatheringDone: boolean;
+  /** Candidates waiting for the batch timer. */
+  outbox: IceCandidate[];
+  outboxDone: boolean;
+  flushTimer: TimerHandle | null;
+  /** The datapath's link has the peer's description: its candidates can be added. */
+  remoteReady: boolean;
+  /** Peer candidates waiting for remoteReady. */
+  pending: IceCandidate[];
+  /** Peer candidates already handed over (duplicates are dropped). */
+  applied: Set<string>;
 }
 
 export interface Session {
@@ -104,9 +149,17 @@ export interface Session {
   adopted: boolean;
   timer: TimerHandle | null;
   timerKind: 'offer' | 'connect' | 'down' | null;
+  /** The peer said it takes con_cand (learned from its con_req / con_resp; survives attempts). */
+  peerTrickles: boolean;
+  trickle: TrickleState;
+  /** con_cand for attempts of the peer's whose con_req has not arrived yet (XMPP reordering). */
+  early: Map<Attempt, IceCandidate[]>;
 }
 
 const SEEN_MAX = 8;
+/** Candidates kept per link attempt (each direction), and attempts with early candidates per peer. */
+const CANDIDATES_MAX = 32;
+const EARLY_ATTEMPTS_MAX = 2;
 
 /**
  * The per-peer link negotiation state machine (paper §5.3: connection request / response over the
@@ -130,7 +183,13 @@ export class Signaling {
   private readonly offerResendMs: number;
   private readonly seq: () => number;
   private readonly newAttempt: () => Attempt;
+  private readonly trickleEnabled: boolean;
+  private readonly candidateBatchMs: number;
   private readonly log: Logger;
+  readonly trickleCounters: TrickleCounters = {
+    con_cand_sent: 0, candidates_sent: 0, candidates_applied: 0, candidates_buffered: 0, candidates_dropped: 0,
+    local_candidates_dropped: 0,
+  };
 
   constructor(private readonly opts: SignalingOptions) {
     this.offerTimeoutMs = opts.offerTimeoutMs ?? 15_000;
@@ -140,6 +199,8 @@ export class Signaling {
     this.offerResendMs = opts.offerResendMs ?? 5_000;
     this.seq = opts.seq ?? (() => 0);
     this.newAttempt = opts.newAttempt ?? (() => randomBytes(8).toString('hex'));
+    this.trickleEnabled = opts.trickle ?? true;
+    this.candidateBatchMs = opts.candidateBatchMs ?? 5;
     this.log = opts.logger;
   }
 
@@ -175,9 +236,10 @@ export class Signaling {
 
   private async offer(s: Session, gen: number): Promise<void> {
     const { uid } = s;
+    const trickle = this.trickleEnabled && s.peerTrickles;
     let result;
     try {
-      result = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice() });
+      result = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), ...(trickle ? { trickle } : {}) });
     } catch (err) {
       if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link: ${errorMessage(err)}`);
       return;
@@ -194,22 +256,25 @@ export class Signaling {
       return;
     }
     s.myOffer = result.description;
+    s.trickle.local = trickle;
     s.linkSeq = this.seq();
     await this.sendReq(s, gen);
   }
 
-  private async sendReq(s: Session, gen: number): Promise<void> {
+  private async sendReq(s: Session, gen: number, again = false): Promise<void> {
     if (!s.myOffer || !s.myAttempt) return;
     s.lastResendMs = this.opts.clock.now();
     try {
       await this.opts.rpc.call('send_signal', {
         uid: s.uid,
         type: 'con_req',
-        data: { ...this.opts.hooks.identity(s.uid), attempt: s.myAttempt, description: s.myOffer },
+        data: { ...this.opts.hooks.identity(s.uid), attempt: s.myAttempt, description: s.myOffer, ...this.trickleFlag() },
       });
     } catch (err) {
       if (s.gen === gen && s.state === 'offering') this.fail(s, 'signal_failed', `con_req: ${errorMessage(err)}`);
+      return;
     }
+    if (again && s.gen === gen) this.resendCandidates(s);
   }
 
   /** A verified con_req from `uid`. */
@@ -217,7 +282,7 @@ export class Signaling {
     const s = this.ensure(uid);
     if (s.seen.includes(msg.attempt)) {
       if (s.peerAttempt === msg.attempt && s.myAnswer && (s.state === 'connecting' || s.state === 'up')) {
-        this.maybeResend(s, () => this.sendResp(s, s.gen));
+        this.maybeResend(s, () => this.sendResp(s, s.gen, true));
       }
       return 'duplicate';
     }
@@ -226,7 +291,7 @@ export class Signaling {
       if (this.opts.localUid < uid) {
         // Glare, and we are the offerer: keep ours and send it again, in case the peer never got it
         // (once per attempt of the peer's: its duplicates take the "seen" path above).
-        if (s.myOffer) void this.sendReq(s, s.gen);
+        if (s.myOffer) void this.sendReq(s, s.gen, true);
         return 'glare_kept';
       }
       this.log.debug({ peer: short(uid) }, 'glare: yielding to the lower UID');
@@ -241,6 +306,12 @@ export class Signaling {
   private answer(s: Session, msg: ConReq): void {
     const gen = this.restart(s, 'answering', 'answerer');
     s.peerAttempt = msg.attempt;
+    s.peerTrickles = msg.trickle === true;
+    const early = s.early.get(msg.attempt);
+    if (early) {
+      s.early.delete(msg.attempt);
+      s.trickle.pending.push(...early);
+    }
     this.arm(s, 'connect', this.connectTimeoutMs);
     void this.doAnswer(s, gen, msg);
   }
@@ -250,31 +321,37 @@ export class Signaling {
     try {
       await this.opts.hooks.prepare(uid, msg);
       if (s.gen !== gen) return;
-      const r = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description });
+      const trickle = this.trickleEnabled && s.peerTrickles;
+      const r = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description, ...(trickle ? { trickle } : {}) });
       if (s.gen !== gen) return;
       if (!r.description || r.description.type !== 'answer') throw new Error('create_link returned no answer');
       s.myAnswer = r.description;
+      s.trickle.local = trickle;
       s.linkSeq = this.seq();
       if (s.state === 'answering') s.state = 'connecting';
     } catch (err) {
       if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link (answer): ${errorMessage(err)}`);
       return;
     }
-    await this.sendResp(s, gen);
+    const sent = this.sendResp(s, gen);
+    this.remoteReady(s, gen);
+    await sent;
   }
 
-  private async sendResp(s: Session, gen: number): Promise<void> {
+  private async sendResp(s: Session, gen: number, again = false): Promise<void> {
     if (!s.myAnswer || !s.peerAttempt) return;
     s.lastResendMs = this.opts.clock.now();
     try {
       await this.opts.rpc.call('send_signal', {
         uid: s.uid,
         type: 'con_resp',
-        data: { ...this.opts.hooks.identity(s.uid), attempt: s.peerAttempt, description: s.myAnswer },
+        data: { ...this.opts.hooks.identity(s.uid), attempt: s.peerAttempt, description: s.myAnswer, ...this.trickleFlag() },
       });
     } catch (err) {
       if (s.gen === gen && s.state !== 'up') this.fail(s, 'signal_failed', `con_resp: ${errorMessage(err)}`);
+      return;
     }
+    if (again && s.gen === gen) this.resendCandidates(s);
   }
 
   /** A verified con_resp from `uid`. */
@@ -283,6 +360,7 @@ export class Signaling {
     if (!s || s.myAttempt !== msg.attempt) return 'stale';
     if (s.state !== 'offering' || s.answerApplied || !s.myOffer) return 'duplicate';
     s.answerApplied = true;
+    s.peerTrickles = msg.trickle === true;
     const gen = s.gen;
     this.arm(s, 'connect', this.connectTimeoutMs);
     void (async () => {
@@ -292,6 +370,7 @@ export class Signaling {
         await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description });
         if (s.gen !== gen) return;
         if (s.state === 'offering') s.state = 'connecting';
+        this.remoteReady(s, gen);
       } catch (err) {
         if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link (answer): ${errorMessage(err)}`);
       }
@@ -306,6 +385,149 @@ export class Signaling {
     if (msg.attempt !== undefined && msg.attempt !== s.myAttempt) return 'stale';
     this.fail(s, 'rejected', `${msg.reason}${msg.message ? `: ${msg.message}` : ''}`);
     return 'rejected';
+  }
+
+  // --- trickle ICE ---------------------------------------------------------------------------------
+
+  /**
+   * A verified con_cand from `uid`: the peer's candidates for one link attempt. Those for the current
+   * attempt go to the datapath once its link has the peer's description (held until then); those for
+   * an attempt whose con_req has not arrived yet are held for it (bounded); others are stale.
+   */
+  handleConCand(uid: Uid, msg: ConCand): SignalOutcome {
+    const s = this.ensure(uid);
+    const current =
+      s.state !== 'idle' &&
+      ((s.role === 'offerer' && s.myAttempt === msg.attempt) || (s.role === 'answerer' && s.peerAttempt === msg.attempt));
+    if (!current) {
+      if (s.seen.includes(msg.attempt) || s.myAttempt === msg.attempt) {
+        this.trickleCounters.candidates_dropped += msg.candidates.length;
+        return 'stale';
+      }
+      return this.holdEarly(s, msg);
+    }
+    if (s.state === 'up') {
+      this.trickleCounters.candidates_dropped += msg.candidates.length;
+      return 'duplicate';
+    }
+    const t = s.trickle;
+    const fresh = msg.candidates.filter((c) => !t.applied.has(candidateKey(c)) && !t.pending.some((p) => candidateKey(p) === candidateKey(c)));
+    if (t.remoteReady) {
+      this.addCandidates(s, fresh);
+      return 'applied';
+    }
+    const room = Math.max(0, CANDIDATES_MAX - t.pending.length);
+    t.pending.push(...fresh.slice(0, room));
+    this.trickleCounters.candidates_buffered += Math.min(room, fresh.length);
+    this.trickleCounters.candidates_dropped += Math.max(0, fresh.length - room);
+    return 'buffered';
+  }
+
+  /**
+   * A local candidate of `uid`'s link from the datapath (`null`: gathering is complete). It goes to
+   * the peer in a con_cand, batched with those reported within candidateBatchMs.
+   */
+  handleLocalCandidate(uid: Uid, candidate: IceCandidate | null): void {
+    const s = this.sessions.get(uid);
+    const described = s !== undefined && (s.role === 'offerer' ? s.myOffer !== null : s.role === 'answerer' && s.myAnswer !== null);
+    if (!s || !described || !s.trickle.local || s.state === 'idle') {
+      // An old link's, or one made without trickle: the events of a link follow its create_link answer.
+      this.trickleCounters.local_candidates_dropped++;
+      return;
+    }
+    if (s.state === 'up') return; // the peer needs no more candidates
+    const t = s.trickle;
+    if (candidate === null) {
+      t.gatheringDone = true;
+      t.outboxDone = true;
+    } else {
+      if (t.sent.length >= CANDIDATES_MAX) {
+        this.trickleCounters.local_candidates_dropped++;
+        return;
+      }
+      t.sent.push(candidate);
+      t.outbox.push(candidate);
+    }
+    if (t.flushTimer !== null) return;
+    const gen = s.gen;
+    t.flushTimer = this.opts.clock.setTimeout(() => {
+      t.flushTimer = null;
+      if (s.gen !== gen || s.state === 'idle') return;
+      const batch = t.outbox.splice(0);
+      const done = t.outboxDone;
+      t.outboxDone = false;
+      this.sendCandidates(s, batch, done);
+    }, this.candidateBatchMs);
+  }
+
+  private trickleFlag(): { trickle?: true } {
+    return this.trickleEnabled ? { trickle: true } : {};
+  }
+
+  /** Our con_req / con_resp went out again (the first may have been lost): so do our candidates. */
+  private resendCandidates(s: Session): void {
+    const t = s.trickle;
+    if (t.local && (t.sent.length > 0 || t.gatheringDone)) this.sendCandidates(s, [...t.sent], t.gatheringDone);
+  }
+
+  private sendCandidates(s: Session, candidates: IceCandidate[], done: boolean): void {
+    const attempt = s.role === 'offerer' ? s.myAttempt : s.peerAttempt;
+    if (attempt === null) return;
+    for (let i = 0; i < candidates.length || (i === 0 && done); i += MAX_CANDIDATES_PER_SIGNAL) {
+      const chunk = candidates.slice(i, i + MAX_CANDIDATES_PER_SIGNAL);
+      const last = i + MAX_CANDIDATES_PER_SIGNAL >= candidates.length;
+      this.trickleCounters.con_cand_sent++;
+      this.trickleCounters.candidates_sent += chunk.length;
+      this.opts.rpc
+        .call('send_signal', { uid: s.uid, type: 'con_cand', data: { attempt, candidates: chunk, ...(done && last ? { done: true } : {}) } })
+        .catch((err: unknown) => this.log.debug({ peer: short(s.uid), err: errorMessage(err) }, 'cannot send con_cand'));
+    }
+  }
+
+  /** The datapath's link has the peer's description now: the held candidates go to it. */
+  private remoteReady(s: Session, gen: number): void {
+    if (s.gen !== gen) return;
+    s.trickle.remoteReady = true;
+    if (s.trickle.pending.length > 0) this.addCandidates(s, s.trickle.pending.splice(0));
+  }
+
+  private addCandidates(s: Session, candidates: IceCandidate[]): void {
+    const t = s.trickle;
+    const fresh = candidates.filter((c) => !t.applied.has(candidateKey(c)));
+    if (fresh.length === 0) return;
+    if (t.applied.size + fresh.length > CANDIDATES_MAX) {
+      this.trickleCounters.candidates_dropped += fresh.length;
+      return;
+    }
+    for (const c of fresh) t.applied.add(candidateKey(c));
+    this.opts.rpc.call('add_candidate', { uid: s.uid, candidates: fresh }).then(
+      () => {
+        this.trickleCounters.candidates_applied += fresh.length;
+      },
+      (err: unknown) => {
+        this.trickleCounters.candidates_dropped += fresh.length;
+        this.log.debug({ peer: short(s.uid), err: errorMessage(err) }, 'add_candidate failed');
+      },
+    );
+  }
+
+  /** con_cand for an attempt of the peer's we have not seen: kept for its con_req (bounded). */
+  private holdEarly(s: Session, msg: ConCand): SignalOutcome {
+    let held = s.early.get(msg.attempt);
+    if (!held) {
+      while (s.early.size >= EARLY_ATTEMPTS_MAX) {
+        const [oldest, cands] = s.early.entries().next().value!;
+        this.trickleCounters.candidates_dropped += cands.length;
+        s.early.delete(oldest);
+      }
+      held = [];
+      s.early.set(msg.attempt, held);
+    }
+    const room = Math.max(0, CANDIDATES_MAX - held.length);
+    held.push(...msg.candidates.slice(0, room));
+    this.trickleCounters.candidates_buffered += Math.min(room, msg.candidates.length);
+    this.trickleCounters.candidates_dropped += Math.max(0, msg.candidates.length - room);
+    return 'buffered';
   }
 
   /** A link event from the datapath. */
@@ -391,6 +613,7 @@ export class Signaling {
     for (const s of this.sessions.values()) {
       s.gen++;
       this.disarm(s);
+      this.resetTrickle(s);
     }
   }
 
@@ -403,7 +626,7 @@ export class Signaling {
         uid, state: 'idle', gen: 0, role: null, myAttempt: null, myOffer: null, answerApplied: false,
         peerAttempt: null, myAnswer: null, seen: [], sinceMs: this.opts.clock.now(), upSinceMs: null,
         linkSeq: null, idleSeq: this.seq(), lastResendMs: 0, trimsInFlight: 0, adopted: false,
-        timer: null, timerKind: null,
+        timer: null, timerKind: null, peerTrickles: false, trickle: freshTrickle(), early: new Map(),
       };
       this.sessions.set(uid, s);
     }
@@ -425,7 +648,13 @@ export class Signaling {
     s.upSinceMs = null;
     s.linkSeq = null;
     s.adopted = false;
+    this.resetTrickle(s);
     return s.gen;
+  }
+
+  private resetTrickle(s: Session): void {
+    if (s.trickle.flushTimer !== null) this.opts.clock.clearTimeout(s.trickle.flushTimer);
+    s.trickle = freshTrickle();
   }
 
   private remember(s: Session, attempt: Attempt): void {
@@ -451,6 +680,8 @@ export class Signaling {
   }
 
   private fail(s: Session, reason: CloseReason, detail: string): void {
+    // The next attempt gathers in full before it offers, in case trickling was the trouble.
+    if (reason === 'failed' || reason === 'timeout') s.peerTrickles = false;
     this.log.info({ peer: short(s.uid), state: s.state, reason, detail }, 'link attempt closed');
     this.close(s, reason, detail, true);
   }
@@ -500,7 +731,7 @@ export class Signaling {
       s.timer = null;
       s.timerKind = null;
       if (s.gen !== gen || s.state !== 'offering' || s.answerApplied) return;
-      if (s.myOffer) void this.sendReq(s, gen);
+      if (s.myOffer) void this.sendReq(s, gen, true);
       this.armOffer(s);
     }, this.offerResendMs);
   }
@@ -510,6 +741,18 @@ export class Signaling {
     s.timer = null;
     s.timerKind = null;
   }
+}
+
+function freshTrickle(): TrickleState {
+  return {
+    local: false, sent: [], gatheringDone: false, outbox: [], outboxDone: false, flushTimer: null,
+    remoteReady: false, pending: [], applied: new Set(),
+  };
+}
+
+/** A candidate line without its "a=" prefix: the same candidate however it was written. */
+function candidateKey(c: IceCandidate): string {
+  return `${c.mid} ${c.candidate.startsWith('a=') ? c.candidate.slice(2) : c.candidate}`;
 }
 
 function short(uid: Uid): string {

@@ -43,6 +43,12 @@ interface FakeLink {
   packets_out: number;
   bytes_in: number;
   bytes_out: number;
+  /** Trickle ICE: made with create_link {trickle}; its reachable candidate is not in `local`. */
+  trickled: boolean;
+  /** The candidate the peer must learn (trickled: through add_candidate) for the link to come up. */
+  candidate: string;
+  /** Candidates handed over by add_candidate. */
+  remoteCandidates: Set<string>;
 }
 
 export type FakeRosterItem = EventOf<'roster'>['items'][number];
@@ -194,6 +200,15 @@ export class FakeDatapath {
       }
       case 'create_link':
         return this.createLink(params as RpcParams<'create_link'>);
+      case 'add_candidate': {
+        const p = params as RpcParams<'add_candidate'>;
+        const l = this.links.get(p.uid);
+        if (!l) throw new FakeRpcError('not_found', `no link to ${p.uid}`);
+        if (!l.remote) throw new FakeRpcError('bad_state', 'add_candidate: the link has no remote description yet');
+        for (const c of p.candidates) l.remoteCandidates.add(c.candidate);
+        this.net.tryConnect(this, p.uid);
+        return { added: p.candidates.length, filtered: 0 };
+      }
       case 'trim_link': {
         const uid = params.uid as Uid;
         const l = this.links.get(uid);
@@ -269,14 +284,28 @@ export class FakeDatapath {
     }
     const role = p.remote ? 'answerer' : 'offerer';
     const local: SessionDescription = { type: p.remote ? 'answer' : 'offer', sdp: `${role}-${this.uid.slice(0, 6)}-${++sdpCounter}` };
+    const trickled = p.trickle === true;
+    const n = sdpCounter;
+    const candidate = `a=candidate:2 1 UDP 1678769919 198.51.100.${n % 250} ${10000 + n} typ srflx`;
     const link: FakeLink = {
-      uid, jid: this.net.jidOf(uid), role, state: 'connecting', local, remote: p.remote ?? null,
-      created_ms: this.net.clock.now(), connected_ms: null, last_rx_ms: null, last_tx_ms: null, packets_in: 0, packets_out: 0,
-      bytes_in: 0, bytes_out: 0,
+      uid, jid: this.net.jidOf(uid), role, state: 'connecting', local: trickled ? local : { ...local, sdp: `${local.sdp}\n${candidate}` },
+      remote: p.remote ?? null, created_ms: this.net.clock.now(), connected_ms: null, last_rx_ms: null, last_tx_ms: null,
+      packets_in: 0, packets_out: 0, bytes_in: 0, bytes_out: 0, trickled, candidate, remoteCandidates: new Set(),
     };
     this.links.set(uid, link);
     if (p.remote) this.net.tryConnect(this, uid);
-    return { uid, state: 'connecting', fingerprint, description: local };
+    if (trickled) {
+      // After the answer, as the real datapath reports them: the reflexive and relayed candidates
+      // together, then the end of gathering.
+      this.net.clock.setTimeout(() => {
+        if (this.links.get(uid) !== link) return;
+        const relay = { candidate: `a=candidate:3 1 UDP 1048063 198.51.100.250 ${20000 + n} typ relay`, mid: '0' };
+        this.emit({ event: 'candidate', uid, candidate: { candidate, mid: '0' } });
+        this.emit({ event: 'candidate', uid, candidate: relay });
+        this.emit({ event: 'candidate', uid, done: true });
+      }, this.net.gatherMs);
+    }
+    return { uid, state: 'connecting', fingerprint, description: link.local };
   }
 
   state(now: number): StateResult {
@@ -377,6 +406,10 @@ export class FakeNet {
   signalDelayMs = 50;
   /** ICE + DTLS time once both ends have the descriptions. */
   connectMs = 200;
+  /** Trickle ICE: a trickled link reports its further candidates this long after create_link. */
+  gatherMs = 40;
+  /** Signal delivery delay by type (default signalDelayMs): to reorder signals. */
+  delayOf: ((s: { from: Uid; to: string; type: string; data: unknown }) => number | undefined) | null = null;
   /** When false, links never come up and fail after failAfterMs. */
   linksWork = true;
   failAfterMs = 5_000;
@@ -384,6 +417,9 @@ export class FakeNet {
   readonly signals: { from: Uid; to: string; type: string; data: unknown }[] = [];
   /** Drop signals matching this (simulates loss). */
   drop: ((s: { from: Uid; to: string; type: string; data: unknown }) => boolean) | null = null;
+
+  /** Links whose connection is under way (tryConnect may be called again by add_candidate). */
+  private readonly connecting = new Set<FakeLink>();
 
   constructor(readonly clock: Clock) {}
 
@@ -425,7 +461,7 @@ export class FakeNet {
     this.clock.setTimeout(() => {
       const to = this.byJid(toJid);
       if (to && from.uid) to.emit({ event: 'signal', uid: from.uid, jid: from.jid, type, data: json });
-    }, this.signalDelayMs);
+    }, this.delayOf?.(s) ?? this.signalDelayMs);
   }
 
   /** If a's link to uid and the peer's link to a match (offer/answer), they come up after connectMs. */
@@ -438,9 +474,17 @@ export class FakeNet {
     const [off, ans] = la.role === 'offerer' ? [la, lb] : [lb, la];
     if (off.role !== 'offerer' || ans.role !== 'answerer') return;
     if (off.remote?.sdp !== ans.local.sdp || ans.remote?.sdp !== off.local.sdp) return;
+    // A trickled side's reachable candidate must have reached the other side (add_candidate).
+    if (off.trickled && !ans.remoteCandidates.has(off.candidate)) return;
+    if (ans.trickled && !off.remoteCandidates.has(ans.candidate)) return;
+    if (this.connecting.has(la) || this.connecting.has(lb)) return;
+    this.connecting.add(la);
+    this.connecting.add(lb);
     const aUid = a.uid;
     this.clock.setTimeout(
       () => {
+        this.connecting.delete(la);
+        this.connecting.delete(lb);
         if (a.links.get(uid) !== la || b.links.get(aUid) !== lb) return;
         if (this.linksWork) {
           a.setLinkState(uid, 'up');

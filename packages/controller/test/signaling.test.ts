@@ -21,7 +21,7 @@ interface Side {
 let clock: ManualClock;
 let net: FakeNet;
 
-async function side(ip4: string): Promise<Side> {
+async function side(ip4: string, opts: { trickle?: boolean } = {}): Promise<Side> {
   const uid = uidFromIp4(ip4);
   const dp = new FakeDatapath(net, `${ip4.replace(/\./g, '-')}@vpn.test/tincan`);
   const port = dp.port();
@@ -39,6 +39,7 @@ async function side(ip4: string): Promise<Side> {
     clock,
     logger,
     seq: () => seq,
+    trickle: opts.trickle ?? false,
     hooks: {
       identity: () => ({ overlay: 'lab', ip4 }),
       ice: () => ({ stun: [], turn: [] }),
@@ -55,9 +56,12 @@ async function side(ip4: string): Promise<Side> {
       if (!p.ok) return;
       if (p.type === 'con_req') s.outcomes.push(s.sig.handleConReq(e.uid, p.msg));
       else if (p.type === 'con_resp') s.outcomes.push(s.sig.handleConResp(e.uid, p.msg));
+      else if (p.type === 'con_cand') s.outcomes.push(s.sig.handleConCand(e.uid, p.msg));
       else s.outcomes.push(s.sig.handleConReject(e.uid, p.msg));
     } else if (e.event === 'link') {
       s.sig.handleLinkEvent(e.uid, e.state, e.reason);
+    } else if (e.event === 'candidate') {
+      s.sig.handleLocalCandidate(e.uid, e.candidate ?? null);
     }
   });
   await port.subscribe();
@@ -66,10 +70,10 @@ async function side(ip4: string): Promise<Side> {
   return s;
 }
 
-/** Two sides, `lo` with the lower UID. */
-async function pair(): Promise<{ lo: Side; hi: Side }> {
-  const a = await side('10.9.0.1');
-  const b = await side('10.9.0.2');
+/** Two sides, `lo` with the lower UID (without trickle ICE unless asked). */
+async function pair(opts: { trickle?: boolean } = {}): Promise<{ lo: Side; hi: Side }> {
+  const a = await side('10.9.0.1', opts);
+  const b = await side('10.9.0.2', opts);
   await clock.settle();
   return a.uid < b.uid ? { lo: a, hi: b } : { lo: b, hi: a };
 }
@@ -250,5 +254,175 @@ describe('Signaling', () => {
     expect(lo.sig.state(hi.uid)).toBe('idle');
     expect(lo.closed.map((c) => c.reason)).toEqual(['lost']);
     expect(lo.dp.callsOf('trim_link')).toEqual([]);
+  });
+});
+
+describe('Signaling with trickle ICE', () => {
+  const types = (): string[] => net.signals.map((s) => s.type);
+  const trickledCreates = (x: Side): boolean[] =>
+    x.dp.callsOf('create_link').filter((c) => c.params.remote === undefined || (c.params.remote as { type: string }).type === 'offer')
+      .map((c) => c.params.trickle === true);
+
+  it('first link: the offer waits for gathering, the answer trickles (con_req said trickle); the next link trickles both', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(trickledCreates(lo)).toEqual([false]);
+    expect(trickledCreates(hi)).toEqual([true]);
+    // srflx + relay + end of gathering reported together: one con_cand.
+    expect(types()).toEqual(['con_req', 'con_resp', 'con_cand']);
+    const cand = net.signals[2]!.data as { attempt: string; candidates: unknown[]; done?: boolean };
+    expect(cand.attempt).toBe(lo.sig.session(hi.uid)!.myAttempt);
+    expect(cand.candidates.length).toBe(2);
+    expect(cand.done).toBe(true);
+    expect(lo.dp.callsOf('add_candidate').length).toBe(1);
+    expect(lo.sig.trickleCounters.candidates_applied).toBe(2);
+
+    lo.sig.trim(hi.uid, 'test');
+    await clock.advance(2000);
+    net.signals.length = 0;
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(trickledCreates(lo)).toEqual([false, true]);
+    expect(types().filter((t) => t === 'con_cand').length).toBe(2); // one each way
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.closed.map((c) => c.reason)).toEqual(['policy']);
+    expect(hi.closed).toEqual([]);
+  });
+
+  it('the link needs the trickled candidates: without con_cand it never comes up (the fake is strict)', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    net.drop = (s) => s.type === 'con_cand';
+    lo.sig.connect(hi.uid);
+    await clock.advance(5000);
+    expect(lo.sig.state(hi.uid)).toBe('connecting');
+    expect(hi.sig.state(lo.uid)).toBe('connecting');
+  });
+
+  it('the answerer\'s candidates that overtake its con_resp are held and applied after the answer', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    net.delayOf = (s) => (s.type === 'con_resp' ? 300 : undefined);
+    net.gatherMs = 0;
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(lo.outcomes).toEqual(['buffered', 'applied']);
+    expect(lo.sig.trickleCounters.candidates_buffered).toBe(2);
+    const calls = lo.dp.calls.map((c) => c.m).filter((m) => m === 'create_link' || m === 'add_candidate');
+    expect(calls).toEqual(['create_link', 'create_link', 'add_candidate']);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+  });
+
+  it('the offerer\'s candidates that overtake its con_req are held for that attempt, then applied', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    lo.sig.trim(hi.uid, 'test');
+    await clock.advance(2000);
+    hi.outcomes.length = 0;
+    net.delayOf = (s) => (s.type === 'con_req' ? 300 : undefined);
+    lo.sig.connect(hi.uid); // trickled now: lo learned that hi takes con_cand
+    await clock.advance(1000);
+    expect(hi.outcomes.slice(0, 2)).toEqual(['buffered', 'answered']);
+    expect(hi.dp.callsOf('add_candidate').at(-1)!.params.candidates).toHaveLength(2);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+  });
+
+  it('stale, duplicate, over-bound and post-up candidates are counted drops, never applied twice', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    const cand = net.signals.find((s) => s.type === 'con_cand')!;
+    const applied = lo.dp.callsOf('add_candidate').length;
+    // The same con_cand again once the link is up: dropped.
+    lo.dp.emit({ event: 'signal', uid: hi.uid, jid: hi.dp.jid, type: 'con_cand', data: cand.data as never });
+    await clock.advance(100);
+    expect(lo.outcomes.at(-1)).toBe('duplicate');
+    expect(lo.dp.callsOf('add_candidate').length).toBe(applied);
+    // An attempt of the peer's we saw before (hi's old con_req to lo is none here: use lo's offer
+    // attempt seen by hi) is stale at hi.
+    const attempt = lo.sig.session(hi.uid)!.myAttempt!;
+    hi.sig.trim(lo.uid, 'test');
+    await clock.advance(2000);
+    hi.dp.emit({ event: 'signal', uid: lo.uid, jid: lo.dp.jid, type: 'con_cand', data: { attempt, candidates: [] } });
+    await clock.advance(10);
+    expect(hi.outcomes.at(-1)).toBe('stale');
+    // Unknown attempts: at most 2 held, 32 candidates each; the rest counted.
+    const many = Array.from({ length: 16 }, (_, i) => ({ candidate: `candidate:${i} 1 UDP 1 198.51.100.7 ${1000 + i} typ host`, mid: '0' }));
+    const before = hi.sig.trickleCounters.candidates_dropped;
+    for (const a of ['1111111111111111', '2222222222222222', '3333333333333333']) {
+      for (let k = 0; k < 3; k++) hi.sig.handleConCand(lo.uid, { attempt: a, candidates: many });
+    }
+    expect(hi.sig.session(lo.uid)!.early.size).toBe(2);
+    expect([...hi.sig.session(lo.uid)!.early.values()].every((c) => c.length === 32)).toBe(true);
+    expect(hi.sig.trickleCounters.candidates_dropped - before).toBe(3 * 48 - 2 * 32);
+  });
+
+  it('local candidates of an old link (before the new create_link answered) are not sent under the new attempt', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    const sent = lo.sig.trickleCounters.con_cand_sent;
+    // A candidate event for the link, while no session link is described (idle): dropped.
+    lo.sig.trim(hi.uid, 'test');
+    lo.sig.handleLocalCandidate(hi.uid, { candidate: 'a=candidate:9 1 UDP 1 198.51.100.9 9 typ srflx', mid: '0' });
+    await clock.advance(100);
+    expect(lo.sig.trickleCounters.local_candidates_dropped).toBeGreaterThan(0);
+    expect(lo.sig.trickleCounters.con_cand_sent).toBe(sent);
+  });
+
+  it('a resent con_req carries the candidates gathered so far again (the first con_cand may be lost)', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    lo.sig.trim(hi.uid, 'test');
+    await clock.advance(2000);
+    net.signals.length = 0;
+    let lost = 0;
+    net.drop = (s) => (s.type === 'con_req' || s.type === 'con_cand') && s.from === lo.uid && lost++ < 2;
+    lo.sig.connect(hi.uid);
+    await clock.advance(7000);
+    expect(types().slice(0, 2)).toEqual(['con_req', 'con_cand']); // the resend (the first two were lost)
+    const resent = net.signals[1]!.data as { candidates: unknown[]; done?: boolean };
+    expect(resent.candidates).toHaveLength(2);
+    expect(resent.done).toBe(true);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+  });
+
+  it('a peer without trickle gets full descriptions and no con_cand; after a failed link the offer is full again', async () => {
+    const a = await side('10.9.0.1', { trickle: true });
+    const b = await side('10.9.0.2', { trickle: false });
+    await clock.settle();
+    a.sig.connect(b.uid);
+    await clock.advance(1000);
+    expect(types()).toEqual(['con_req', 'con_resp']);
+    expect((net.signals[1]!.data as { trickle?: boolean }).trickle).toBeUndefined();
+    expect(a.sig.state(b.uid)).toBe('up');
+    expect(trickledCreates(b)).toEqual([false]);
+    expect(a.sig.session(b.uid)!.peerTrickles).toBe(false);
+
+    const c = await side('10.9.0.3', { trickle: true });
+    await clock.settle();
+    c.sig.connect(a.uid);
+    await clock.advance(1000);
+    expect(c.sig.session(a.uid)!.peerTrickles).toBe(true);
+    c.dp.setLinkState(a.uid, 'failed', 'ICE failed');
+    await clock.advance(100);
+    expect(c.sig.session(a.uid)!.peerTrickles).toBe(false);
+  });
+
+  it('garbage con_cand never parses: wrong attempt, too many candidates, not a candidate line', () => {
+    const ok = { candidate: 'a=candidate:1 1 UDP 2122317823 10.1.0.2 5000 typ host', mid: '0' };
+    expect(parseControllerSignal('con_cand', { attempt: '0123456789abcdef', candidates: [ok] }).ok).toBe(true);
+    expect(parseControllerSignal('con_cand', { attempt: 'nope', candidates: [ok] }).ok).toBe(false);
+    expect(parseControllerSignal('con_cand', { attempt: '0123456789abcdef', candidates: Array(17).fill(ok) }).ok).toBe(false);
+    expect(parseControllerSignal('con_cand', { attempt: '0123456789abcdef', candidates: [{ candidate: 'rm -rf /', mid: '0' }] }).ok).toBe(false);
+    expect(parseControllerSignal('con_cand', { attempt: '0123456789abcdef', candidates: [{ ...ok, mid: '' }] }).ok).toBe(false);
+    expect(parseControllerSignal('con_cand', 'garbage').ok).toBe(false);
+    expect(parseControllerSignal('con_cand', null).ok).toBe(false);
   });
 });

@@ -359,6 +359,27 @@ describe('GroupVpnController: admission', () => {
     expect(linkState(a, b)).toBe('up');
   });
 
+  it('trickle ICE: candidates go out as con_cand and are applied; garbage and stale con_cand are counted drops', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const { lo, hi } = order(a, b);
+    await clock.advance(1000);
+    expect(linkState(lo, hi)).toBe('up');
+    // The first offer waits for gathering; the answer trickles, and the fake needs its candidates.
+    const cands = net.signals.filter((s) => s.type === 'con_cand');
+    expect(cands.map((s) => s.from)).toEqual([hi.uid]);
+    expect(lo.dp.callsOf('add_candidate').length).toBe(1);
+    const garbage: unknown[] = [null, {}, { attempt: 'zz' }, { attempt: '0011223344556677', candidates: [{ candidate: 'x', mid: '0' }] },
+      { attempt: '0011223344556677', candidates: 'no' }];
+    for (const data of garbage) lo.dp.emit({ event: 'signal', uid: hi.uid, jid: hi.dp.jid, type: 'con_cand', data: data as never });
+    lo.dp.emit({ event: 'signal', uid: hi.uid, jid: hi.dp.jid, type: 'con_cand', data: cands[0]!.data as never }); // late: up already
+    await clock.advance(100);
+    expect(lo.ctl.counters.signals_malformed).toBe(garbage.length);
+    expect(lo.ctl.counters.signals_duplicate).toBe(1);
+    expect(lo.dp.callsOf('add_candidate').length).toBe(1);
+    expect(linkState(lo, hi)).toBe('up');
+  });
+
   it('two JIDs announcing one address: reported (log + status), neither linked until one leaves', async () => {
     const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
     const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
