@@ -1,24 +1,17 @@
 // Issue 3 acceptance, in the lab: real tincan-datapath processes behind real NATs, linked through
 // real prosody (signaling) and coturn (STUN/TURN), driven by a scripted controller.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, linkNodes, linkUp, type LinkLike } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, labServers, linkNodes, linkUp, scriptedNode, type LinkLike } from './support/tincan-node.js';
 import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
-const labDir = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
-const lab = JSON.parse(readFileSync(`${labDir}/lab.json`, 'utf8')) as {
-  xmpp: { host: string; port: number; ca_file: string };
-  stun: string;
-  turn: { address: string; username: string; password: string };
-};
-const ice = { stun: [lab.stun], turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }] };
-const xmpp = { host: lab.xmpp.host, port: lab.xmpp.port, ca_file: lab.xmpp.ca_file };
+const servers = labServers();
+const xmpp = servers.xmpp;
 
 function node(host: string, ip4: string, n: number): TinCanNode {
-  return new TinCanNode({ host, ip4, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` } }, ice);
+  return scriptedNode(servers, host, ip4, n);
 }
 
 async function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {

@@ -94,7 +94,8 @@ export class TinCanNode {
     return ns(this.spec.host);
   }
 
-  async start(opts: { autoAnswer?: boolean; datapathArgs?: string[] } = {}): Promise<void> {
+  /** `trickle`: the driver plays trickle ICE (rpc-driver --trickle); `datapathArgs`: extra datapath options. */
+  async start(opts: { autoAnswer?: boolean; trickle?: boolean; datapathArgs?: string[] } = {}): Promise<void> {
     this.datapath = new NsProcess(this.ns, `${this.spec.host}/datapath`, process.execPath, [
       DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(opts.datapathArgs ?? []),
     ]);
@@ -104,9 +105,10 @@ export class TinCanNode {
     await this.startDriver(opts);
   }
 
-  async startDriver(opts: { autoAnswer?: boolean } = {}): Promise<void> {
+  async startDriver(opts: { autoAnswer?: boolean; trickle?: boolean } = {}): Promise<void> {
     const args = [DRIVER, '--state-dir', this.stateDir, '--ice', JSON.stringify(this.ice)];
     if (opts.autoAnswer !== false) args.push('--auto-answer');
+    if (opts.trickle) args.push('--trickle');
     this.driver = new NsProcess(this.ns, `${this.spec.host}/driver`, process.execPath, args);
     const ready = this.waitFor((o) => o.ready === true, 15_000);
     createInterface({ input: this.driver.child.stdout! }).on('line', (line) => {
@@ -208,6 +210,30 @@ export interface StateLike {
   counters: Record<string, number>;
 }
 
+export interface LabServers {
+  ice: { stun: string[]; turn: { address: string; username: string; password: string }[] };
+  xmpp: { host: string; port: number; ca_file: string };
+}
+
+/** The lab's STUN/TURN and XMPP servers (from lab.json), as the scripted nodes use them. */
+export function labServers(): LabServers {
+  const labDir = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
+  const lab = JSON.parse(readFileSync(`${labDir}/lab.json`, 'utf8')) as {
+    xmpp: { host: string; port: number; ca_file: string };
+    stun: string;
+    turn: { address: string; username: string; password: string };
+  };
+  return {
+    ice: { stun: [lab.stun], turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }] },
+    xmpp: { host: lab.xmpp.host, port: lab.xmpp.port, ca_file: lab.xmpp.ca_file },
+  };
+}
+
+/** A scripted node in lab host `host`, virtual address `ip4`, XMPP account node`n`. */
+export function scriptedNode(servers: LabServers, host: string, ip4: string, n: number): TinCanNode {
+  return new TinCanNode({ host, ip4, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` } }, servers.ice);
+}
+
 /** Maps each node's addresses at the other, then links a → b through XMPP signaling. */
 export async function linkNodes(a: TinCanNode, b: TinCanNode, opts: { tamper?: (sdp: string) => string } = {}): Promise<void> {
   await a.call('set_remote_ip', { uid: b.uid, ip4: b.spec.ip4, ip6: b.ip6 });
@@ -220,19 +246,6 @@ export async function linkNodes(a: TinCanNode, b: TinCanNode, opts: { tamper?: (
 
 export function linkUp(n: TinCanNode, peer: TinCanNode, timeoutMs = 20_000): Promise<Record<string, unknown>> {
   return n.waitEvent((e) => e.event === 'link' && e.uid === peer.uid && e.state === 'up', timeoutMs, `link up to ${peer.spec.host}`);
-}
-
-/** The lab's ICE servers (as create_link takes them) and XMPP server (as register_svc does), from lab.json. */
-export function labServers(): { ice: { stun: string[]; turn: unknown[] }; xmpp: { host: string; port: number; ca_file: string } } {
-  const lab = JSON.parse(readFileSync(`${process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab'}/lab.json`, 'utf8')) as {
-    xmpp: { host: string; port: number; ca_file: string };
-    stun: string;
-    turn: { address: string; username: string; password: string };
-  };
-  return {
-    ice: { stun: [lab.stun], turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }] },
-    xmpp: { host: lab.xmpp.host, port: lab.xmpp.port, ca_file: lab.xmpp.ca_file },
-  };
 }
 
 /** Starts and configures `nodes` before the file's tests, prints their logs when a test fails, stops them after. */

@@ -1,0 +1,105 @@
+// Trickle ICE (issue 7), in the lab: real tincan-datapath processes behind real NATs, signaling through
+// real prosody, STUN/TURN from real coturn, driven by the scripted controller playing trickle ICE
+// (rpc-driver --auto-answer --trickle): descriptions go out at once with host candidates only, and
+// the server-reflexive and relayed candidates follow as con_cand signals.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { labServers, linkUp, scriptedNode, type LinkLike, type TinCanNode } from './support/tincan-node.js';
+import { ns } from './harness/namespace.js';
+
+const run = promisify(execFile);
+const servers = labServers();
+const { ice, xmpp } = servers;
+
+async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike & { local_address: string; remote_address: string }> {
+  const l = (await n.state()).links.find((x) => x.uid === peer.uid);
+  if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
+  return l as LinkLike & { local_address: string; remote_address: string };
+}
+
+function candidateTypes(sdp: string): string[] {
+  return [...sdp.matchAll(/^a=candidate:\S+ \d+ \S+ \d+ \S+ \d+ typ (\S+)/gm)].map((m) => m[1]!);
+}
+
+/** a offers to b with trickle; resolves with the offer's description and the setup time (ms). */
+async function trickleLink(a: TinCanNode, b: TinCanNode): Promise<{ sdp: string; ms: number }> {
+  await a.call('set_remote_ip', { uid: b.uid, ip4: b.spec.ip4, ip6: b.ip6 });
+  await b.call('set_remote_ip', { uid: a.uid, ip4: a.spec.ip4, ip6: a.ip6 });
+  await a.waitEvent((e) => e.event === 'presence' && e.uid === b.uid && e.online === true, 20_000, `presence of ${b.spec.host}`);
+  const t0 = performance.now();
+  const offer = await a.call<{ description: { type: string; sdp: string } }>('create_link', { uid: b.uid, ...ice, trickle: true });
+  const attempt = randomBytes(8).toString('hex');
+  await a.call('send_signal', { uid: b.uid, type: 'con_req', data: { attempt, description: offer.description, trickle: true } });
+  await Promise.all([linkUp(a, b, 30_000), linkUp(b, a, 30_000)]);
+  return { sdp: offer.description.sdp, ms: performance.now() - t0 };
+}
+
+async function inHost(host: string, cmd: string[]): Promise<string> {
+  return (await run('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: 30_000 })).stdout;
+}
+
+describe('trickle ICE in the lab', () => {
+  const h1 = scriptedNode(servers, 'h1', '10.254.0.1', 1);
+  const h2 = scriptedNode(servers, 'h2', '10.254.0.2', 2);
+  const h3 = scriptedNode(servers, 'h3', '10.254.0.3', 3);
+  const all = [h1, h2, h3];
+
+  beforeAll(async () => {
+    await Promise.all(all.map((n) => n.start({ trickle: true })));
+    await Promise.all(all.map((n) => n.configure(xmpp)));
+  });
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const n of all) console.log(n.logs());
+  });
+
+  afterAll(async () => {
+    await Promise.all(all.map((n) => n.stop()));
+  });
+
+  it('links two hosts behind cone NATs on server-reflexive candidates that arrived after the descriptions', async () => {
+    const { sdp, ms } = await trickleLink(h1, h2);
+    console.log(`trickled link h1 -> h2 up in ${ms.toFixed(0)} ms`);
+    // The offer left before gathering: host candidates only; the srflx ones came as con_cand.
+    expect(candidateTypes(sdp)).not.toContain('srflx');
+    expect(candidateTypes(sdp)).not.toContain('relay');
+    const l = await linkOf(h1, h2);
+    expect(['srflx', 'prflx']).toContain(l.local_candidate);
+    expect(l.local_candidate).not.toBe('relay');
+    expect(l.remote_candidate).not.toBe('relay');
+    const answer = h2.events.find((e) => e.event === 'candidate' && e.uid === h1.uid);
+    expect(answer).toBeDefined();
+    for (const n of [h1, h2]) {
+      const c = (await n.state()).counters;
+      expect(c.candidatesTrickled).toBeGreaterThan(0);
+      expect(c.candidatesAdded).toBeGreaterThan(0);
+    }
+    expect(h2.events.some((e) => e.event === 'candidate' && e.uid === h1.uid && e.done === true)).toBe(true);
+    expect(await inHost('h1', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.2'])).toMatch(/3 received/);
+  });
+
+  it('links the symmetric-NAT host through TURN with a relayed candidate trickled after its answer', async () => {
+    const { ms } = await trickleLink(h1, h3);
+    console.log(`trickled link h1 -> h3 up in ${ms.toFixed(0)} ms`);
+    const l = await linkOf(h3, h1);
+    expect([l.local_candidate, l.remote_candidate]).toContain('relay');
+    const relayTrickled = h3.events.some((e) => e.event === 'candidate' && e.uid === h1.uid &&
+      / typ relay/.test(String((e.candidate as { candidate?: string } | undefined)?.candidate)));
+    expect(relayTrickled).toBe(true);
+    expect(await inHost('h3', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.1'])).toMatch(/3 received/);
+  });
+
+  it('add_candidate drops candidates inside the vNIC subnet, refuses malformed ones, and needs a link', async () => {
+    const overlay = { candidate: 'a=candidate:9 1 UDP 2122317823 10.254.0.9 40000 typ host', mid: '0' };
+    const r = await h1.call<{ added: number; filtered: number }>('add_candidate', { uid: h2.uid, candidates: [overlay] });
+    expect(r).toEqual({ added: 0, filtered: 1 });
+    await expect(h1.call('add_candidate', { uid: h2.uid, candidates: [{ candidate: 'typ host', mid: '0' }] })).rejects.toThrow(/candidate/);
+    await expect(h1.call('add_candidate', { uid: h2.uid, candidates: [] })).rejects.toThrow();
+    const stranger = '00'.repeat(20);
+    await expect(h1.call('add_candidate', { uid: stranger, candidates: [{ candidate: 'candidate:1 1 UDP 1 198.51.100.1 9 typ host', mid: '0' }] }))
+      .rejects.toThrow(/no link/);
+    expect((await linkOf(h1, h2)).state).toBe('up');
+  });
+});
