@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // npm run bench -- setup: link setup time through the whole path a controller uses — create_link
 // (ICE gathering with STUN/TURN), the offer and answer over XMPP (prosody), ICE checks, DTLS, SCTP —
-// until the datapath reports the link up. Direct (two cone NATs) and relayed (symmetric NAT) pairs.
-// Writes docs/bench/setup.csv and docs/bench/setup-cdf.svg; prints median, p75, p99.
+// until the datapath reports the link up. Direct (two cone NATs) and relayed (symmetric NAT) pairs,
+// each in two modes, alternating run by run: "full" (descriptions wait for ICE gathering) and
+// "trickle" (descriptions at once, candidates after them as con_cand: create_link {trickle}).
+// Writes docs/bench/setup.csv and docs/bench/setup-cdf.svg; prints median, p75, p99 and the ratio.
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, cdfSvg, labUp, median, quantile, registerXmpp, startNode } from './lib/lab-nodes.mjs';
@@ -16,30 +19,44 @@ const ice = { stun: [lab.info.stun], turn: [{ address: lab.info.turn.address, us
 const nodes = [];
 let failed = false;
 
+const MODES = ['full', 'trickle'];
+
+/** One link setup a → b in `mode`; ms until a reports it up. */
+async function setup(a, b, mode, first) {
+  const trickle = mode === 'trickle';
+  const t0 = performance.now();
+  const up = a.waitFor((o) => o.event === 'link' && o.uid === b.uid && o.state === 'up', 30_000);
+  const offer = await a.call('create_link', { uid: b.uid, ...ice, ...(trickle ? { trickle } : {}) });
+  const data = { attempt: randomBytes(8).toString('hex'), description: offer.description, ...(trickle ? { trickle } : {}) };
+  await a.call('send_signal', { uid: b.uid, type: 'con_req', data });
+  await up;
+  const ms = performance.now() - t0;
+  const st = (await a.call('get_state')).links.find((l) => l.uid === b.uid);
+  if (first) console.log(`  ${a.host} -> ${b.host} (${mode}): path ${st.local_candidate}/${st.remote_candidate}`);
+  await a.call('trim_link', { uid: b.uid });
+  await b.call('trim_link', { uid: a.uid });
+  await new Promise((r) => setTimeout(r, 100));
+  return ms;
+}
+
+/** n setups per mode, the modes alternating so that both see the same conditions. */
 async function setups(a, b, n) {
-  const times = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    const up = a.waitFor((o) => o.event === 'link' && o.uid === b.uid && o.state === 'up', 30_000);
-    const offer = await a.call('create_link', { uid: b.uid, ...ice });
-    await a.call('send_signal', { uid: b.uid, type: 'con_req', data: { description: offer.description } });
-    await up;
-    times.push(performance.now() - t0);
-    const st = (await a.call('get_state')).links.find((l) => l.uid === b.uid);
-    if (i === 0) console.log(`  ${a.host} -> ${b.host}: path ${st.local_candidate}/${st.remote_candidate}`);
-    await a.call('trim_link', { uid: b.uid });
-    await b.call('trim_link', { uid: a.uid });
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const times = Object.fromEntries(MODES.map((m) => [m, []]));
+  for (let i = 0; i < n; i++) for (const m of MODES) times[m].push(await setup(a, b, m, i === 0));
   return times;
 }
 
 function summary(name, t) {
-  return `${name.padEnd(9)} n=${t.length}  median ${median(t).toFixed(0)} ms  p75 ${quantile(t, 0.75).toFixed(0)} ms  p99 ${quantile(t, 0.99).toFixed(0)} ms  max ${Math.max(...t).toFixed(0)} ms`;
+  return `${name.padEnd(17)} n=${t.length}  median ${median(t).toFixed(0)} ms  p75 ${quantile(t, 0.75).toFixed(0)} ms  p99 ${quantile(t, 0.99).toFixed(0)} ms  max ${Math.max(...t).toFixed(0)} ms`;
+}
+
+function ratio(name, t) {
+  const r = (q) => (quantile(t.trickle, q) / quantile(t.full, q)).toFixed(2);
+  return `${name.padEnd(17)} trickle / full: median ${r(0.5)}  p75 ${r(0.75)}  p99 ${r(0.99)}`;
 }
 
 try {
-  const driver = ['--auto-answer', '--ice', JSON.stringify(ice)];
+  const driver = ['--auto-answer', '--trickle', '--ice', JSON.stringify(ice)];
   const h1 = await startNode('h1', '10.254.9.1', [], driver);
   const h2 = await startNode('h2', '10.254.9.2', [], driver);
   const h3 = await startNode('h3', '10.254.9.3', [], driver);
@@ -52,16 +69,19 @@ try {
   }
   const direct = await setups(h1, h2, N_DIRECT);
   const relayed = await setups(h3, h1, N_RELAY);
-  console.log(summary('direct', direct));
-  console.log(summary('relayed', relayed));
+  for (const m of MODES) console.log(summary(`direct ${m}`, direct[m]));
+  for (const m of MODES) console.log(summary(`relayed ${m}`, relayed[m]));
+  console.log(ratio('direct', direct));
+  console.log(ratio('relayed', relayed));
   console.log('paper (Table 2 / Fig. 7): median 6.3 s, p75 7.8 s; targets: direct median <= 0.3 s (issue 7), <= 0.5 s (issue 4), relayed <= 1 s, p99 <= 2 s');
   const out = join(ROOT, 'docs/bench');
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'setup.csv'), ['kind,run,setup_ms', ...direct.map((t, i) => `direct,${i + 1},${t.toFixed(1)}`), ...relayed.map((t, i) => `relayed,${i + 1},${t.toFixed(1)}`)].join('\n') + '\n');
-  writeFileSync(join(out, 'setup-cdf.svg'), cdfSvg('TinCan link setup time (lab, XMPP signaling)', 'setup time (ms)', [
-    { name: `direct (cone NATs), n=${direct.length}`, values: direct },
-    { name: `relayed (symmetric NAT, TURN), n=${relayed.length}`, values: relayed },
-  ]));
+  const rows = (kind, times) => MODES.flatMap((m) => times[m].map((t, i) => `${kind},${i + 1},${t.toFixed(1)},${m}`));
+  writeFileSync(join(out, 'setup.csv'), ['kind,run,setup_ms,mode', ...rows('direct', direct), ...rows('relayed', relayed)].join('\n') + '\n');
+  writeFileSync(join(out, 'setup-cdf.svg'), cdfSvg('TinCan link setup time (lab, XMPP signaling)', 'setup time (ms)', MODES.flatMap((m) => [
+    { name: `direct (cone NATs), ${m}, n=${direct[m].length}`, values: direct[m] },
+    { name: `relayed (symmetric NAT, TURN), ${m}, n=${relayed[m].length}`, values: relayed[m] },
+  ])));
   console.log('wrote docs/bench/setup.csv and docs/bench/setup-cdf.svg');
   writeResults('setup', setupResults(direct, relayed));
 } catch (err) {
