@@ -85,7 +85,7 @@ export interface SignalingOptions {
    * instead of waiting for gathering when the peer said it takes them (con_req / con_resp `trickle`).
    */
   trickle?: boolean;
-  /** Local candidates reported within this long go out in one con_cand. */
+  /** Local candidates reported within this long go out in one con_cand (the end of gathering alone: none). */
   candidateBatchMs?: number;
 }
 
@@ -456,7 +456,8 @@ export class Signaling {
       const batch = t.outbox.splice(0);
       const done = t.outboxDone;
       t.outboxDone = false;
-      this.sendCandidates(s, batch, done);
+      // The end of gathering alone is not worth a stanza: the peer's libjuice cannot be told of it.
+      if (batch.length > 0) this.sendCandidates(s, batch, done);
     }, this.candidateBatchMs);
   }
 

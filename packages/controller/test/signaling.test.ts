@@ -374,6 +374,20 @@ describe('Signaling with trickle ICE', () => {
     expect(lo.sig.trickleCounters.con_cand_sent).toBe(sent);
   });
 
+  it('the end of gathering alone is no stanza', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    net.connectMs = 5000;
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(types()).toEqual(['con_req', 'con_resp', 'con_cand']);
+    hi.sig.handleLocalCandidate(lo.uid, null);
+    await clock.advance(100);
+    expect(types()).toEqual(['con_req', 'con_resp', 'con_cand']);
+    hi.sig.handleLocalCandidate(lo.uid, { candidate: 'a=candidate:7 1 UDP 1 198.51.100.77 7 typ relay', mid: '0' });
+    await clock.advance(100);
+    expect(types()).toEqual(['con_req', 'con_resp', 'con_cand', 'con_cand']);
+  });
+
   it('a resent con_req carries the candidates gathered so far again (the first con_cand may be lost)', async () => {
     const { lo, hi } = await pair({ trickle: true });
     lo.sig.connect(hi.uid);
