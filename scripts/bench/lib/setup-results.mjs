@@ -20,7 +20,8 @@ export function setupResults(direct, relayed) {
     const samples = times[m];
     if (!samples?.length) return [];
     const baseline = m === 'full' || !times.full?.length ? undefined : { label: 'whole descriptions, same run', median: median(times.full) };
-    const failed = times.failed?.[m] ? `; ${times.failed[m]} setups did not come up (not in the samples)` : '';
+    const f = times.failed?.[m] ?? 0;
+    const failed = f ? `; ${f} ${f === 1 ? 'setup' : 'setups'} did not come up (not in the samples)` : '';
     return [
       figure({ key: `${key}_${m}_ms`, label: `${label}, ${MODE_LABEL[m]}: setup time`, unit: 'ms', samples, withP99: true, baseline, target: { op: '<=', value: medianMs, text: `median ≤ ${medianMs / 1000} s` }, paper, ...(failed ? { note: failed.slice(2) } : {}) }),
       figure({ key: `${key}_${m}_p99_ms`, label: `${label}, ${MODE_LABEL[m]}: setup time, 99th percentile`, unit: 'ms', samples, withP99: true, target: { op: '<=', value: 2000, of: 'p99', text: 'p99 ≤ 2 s' } }),
