@@ -1,28 +1,13 @@
 // Issue 3 acceptance, in the lab: real tincan-datapath processes behind real NATs, linked through
 // real prosody (signaling) and coturn (STUN/TURN), driven by a scripted controller.
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, labServers, linkNodes, linkUp, scriptedNode, type LinkLike } from './support/tincan-node.js';
-import { ns } from './harness/namespace.js';
+import { describe, expect, it } from 'vitest';
+import { CTL_BIN, TinCanNode, inHost, labServers, linkNodes, linkOf, linkUp, scriptedNode, useNodes, type LinkLike } from './support/tincan-node.js';
 
-const run = promisify(execFile);
 const servers = labServers();
 const xmpp = servers.xmpp;
 
 function node(host: string, ip4: string, n: number): TinCanNode {
   return scriptedNode(servers, host, ip4, n);
-}
-
-async function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise<{ stdout: string; stderr: string }> {
-  return run('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: timeoutMs });
-}
-
-async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike> {
-  const s = await n.state();
-  const l = s.links.find((x) => x.uid === peer.uid);
-  if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
-  return l;
 }
 
 describe('tincan-datapath in the lab', () => {
@@ -33,18 +18,7 @@ describe('tincan-datapath in the lab', () => {
   const lan2 = node('lan2', '10.254.0.5', 5);
   const all = [h1, h2, h3, lan1, lan2];
 
-  beforeAll(async () => {
-    await Promise.all(all.map((n) => n.start()));
-    await Promise.all(all.map((n) => n.configure(xmpp)));
-  });
-
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const n of all) console.log(n.logs());
-  });
-
-  afterAll(async () => {
-    await Promise.all(all.map((n) => n.stop()));
-  });
+  useNodes(all, xmpp);
 
   it('links two hosts behind port-restricted cone NATs directly and carries ping, ping6 and TCP', async () => {
     await linkNodes(h1, h2);

@@ -157,6 +157,15 @@ export class Link {
         }
       });
     });
+    this.startDescription(remote);
+    await gathered;
+    const d = this.pc.localDescription();
+    if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
+    return { type: d.type, sdp: this.advertiseFraming(this.filterCandidates(d.sdp)) };
+  }
+
+  /** Hands the peer's description (if any) to the PeerConnection and starts our answer, or our offer. */
+  private startDescription(remote: SessionDescription | undefined): void {
     if (remote) {
       this.notePeerFraming(remote.sdp);
       this.pc.setRemoteDescription(this.filterCandidates(remote.sdp), remote.type);
@@ -164,10 +173,6 @@ export class Link {
     } else {
       this.pc.setLocalDescription('offer');
     }
-    await gathered;
-    const d = this.pc.localDescription();
-    if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
-    return { type: d.type, sdp: this.advertiseFraming(this.filterCandidates(d.sdp)) };
   }
 
   private filterCandidates(sdp: string): string {
@@ -217,13 +222,7 @@ export class Link {
       if (announced === null) doneEarly = true;
       else if (!this.closed) onCandidate(null);
     });
-    if (remote) {
-      this.notePeerFraming(remote.sdp);
-      this.pc.setRemoteDescription(this.filterCandidates(remote.sdp), remote.type);
-      this.pc.setLocalDescription('answer');
-    } else {
-      this.pc.setLocalDescription('offer');
-    }
+    this.startDescription(remote);
     const d = this.pc.localDescription();
     if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
     const sdp = this.filterCandidates(d.sdp);
