@@ -1,6 +1,6 @@
 import nodeDataChannel from 'node-datachannel';
 import type { Logger } from 'pino';
-import { cidrContains, ip4ToNumber, parseCidr, uidToBytes, type Uid } from '@tincan/protocol';
+import { FRAME_HEADER_LEN, cidrContains, ip4ToNumber, parseCidr, uidToBytes, type Uid } from '@tincan/protocol';
 import { Counters } from '../counters.js';
 import { ForwardingTable } from '../forwarding-table.js';
 import { Inside, type UnmappedSink } from '../inside.js';
@@ -52,8 +52,8 @@ class FallbackQueue {
     const lengths: number[] = [];
     let at = 0;
     for (const f of frames) {
-      offsets.push(at + 40);
-      lengths.push(f.length - 40);
+      offsets.push(at + FRAME_HEADER_LEN);
+      lengths.push(f.length - FRAME_HEADER_LEN);
       at += f.length;
     }
     this.sent += frames.length;
