@@ -12,7 +12,7 @@ import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '..');
-const SOCIALVPN_BIN = join(ROOT, 'packages/socialvpn/dist/main.js');
+const SOCIALVPN_BIN = join(ROOT, 'packages/socialvpn/dist/bin/tincan-socialvpn.js');
 const lab = JSON.parse(readFileSync(`${process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab'}/lab.json`, 'utf8')) as LabInfo;
 
 interface Mapping { uid: string; jid: string; ip4: string; link: string }

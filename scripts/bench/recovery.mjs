@@ -14,7 +14,7 @@ import { figure, writeResults } from './lib/results.mjs';
 
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
-const CTL = join(ROOT, 'packages/cli/dist/main.js');
+const CTL = join(ROOT, 'packages/cli/dist/bin/tincanctl.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** tincan-datapath + tincan-groupvpn in a lab host, with a config file. */
@@ -41,8 +41,8 @@ function groupNode(lab, host, ip4, account) {
   return {
     host, ip4, uid: uidOf(ip4),
     start() {
-      spawnIn([join(ROOT, 'packages/datapath/dist/main.js'), '--state-dir', stateDir]);
-      spawnIn([join(ROOT, 'packages/groupvpn/dist/main.js'), '--config', configFile]);
+      spawnIn([join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'), '--state-dir', stateDir]);
+      spawnIn([join(ROOT, 'packages/groupvpn/dist/bin/tincan-groupvpn.js'), '--config', configFile]);
     },
     async status() {
       const { stdout } = await run('ip', ['netns', 'exec', nsOf(host), process.execPath, CTL, '--state-dir', stateDir, 'status', '--json'], { timeout: 10_000 });

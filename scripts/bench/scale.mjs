@@ -205,7 +205,7 @@ try {
       p.start();
       p.startedMs = performance.now() - t0;
       const { datapath, groupvpn } = p.pids();
-      for (const [pid, needle] of [[datapath, 'datapath/dist/main.js'], [groupvpn, 'groupvpn/dist/main.js']]) {
+      for (const [pid, needle] of [[datapath, 'datapath/dist/bin/tincan-datapath.js'], [groupvpn, 'groupvpn/dist/bin/tincan-groupvpn.js']]) {
         execed.push(waitExeced(pid, needle).then(() => null, (err) => `${p.host}: ${err.message}\n${p.logTail()}`));
       }
     }

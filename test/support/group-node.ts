@@ -8,7 +8,7 @@ import { CTL_BIN, DATAPATH_BIN, NsProcess, type StateLike } from './tincan-node.
 import { ns } from '../harness/namespace.js';
 
 const run = promisify(execFile);
-export const GROUPVPN_BIN = DATAPATH_BIN.replace('/datapath/dist/', '/groupvpn/dist/');
+export const GROUPVPN_BIN = DATAPATH_BIN.replace('/datapath/dist/bin/tincan-datapath.js', '/groupvpn/dist/bin/tincan-groupvpn.js');
 
 export interface LabInfo {
   xmpp: { host: string; port: number; ca_file: string };

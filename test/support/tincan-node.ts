@@ -9,8 +9,8 @@ import { ip6FromUid, uidFromIp4, type RpcEvent } from '@tincan/protocol';
 import { ns } from '../harness/namespace.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-export const DATAPATH_BIN = join(ROOT, 'packages/datapath/dist/main.js');
-export const CTL_BIN = join(ROOT, 'packages/cli/dist/main.js');
+export const DATAPATH_BIN = join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js');
+export const CTL_BIN = join(ROOT, 'packages/cli/dist/bin/tincanctl.js');
 const DRIVER = join(ROOT, 'test/fixtures/rpc-driver.mjs');
 
 /** A process running inside a lab host namespace, with its output kept for failure reports. */

@@ -37,7 +37,7 @@ export const uidOf = (ip) => createHash('sha1').update(ip).digest('hex');
 /** A datapath + scripted driver in a lab host (`opts.mtu`: the vNIC MTU, default 1280). */
 export async function startNode(host, ip4, extraArgs = [], driverArgs = [], opts = {}) {
   const stateDir = mkdtempSync(join(tmpdir(), `tincan-bench-${host}-`));
-  const dp = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'packages/datapath/dist/main.js'),
+  const dp = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'),
     '--state-dir', stateDir, '--log-level', 'warn', ...extraArgs, ...(process.env.BENCH_DATAPATH_ARGS ?? '').split(' ').filter(Boolean)],
     { stdio: ['ignore', process.env.BENCH_LOG_DIR ? openSync(join(process.env.BENCH_LOG_DIR, `${host}.log`), 'w') : 'ignore', 'inherit'] });
   const drv = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'test/fixtures/rpc-driver.mjs'),

@@ -10,8 +10,8 @@ import { ROOT, nsOf, uidOf } from './lab-nodes.mjs';
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
 export const LAB_DIR = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
-const DATAPATH = join(ROOT, 'packages/datapath/dist/main.js');
-const GROUPVPN = join(ROOT, 'packages/groupvpn/dist/main.js');
+const DATAPATH = join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js');
+const GROUPVPN = join(ROOT, 'packages/groupvpn/dist/bin/tincan-groupvpn.js');
 
 /** The extra hosts now in the lab (hosts.json; none if the file is missing). */
 export function readExtraHosts() {
