@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TinCanNode, linkNodes, linkUp } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, linkNodes, linkUp } from './support/tincan-node.js';
 import { labInfo } from './harness/lab.js';
 import { ns } from './harness/namespace.js';
 
@@ -112,6 +112,10 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     const s = await h1.state();
     expect(s.counters.lanes_tunPacketsIn).toBeGreaterThan(100);
     expect(s.counters.lanes_ready).toBe(1);
+    // tincanctl status shows the lanes up per link.
+    const status = await inHost('h1', [process.execPath, CTL_BIN, '--state-dir', h1.stateDir, 'status']);
+    expect(status.stdout).toMatch(/FRAMES\s+LANES/);
+    expect(status.stdout).toMatch(/\s2\/2\s/);
   });
 
   it('keeps traffic flowing when a lane process dies, and restarts it', async () => {

@@ -8,15 +8,19 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
   lines.push(`identity ${n.fingerprint}`);
   lines.push(`xmpp     ${s.xmpp.state}${s.xmpp.jid ? ` as ${s.xmpp.jid}` : ''}${s.xmpp.overlay ? ` overlay ${s.xmpp.overlay}` : ''}  controller ${n.controller ?? 'none'}  up ${n.uptime_s}s`);
   lines.push('');
-  const rows: string[][] = [['PEER', 'VIRTUAL IP', 'STATE', 'PATH (local/remote)', 'FRAMES', 'REMOTE ADDRESS', 'RTT', 'RX', 'TX', 'DROPS']];
+  // A LANES column only for a datapath with lanes (`--lanes N` > 1): lanes up of the lanes it runs.
+  const withLanes = s.links.some((l) => l.lanes !== undefined);
+  const rows: string[][] = [['PEER', 'VIRTUAL IP', 'STATE', 'PATH (local/remote)', 'FRAMES', ...(withLanes ? ['LANES'] : []), 'REMOTE ADDRESS', 'RTT', 'RX', 'TX', 'DROPS']];
   for (const l of s.links) {
     const drops = l.stats.drops_backpressure + l.stats.drops_spoofed + l.stats.drops_malformed;
+    const lanes = l.lanes ? `${l.lanes.filter((x) => x.up).length}/${l.lanes.length}` : '-';
     rows.push([
       l.uid.slice(0, 12) + (l.jid ? ` ${l.jid.split('/')[0]}` : ''),
       [...l.ip4, ...l.ip6].join(',') || '-',
       l.state,
       l.local_candidate ? `${l.local_candidate}/${l.remote_candidate}` : '-',
       l.framing,
+      ...(withLanes ? [lanes] : []),
       l.remote_address ?? '-',
       l.rtt_ms === null ? '-' : `${l.rtt_ms.toFixed(1)}ms`,
       `${l.stats.packets_in}p ${bytes(l.stats.bytes_in)}`,

@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { StateResult, type LinkInfo } from '@tincan/protocol';
+import { renderStatus } from '../src/status-table.js';
+
+const UID_A = 'a'.repeat(40);
+const UID_B = 'b'.repeat(40);
+
+function link(uid: string, extra: Partial<LinkInfo> = {}): LinkInfo {
+  return {
+    uid, jid: null, state: 'up', role: 'offerer', ip4: ['10.254.0.2'], ip6: [],
+    local_candidate: 'srflx', remote_candidate: 'host', local_address: null, remote_address: '198.18.0.10:4000',
+    rtt_ms: 0.5, created_ms: 0, connected_ms: 1, last_rx_ms: 1, last_tx_ms: 1,
+    stats: { bytes_in: 2048, bytes_out: 100, packets_in: 2, packets_out: 1, drops_backpressure: 1, drops_spoofed: 2, drops_malformed: 0, compact_in: 0, compact_out: 0 },
+    framing: 'compact',
+    ...extra,
+  };
+}
+
+/** A get_state result, validated by its schema so the test cannot drift from the wire contract. */
+function state(links: LinkInfo[]): StateResult {
+  return StateResult.parse({
+    node: { uid: UID_A, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, fingerprint: 'AB:CD', uptime_s: 5, controller: null },
+    xmpp: { state: 'online', jid: 'a@x/y', overlay: 'o' },
+    links, peers: [], routes: [], subnets: [], transit: false, counters: {},
+  });
+}
+
+const lane = (n: number, up: boolean) => ({ lane: n, up, bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0 });
+
+describe('tincanctl status table', () => {
+  it('shows each link with its path, framing, counters and summed drops, and no LANES column without lanes', () => {
+    const out = renderStatus(state([link(UID_B)]));
+    const [header, row] = out.split('\n').slice(4);
+    expect(header).toMatch(/^PEER\s+VIRTUAL IP\s+STATE\s+PATH \(local\/remote\)\s+FRAMES\s+REMOTE ADDRESS/);
+    expect(header).not.toContain('LANES');
+    expect(row).toMatch(/^bbbbbbbbbbbb\s+10\.254\.0\.2\s+up\s+srflx\/host\s+compact\s+198\.18\.0\.10:4000\s+0\.5ms\s+2p 2\.0K\s+1p 100B\s+3$/);
+  });
+
+  it('shows lanes up of lanes run per link when the datapath runs lanes', () => {
+    const out = renderStatus(state([
+      link(UID_B, { lanes_up: 1, lanes: [lane(0, true), lane(1, true), lane(2, false)] }),
+      link('c'.repeat(40), { state: 'connecting', lanes_up: 0, lanes: [lane(0, false)] }),
+    ]));
+    const [header, b, c] = out.split('\n').slice(4);
+    expect(header).toMatch(/FRAMES\s+LANES\s+REMOTE ADDRESS/);
+    expect(b).toMatch(/compact\s+2\/3\s+198\.18\.0\.10:4000/);
+    expect(c).toMatch(/compact\s+0\/1\s+198\.18\.0\.10:4000/);
+  });
+});
