@@ -106,3 +106,88 @@ describe('trickle ICE in the lab', () => {
     expect((await linkOf(h1, h2)).state).toBe('up');
   });
 });
+
+// Relinking the same pair quickly (issue: 2 of 150 direct setups of the setup bench never came up).
+// libjuice never releases a TURN allocation when its link closes: the allocation lives on at coturn
+// for its lifetime (600 s). A new link whose ICE agent sends its Allocate from the same address and
+// port — the kernel's random port repeating a recent one, kept by the NAT — gets 437 (Allocation
+// Mismatch): no relayed candidate, and no server-reflexive one either (the TURN server is also the
+// STUN server, asked once), so between the two port-restricted cone NATs the link cannot come up and
+// libjuice gives up only after 30 s. The datapath now hands its ports out in turn (--ice-ports).
+
+/** h1 and h2 (h1's datapath with `h1Args`), and h1 → h2 relinks as the setup bench makes them. */
+function relinkingPair(h1Args: string[]) {
+  const h1 = scriptedNode(servers, 'h1', '10.254.0.1', 1);
+  const h2 = scriptedNode(servers, 'h2', '10.254.0.2', 2);
+  const pair = [h1, h2];
+
+  beforeAll(async () => {
+    await h1.start({ trickle: true, datapathArgs: h1Args });
+    await h2.start({ trickle: true });
+    await Promise.all(pair.map((n) => n.configure(xmpp)));
+    await h1.call('set_remote_ip', { uid: h2.uid, ip4: h2.spec.ip4, ip6: h2.ip6 });
+    await h2.call('set_remote_ip', { uid: h1.uid, ip4: h1.spec.ip4, ip6: h1.ip6 });
+    await h1.waitEvent((e) => e.event === 'presence' && e.uid === h2.uid && e.online === true, 20_000, 'presence of h2');
+  });
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const n of pair) console.log(n.logs());
+  });
+
+  afterAll(async () => {
+    await Promise.all(pair.map((n) => n.stop()));
+  });
+
+  /** Trims both ends, waits 100 ms and links h1 → h2 again: the offer, and whether h1's link came up within `upMs`. */
+  async function relink(mode: 'full' | 'trickle', upMs: number): Promise<{ sdp: string; up: boolean; ms: number }> {
+    await h1.call('trim_link', { uid: h2.uid });
+    await h2.call('trim_link', { uid: h1.uid });
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = performance.now();
+    const up = h1.waitFor((o) => o.event === 'link' && o.uid === h2.uid && o.state === 'up', upMs, 'link up to h2').then(() => true, () => false);
+    const trickle = mode === 'trickle' ? { trickle: true } : {};
+    const offer = await h1.call<{ description: { type: string; sdp: string } }>('create_link', { uid: h2.uid, ...ice, ...trickle });
+    const attempt = randomBytes(8).toString('hex');
+    await h1.call('send_signal', { uid: h2.uid, type: 'con_req', data: { attempt, description: offer.description, ...trickle } });
+    return { sdp: offer.description.sdp, up: await up, ms: performance.now() - t0 };
+  }
+  return { relink };
+}
+
+describe('relinking on a reused ICE port (the failure mode, on purpose)', () => {
+  const SINGLE_PORT = 50_123; // h1's only ICE port: every link of h1 reuses it
+  const { relink } = relinkingPair(['--ice-ports', `${SINGLE_PORT}-${SINGLE_PORT}`]);
+
+  it('the second link on the port gets no TURN allocation, hence no server-reflexive candidate, and does not come up', async () => {
+    const first = await relink('full', 10_000);
+    expect(first.up).toBe(true);
+    expect(candidateTypes(first.sdp)).toEqual(expect.arrayContaining(['host', 'srflx', 'relay']));
+    expect(first.sdp).toContain(` ${SINGLE_PORT} typ host`);
+    // Same port, same NAT mapping, so the same 5-tuple at coturn as the first link's allocation: 437.
+    const second = await relink('full', 5_000);
+    expect(second.sdp).toContain(` ${SINGLE_PORT} typ host`);
+    expect(candidateTypes(second.sdp)).toEqual(['host']);
+    expect(second.up).toBe(false);
+  });
+});
+
+describe('relinking the same pair quickly', () => {
+  const { relink } = relinkingPair([]);
+
+  it('every relink, whole or trickled, has a port of its own, gets its candidates and comes up', async () => {
+    const ports = new Set<string>();
+    const times: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const mode = i % 2 === 0 ? 'full' : 'trickle';
+      const r = await relink(mode, 10_000);
+      expect(r.up, `relink ${i + 1} (${mode})`).toBe(true);
+      if (mode === 'full') expect(candidateTypes(r.sdp)).toEqual(expect.arrayContaining(['srflx', 'relay']));
+      const host = / (\d+) typ host/.exec(r.sdp)?.[1];
+      expect(host).toBeDefined();
+      ports.add(host!);
+      times.push(r.ms);
+    }
+    expect(ports.size).toBe(12); // never the port of a link closed a moment ago
+    console.log(`12 relinks h1 -> h2: ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
+  });
+});

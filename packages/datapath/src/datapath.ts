@@ -21,7 +21,7 @@ import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
-import { Link } from './link.js';
+import { DEFAULT_ICE_PORTS, Link, lanePorts, type IcePortRange } from './link.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
 import { Vnic, type VnicConfig } from './vnic.js';
@@ -54,6 +54,8 @@ export interface DatapathOptions {
    * with its own lane link per peer (lanes/). 1 (the default): no lane processes, a plain TUN.
    */
   lanes?: number;
+  /** `--ice-ports`: the local UDP ports of the links' ICE agents, handed out in turn (link.ts, IcePortRange). */
+  icePorts?: IcePortRange;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
@@ -332,6 +334,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         certificatePemFile: this.identity.certificatePemFile,
         keyPemFile: this.identity.keyPemFile,
         rtcMtu: this.rtcMtu(),
+        icePorts: lanePorts(this.opts.icePorts ?? DEFAULT_ICE_PORTS, 0, this.opts.lanes ?? 1),
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         gatherTimeoutMs: 2000,
         excludeAddress: (address) => this.isOverlayAddress(address),
@@ -563,6 +566,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         compactFrames: this.opts.compactFrames ?? true,
         logLevel: this.log.level,
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
+        icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
         logger: this.log,
       },
       {

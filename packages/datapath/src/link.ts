@@ -37,6 +37,8 @@ export interface LinkOptions {
   keyPemFile: string;
   /** RtcConfig mtu: the UDP path MTU libdatachannel sizes its packets for. */
   rtcMtu: number;
+  /** The local UDP ports ICE may bind (IcePortRange). */
+  icePorts: IcePortRange;
   /** Above this many bytes queued in the data channel, frames are dropped (counted), not queued. */
   maxBufferedBytes: number;
   /** How long to wait for ICE gathering before signaling the candidates found so far. */
@@ -61,6 +63,52 @@ export interface LinkHandlers {
   /** A compact frame arrived: the bare IP packet, from the link's peer to this node (the callee's). */
   onCompactFrame(link: Link, packet: Buffer): void;
   onState(link: Link, state: LinkState, reason?: string): void;
+}
+
+/**
+ * The local UDP ports of the links' ICE agents (RtcConfig portRangeBegin/End). Given a range, libjuice
+ * hands its ports out in turn (a counter per process, from a random start, skipping ports in use)
+ * instead of letting the kernel pick one at random. That matters because libjuice never releases a
+ * TURN allocation when its link closes: the allocation lives on at the server for its lifetime (600 s
+ * at coturn) and a new link whose Allocate comes from the same address and port gets 437 (Allocation
+ * Mismatch), so it has neither a relayed nor — the TURN server being our STUN server too — a
+ * server-reflexive candidate, and between two port-restricted cone NATs it cannot come up (libjuice
+ * gives up only after 30 s). A random port repeats one of the last n links' with odd ~n / 28k; in
+ * turn, a port comes back only after (end − begin + 1) links.
+ */
+export interface IcePortRange {
+  begin: number;
+  end: number;
+}
+
+/** The IANA dynamic ports: 16,384 links before a port comes back. */
+export const DEFAULT_ICE_PORTS: IcePortRange = { begin: 49152, end: 65535 };
+
+/**
+ * The share of `range` of lane `lane` (0: the primary) of `count`: disjoint parts, so that no process
+ * hands out a port another one used a moment ago (each has its own counter). Several datapaths on one
+ * host need disjoint ranges for the same reason (`--ice-ports`).
+ */
+export function lanePorts(range: IcePortRange, lane: number, count: number): IcePortRange {
+  if (count <= 1) return range;
+  const size = Math.floor((range.end - range.begin + 1) / count);
+  if (size < 1) throw new Error(`the ICE port range ${range.begin}-${range.end} is too short for ${count} lanes`);
+  const begin = range.begin + lane * size;
+  return { begin, end: lane === count - 1 ? range.end : begin + size - 1 };
+}
+
+/**
+ * "begin-end" (1024 ≤ begin ≤ end ≤ 65535) to an IcePortRange; throws on anything else. A short range
+ * brings ports back soon (and a single port allows one link at a time): only for tests.
+ */
+export function parseIcePortRange(text: string): IcePortRange {
+  const m = /^(\d{4,5})-(\d{4,5})$/.exec(text.trim());
+  const begin = m ? Number(m[1]) : NaN;
+  const end = m ? Number(m[2]) : NaN;
+  if (!(begin >= 1024 && end <= 65535 && begin <= end)) {
+    throw new Error(`expected begin-end, two ports 1024–65535 with begin ≤ end (got ${JSON.stringify(text)})`);
+  }
+  return { begin, end };
 }
 
 const CHANNEL_LABEL = 'tincan';
@@ -118,6 +166,8 @@ export class Link {
       certificatePemFile: opts.certificatePemFile,
       keyPemFile: opts.keyPemFile,
       mtu: opts.rtcMtu,
+      portRangeBegin: opts.icePorts.begin,
+      portRangeEnd: opts.icePorts.end,
       disableAutoNegotiation: true,
     });
     this.pc.onStateChange((s) => this.onPcState(s));

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
 import { Datapath } from './datapath.js';
+import { DEFAULT_ICE_PORTS, parseIcePortRange, type IcePortRange } from './link.js';
 
 const program = new Command()
   .name('tincan-datapath')
@@ -14,7 +15,16 @@ const program = new Command()
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
+  .option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)", parseIcePorts, DEFAULT_ICE_PORTS)
   .parse();
+
+function parseIcePorts(v: string): IcePortRange {
+  try {
+    return parseIcePortRange(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
 
 function parseLanes(v: string): number {
   const n = Number(v);
@@ -28,7 +38,7 @@ function parseQueue(v: string): number {
   return n;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean; lanes: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean; lanes: number; icePorts: IcePortRange }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
@@ -36,6 +46,7 @@ try {
     rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
     compactFrames: opts.compactFrames,
     lanes: opts.lanes,
+    icePorts: opts.icePorts,
   });
   let stopping = false;
   const stop = (signal: string) => {

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsCompactFrames, uidFromIp4, type SessionDescription } from '@tincan/protocol';
 import { loadIdentity, type NodeIdentity } from '../src/identity.js';
-import { Link } from '../src/link.js';
+import { DEFAULT_ICE_PORTS, Link } from '../src/link.js';
 
 const ATTRIBUTE = /^a=x-tincan-frame:compact\r?$/m;
 const strip = (d: SessionDescription): SessionDescription => ({ ...d, sdp: d.sdp.replace(/^a=x-tincan-frame:.*\r?\n/m, '') });
@@ -33,7 +33,7 @@ describe('link: compact-frame capability in the signaled descriptions', () => {
     const l = new Link({
       uid: uidFromIp4(`10.254.0.${links.length + 1}`), jid: null, role, stun: [], turn: [],
       certificatePemFile: identity.certificatePemFile, keyPemFile: identity.keyPemFile,
-      rtcMtu: 1500, maxBufferedBytes: 65536, gatherTimeoutMs: 300, excludeAddress: () => false, compactFrames,
+      rtcMtu: 1500, icePorts: DEFAULT_ICE_PORTS, maxBufferedBytes: 65536, gatherTimeoutMs: 300, excludeAddress: () => false, compactFrames,
       logger: pino({ level: 'silent' }),
     }, { onFrame: () => undefined, onCompactFrame: () => undefined, onState: () => undefined });
     links.push(l);

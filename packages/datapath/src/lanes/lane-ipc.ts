@@ -33,6 +33,8 @@ export const LaneInit = z.strictObject({
   compactFrames: z.boolean(),
   logLevel: z.string(),
   rtcLogLevel: z.enum(['Verbose', 'Debug', 'Info', 'Warning', 'Error', 'Fatal']),
+  /** This lane's share of the datapath's ICE ports (link.ts lanePorts). */
+  icePorts: z.strictObject({ begin: z.number().int().min(1024).max(65535), end: z.number().int().min(1024).max(65535) }),
 });
 export type LaneInit = z.infer<typeof LaneInit>;
 

@@ -180,6 +180,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
         certificatePemFile: config.certificatePemFile,
         keyPemFile: config.keyPemFile,
         rtcMtu: msg.rtcMtu,
+        icePorts: config.icePorts,
         maxBufferedBytes: config.maxBufferedBytes,
         gatherTimeoutMs: 2000,
         excludeAddress: (address) => this.isOverlayAddress(address),

@@ -3,7 +3,7 @@ import { FRAME_DST_OFFSET, FRAME_HEADER_LEN, FRAME_SRC_OFFSET, UID_BYTES, type L
 import type { PacketBatch } from '@tincan/tun';
 import type { Counters } from '../counters.js';
 import { nextHop, type ForwardingTable } from '../forwarding-table.js';
-import type { Link } from '../link.js';
+import { lanePorts, type IcePortRange, type Link } from '../link.js';
 import { decrementIPv4Ttl } from '../translator.js';
 import type { VnicConfig } from '../vnic.js';
 import { LaneChild } from './lane-child.js';
@@ -20,6 +20,8 @@ export interface LanesOptions {
   compactFrames: boolean;
   logLevel: string;
   rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
+  /** The datapath's ICE port range (`--ice-ports`); each lane gets its own share of it (lanePorts). */
+  icePorts: IcePortRange;
   logger: Logger;
 }
 
@@ -81,6 +83,7 @@ export class Lanes implements PeerLanesHost {
             compactFrames: this.opts.compactFrames,
             logLevel: this.logLevel,
             rtcLogLevel: this.opts.rtcLogLevel,
+            icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
           },
           snapshot: { t: 'table', ops: snapshotOps(this.host.table, this.host.transitOn()) },
         }),
