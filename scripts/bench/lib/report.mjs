@@ -34,13 +34,18 @@ const cell = (s) => String(s ?? '—').replace(/\|/g, '\\|').replace(/\n/g, ' ')
  */
 export function measured(f) {
   const of = f.target?.of;
+  // Attempts that failed (setup bench: not up within the timeout) are not in n: say how many.
+  const failed = f.failed ? `${f.failed} of ${f.attempts ?? f.n + f.failed} failed` : null;
+  const p99 = () => `${f.p99BeyondTimeout ? '> ' : ''}${fmtNum(f.p99)}`;
   if ((of === 'max' || of === 'p99') && Number.isFinite(f[of])) {
-    return `${of} ${withUnit(f[of], f.unit)} (median ${fmtNum(f.median)}${f.n ? `, n = ${f.n}` : ''})`;
+    const value = of === 'p99' ? `${p99()}${f.unit ? ` ${f.unit}` : ''}` : withUnit(f[of], f.unit);
+    return `${of} ${value} (median ${fmtNum(f.median)}${f.n ? `, n = ${f.n}` : ''}${failed ? `, ${failed}` : ''})`;
   }
   const spread = [];
   if (Number.isFinite(f.min) && Number.isFinite(f.max) && f.n > 1) spread.push(`${f.spread ?? ''}${f.spread ? ' ' : ''}${fmtNum(f.min)}–${fmtNum(f.max)}`);
-  if (Number.isFinite(f.p99)) spread.push(`p99 ${fmtNum(f.p99)}`);
+  if (Number.isFinite(f.p99)) spread.push(`p99 ${p99()}`);
   if (f.n) spread.push(`n = ${f.n}`);
+  if (failed) spread.push(failed);
   return `${withUnit(f.median, f.unit)}${spread.length ? ` (${spread.join(', ')})` : ''}`;
 }
 

@@ -6,7 +6,9 @@
 // A figure: { key, label, unit, median, min?, max?, n?, p99?, spread? ('min–max' unless said),
 //   baseline?: { label, median, unit? } (measured in the same run), ratio? (median / baseline's),
 //   target?: { op: '>=' | '<=', value, of: 'median' | 'max' | 'p99' | 'ratio', text, met },
-//   paper?: the paper's figure as text, note? }.
+//   paper?: the paper's figure as text, note?,
+//   attempts?, failed?, timeoutMs?: attempts that failed (not up within timeoutMs) and are not in n,
+//   p99BeyondTimeout?: the p99 (over all attempts) fell on a failure: longer than p99 = timeoutMs }.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';

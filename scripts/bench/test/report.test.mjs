@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fmtNum, measured, renderReport, writeReport } from '../lib/report.mjs';
 import { figure } from '../lib/results.mjs';
+import { quantileOfAttempts, setupResults } from '../lib/setup-results.mjs';
 
 const base = {
   version: 1,
@@ -153,5 +154,51 @@ describe('ownTreeCpuSeconds()', () => {
     const before = ownTreeCpuSeconds();
     spawnSync(process.execPath, ['-e', 'const t = Date.now(); while (Date.now() - t < 400);']);
     expect(ownTreeCpuSeconds() - before).toBeGreaterThan(0.2);
+  });
+});
+
+describe('setupResults(): failed setups count', () => {
+  // 99 setups of 300 ms and 1 that never came up (the bench gives up after 30 s).
+  const ok = Array.from({ length: 99 }, (_, i) => 290 + (i % 20));
+  const direct = { full: ok, trickle: ok, answer: Array.from({ length: 100 }, () => 310), failed: { full: 0, trickle: 1, answer: 0 } };
+  const relayed = { full: [400, 410], trickle: [], answer: [390], failed: { full: 0, trickle: 2, answer: 0 } };
+  const r = setupResults(direct, relayed, 30_000);
+  const fig = (key) => r.figures.find((f) => f.key === key);
+
+  it('takes the p99 over all attempts, a failure being longer than the timeout', () => {
+    expect(quantileOfAttempts(ok, 1, 0.99, 30_000)).toEqual({ value: 30_000, beyondTimeout: true });
+    expect(quantileOfAttempts(ok, 0, 0.99, 30_000).beyondTimeout).toBe(false);
+    expect(quantileOfAttempts([], 0, 0.99, 30_000).value).toBeNaN();
+    const p99 = fig('direct_trickle_p99_ms');
+    expect(p99).toMatchObject({ p99: 30_000, p99BeyondTimeout: true, failed: 1, attempts: 100, n: 99 });
+    expect(p99.target.met).toBe(false); // 1 % failures: the p99 target cannot be met
+    expect(fig('direct_full_p99_ms').target.met).toBe(true);
+    expect(fig('direct_full_p99_ms').p99BeyondTimeout).toBeUndefined();
+  });
+
+  it('keeps the median over the setups that came up and says how many of how many failed', () => {
+    const median = fig('direct_trickle_ms');
+    expect(median).toMatchObject({ n: 99, failed: 1, attempts: 100, timeoutMs: 30_000 });
+    expect(median.median).toBeLessThan(310);
+    expect(median.note).toMatch(/1 of 100 setups did not come up within 30 s/);
+    expect(fig('direct_full_ms').failed).toBe(0);
+    expect(fig('direct_full_ms').note).toBeUndefined();
+    expect(r.settings.direct).toBe('trickle 99 + 1 failed, answer 100, full 99');
+  });
+
+  it('keeps a mode whose every setup failed, as failures with no median', () => {
+    const all = fig('relayed_trickle_ms');
+    expect(all).toMatchObject({ n: 0, failed: 2, attempts: 2 });
+    expect(all.target.met).toBeNull();
+    expect(fig('relayed_trickle_p99_ms')).toMatchObject({ p99: 30_000, p99BeyondTimeout: true });
+  });
+
+  it('renders the failures and a p99 beyond the timeout', () => {
+    expect(measured(fig('direct_trickle_p99_ms'))).toMatch(/^p99 > 30,000 ms \(median \d+, n = 99, 1 of 100 failed\)$/);
+    expect(measured(fig('direct_trickle_ms'))).toMatch(/\(\d+–\d+, n = 99, 1 of 100 failed\)$/);
+    expect(measured(fig('direct_full_ms'))).not.toMatch(/failed/);
+    const md = renderReport([{ ...base, name: 'setup', bench: 'setup', title: r.title, date: '2026-11-24T10:00:00.000Z',
+      command: { invocation: 'npm run bench -- setup', alone: 'npm run bench -- setup', env: {} }, figures: r.figures }], {});
+    expect(md).toMatch(/p99 > 30,000 ms \(median \d+, n = 99, 1 of 100 failed\) \| — \| p99 ≤ 2 s \| \*\*not met\*\*/);
   });
 });
