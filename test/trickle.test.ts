@@ -4,6 +4,7 @@
 // the server-reflexive and relayed candidates follow as con_cand signals.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { labServers, linkUp, scriptedNode, type LinkLike, type TinCanNode } from './support/tincan-node.js';
@@ -151,23 +152,71 @@ function relinkingPair(h1Args: string[]) {
     await h1.call('send_signal', { uid: h2.uid, type: 'con_req', data: { attempt, description: offer.description, ...trickle } });
     return { sdp: offer.description.sdp, up: await up, ms: performance.now() - t0 };
   }
-  return { relink };
+  const counters = async (): Promise<Record<string, number>> => (await h1.state()).counters as Record<string, number>;
+  return { relink, counters };
+}
+
+/**
+ * Ports for the tests that pin h1's ICE ports: their TURN allocations outlive a run by 10 minutes,
+ * so each run takes 4 ports of its own (by the second it starts, unique over 20 minutes).
+ */
+const PINNED_PORTS = 40_000 + (Math.floor(Date.now() / 1000) % 1200) * 4;
+const TURN_ALLOCATE = fileURLToPath(new URL('./fixtures/turn-allocate.mjs', import.meta.url));
+
+/** The port of the (one) host candidate of an SDP. */
+function hostPort(sdp: string): number {
+  const m = / (\d+) typ host/.exec(sdp);
+  if (!m) throw new Error('no host candidate');
+  return Number(m[1]);
 }
 
 describe('relinking on a reused ICE port (the failure mode, on purpose)', () => {
-  const SINGLE_PORT = 50_123; // h1's only ICE port: every link of h1 reuses it
-  const { relink } = relinkingPair(['--ice-ports', `${SINGLE_PORT}-${SINGLE_PORT}`]);
+  const SINGLE_PORT = PINNED_PORTS; // h1's only ICE port: every link of h1 reuses it
+  const { relink, counters } = relinkingPair(['--ice-ports', `${SINGLE_PORT}-${SINGLE_PORT}`]);
 
   it('the second link on the port gets no TURN allocation, hence no server-reflexive candidate, and does not come up', async () => {
     const first = await relink('full', 10_000);
     expect(first.up).toBe(true);
     expect(candidateTypes(first.sdp)).toEqual(expect.arrayContaining(['host', 'srflx', 'relay']));
-    expect(first.sdp).toContain(` ${SINGLE_PORT} typ host`);
+    expect(hostPort(first.sdp)).toBe(SINGLE_PORT);
+    expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 0, descriptionsRegathered: 0 });
     // Same port, same NAT mapping, so the same 5-tuple at coturn as the first link's allocation: 437.
+    // Gathered again on a fresh link — on the same single port: 437 again, and the datapath gives up.
     const second = await relink('full', 5_000);
-    expect(second.sdp).toContain(` ${SINGLE_PORT} typ host`);
+    expect(hostPort(second.sdp)).toBe(SINGLE_PORT);
     expect(candidateTypes(second.sdp)).toEqual(['host']);
     expect(second.up).toBe(false);
+    expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 2, descriptionsRegathered: 1 });
+  });
+});
+
+describe('a refused TURN allocation', () => {
+  const PORTS = { begin: PINNED_PORTS + 1, end: PINNED_PORTS + 3 }; // three ports, taken in turn
+  const { relink, counters } = relinkingPair(['--ice-ports', `${PORTS.begin}-${PORTS.end}`]);
+  const next = (port: number): number => (port === PORTS.end ? PORTS.begin : port + 1);
+
+  it('makes a whole description once more on a fresh link (the next port); a trickled one is only counted', async () => {
+    const first = await relink('full', 10_000);
+    expect(first.up).toBe(true);
+    const p1 = hostPort(first.sdp);
+    // An allocation left behind on the port h1's next link takes (as a link of a datapath that ran
+    // before, or of another program, would leave it): its Allocate will get 437.
+    const turn = ice.turn[0] as { address: string; username: string; password: string };
+    const p2 = next(p1);
+    expect(JSON.parse(await inHost('h1', [process.execPath, TURN_ALLOCATE, '--server', turn.address,
+      '--user', turn.username, '--password', turn.password, '--local-port', String(p2)]))).toMatchObject({ allocated: true });
+    const second = await relink('full', 10_000);
+    expect(hostPort(second.sdp)).toBe(next(p2)); // the regathered link's port
+    expect(candidateTypes(second.sdp)).toEqual(expect.arrayContaining(['srflx', 'relay']));
+    expect(second.up).toBe(true);
+    expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 1, descriptionsRegathered: 1 });
+    // The next port is the first link's, whose allocation is alive too: a trickled description has
+    // gone out before gathering ends, so the datapath cannot make it again; it counts the refusal
+    // (the link cannot come up between the two port-restricted NATs: the controller's retry will).
+    const third = await relink('trickle', 3_000);
+    expect(hostPort(third.sdp)).toBe(p1);
+    expect(third.up).toBe(false);
+    expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 2, descriptionsRegathered: 1 });
   });
 });
 
@@ -175,16 +224,14 @@ describe('relinking the same pair quickly', () => {
   const { relink } = relinkingPair([]);
 
   it('every relink, whole or trickled, has a port of its own, gets its candidates and comes up', async () => {
-    const ports = new Set<string>();
+    const ports = new Set<number>();
     const times: number[] = [];
     for (let i = 0; i < 12; i++) {
       const mode = i % 2 === 0 ? 'full' : 'trickle';
       const r = await relink(mode, 10_000);
       expect(r.up, `relink ${i + 1} (${mode})`).toBe(true);
       if (mode === 'full') expect(candidateTypes(r.sdp)).toEqual(expect.arrayContaining(['srflx', 'relay']));
-      const host = / (\d+) typ host/.exec(r.sdp)?.[1];
-      expect(host).toBeDefined();
-      ports.add(host!);
+      ports.add(hostPort(r.sdp));
       times.push(r.ms);
     }
     expect(ports.size).toBe(12); // never the port of a link closed a moment ago

@@ -10,6 +10,7 @@ import {
   tokenFilePath,
   uidToBytes,
   type CreateLinkResult,
+  type SessionDescription,
   type IceCandidate,
   type LinkState,
   type RequestOf,
@@ -101,6 +102,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private unmappedInWindow = 0;
   /** Trickle ICE: local candidates reported, peer candidates added, and dropped as overlay addresses. */
   private readonly trickleCounters = { candidatesTrickled: 0, candidatesAdded: 0, candidatesFiltered: 0 };
+  /**
+   * Gatherings that completed without a relayed candidate although a TURN server was configured (the
+   * Allocate refused), and whole descriptions made once more on a fresh link because of it.
+   */
+  private readonly iceCounters = { gatheringsWithoutRelay: 0, descriptionsRegathered: 0 };
   /** Kernel route changes (set_remote_subnet), one at a time. */
   private routeChanges: Promise<unknown> = Promise.resolve();
   /** `--lanes N` > 1: the lane processes and lane links (lanes/lanes.ts); null with one lane. */
@@ -324,6 +330,19 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     // A new offer, an answer to the peer's offer (which replaces any link we had: the peer restarted
     // or the controllers resolved a glare), or a retry after failure.
     if (existing) this.closeLink(existing);
+    const link = this.newLink(req);
+    const result = req.trickle ? this.trickleDescription(link, req.remote, fingerprint) : this.wholeDescription(req, link, fingerprint, true);
+    if (!req.remote) {
+      this.pendingOffers.set(req.uid, result);
+      result.catch(() => undefined).finally(() => {
+        if (this.pendingOffers.get(req.uid) === result) this.pendingOffers.delete(req.uid);
+      });
+    }
+    return result;
+  }
+
+  /** A new link for `req` (an offer, or the answer to `req.remote`), in the table and the lanes. */
+  private newLink(req: RequestOf<'create_link'>): Link {
     const link = new Link(
       {
         uid: req.uid,
@@ -346,20 +365,37 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.links.set(req.uid, link);
     this.table.ensurePeer(req.uid).link = link;
     this.lanes?.attach(link, req, req.remote);
-    const result = req.trickle ? this.trickleDescription(link, req.remote, fingerprint) : link.localDescription(req.remote).then(
-      (description): CreateLinkResult => ({ uid: req.uid, state: link.state, fingerprint, description }),
-      (err: unknown) => {
-        this.closeLink(link);
-        throw new RpcError('bad_request', `cannot make a description: ${(err as Error).message}`);
-      },
-    );
-    if (!req.remote) {
-      this.pendingOffers.set(req.uid, result);
-      result.catch(() => undefined).finally(() => {
-        if (this.pendingOffers.get(req.uid) === result) this.pendingOffers.delete(req.uid);
-      });
+    return link;
+  }
+
+  /**
+   * The whole description of `link` (gathering complete, at most 2 s). When TURN gave it no relayed
+   * candidate although gathering completed (Link.gatheredWithoutRelay: the Allocate was refused,
+   * typically 437 for a 5-tuple an earlier link's allocation still holds), the description has not
+   * gone out yet: `regather` makes it once more on a fresh link, whose ICE agent asks from the next
+   * port, instead of sending a description that cannot come up through a port-restricted NAT.
+   */
+  private async wholeDescription(req: RequestOf<'create_link'>, link: Link, fingerprint: string, regather: boolean): Promise<CreateLinkResult> {
+    let description: SessionDescription;
+    try {
+      description = await link.localDescription(req.remote);
+    } catch (err) {
+      this.closeLink(link);
+      throw new RpcError('bad_request', `cannot make a description: ${(err as Error).message}`);
     }
-    return result;
+    if (link.gatheredWithoutRelay && this.links.get(req.uid) === link) {
+      this.iceCounters.gatheringsWithoutRelay++;
+      if (regather) {
+        this.iceCounters.descriptionsRegathered++;
+        this.log.warn({ peer: req.uid.slice(0, 12) }, 'TURN gave no relayed candidate (allocation refused?): gathering again on a fresh link');
+        const pending = this.pendingOffers.get(req.uid);
+        this.closeLink(link);
+        if (pending) this.pendingOffers.set(req.uid, pending); // still this create_link's
+        return this.wholeDescription(req, this.newLink(req), fingerprint, false);
+      }
+      this.log.warn({ peer: req.uid.slice(0, 12) }, 'TURN gave no relayed candidate again');
+    }
+    return { uid: req.uid, state: link.state, fingerprint, description };
   }
 
   // --- trickle ICE ---------------------------------------------------------------------------------
@@ -378,6 +414,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private onLocalCandidate(link: Link, candidate: IceCandidate | null): void {
     if (this.links.get(link.uid) !== link) return;
     if (candidate) this.trickleCounters.candidatesTrickled++;
+    else if (link.gatheredWithoutRelay) {
+      // The description went out already: nothing to redo here; the controller's retry makes a new link.
+      this.iceCounters.gatheringsWithoutRelay++;
+      this.log.warn({ peer: link.uid.slice(0, 12) }, 'TURN gave no relayed candidate (allocation refused?)');
+    }
     this.rpc.event(candidate ? { event: 'candidate', uid: link.uid, candidate } : { event: 'candidate', uid: link.uid, done: true });
   }
 
@@ -621,6 +662,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       counters: this.counters.snapshot({
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
         ...this.trickleCounters,
+        ...this.iceCounters,
         ...(this.xmpp ? prefixed('xmpp_', this.xmpp.counters()) : {}),
         ...(this.lanes ? this.lanes.counters() : {}),
       }),

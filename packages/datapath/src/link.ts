@@ -154,6 +154,10 @@ export class Link {
   private readonly log: Logger;
   private closed = false;
   private sendErrors = 0;
+  /** A TURN server was configured; libjuice finished gathering; a relayed candidate was found. */
+  private readonly asksTurn: boolean;
+  private gatheringDone = false;
+  private relayGathered = false;
 
   constructor(opts: LinkOptions, private readonly handlers: LinkHandlers) {
     this.uid = opts.uid;
@@ -161,6 +165,7 @@ export class Link {
     this.role = opts.role;
     this.maxBuffered = opts.maxBufferedBytes;
     this.log = opts.logger;
+    this.asksTurn = opts.turn.length > 0;
     this.pc = new nodeDataChannel.PeerConnection(opts.uid.slice(0, 8), {
       iceServers: iceServers(opts.stun, opts.turn),
       certificatePemFile: opts.certificatePemFile,
@@ -202,6 +207,7 @@ export class Link {
       const timer = setTimeout(resolve, this.gatherTimeoutMs);
       this.pc.onGatheringStateChange((s) => {
         if (s === 'complete') {
+          this.gatheringDone = true;
           clearTimeout(timer);
           resolve();
         }
@@ -211,7 +217,21 @@ export class Link {
     await gathered;
     const d = this.pc.localDescription();
     if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
-    return { type: d.type, sdp: this.advertiseFraming(this.filterCandidates(d.sdp)) };
+    const sdp = this.filterCandidates(d.sdp);
+    if (/ typ relay/.test(sdp)) this.relayGathered = true;
+    return { type: d.type, sdp: this.advertiseFraming(sdp) };
+  }
+
+  /**
+   * Gathering is complete and brought no relayed candidate although a TURN server was configured:
+   * the server refused the Allocate (or never answered it in time). The usual cause is 437
+   * (Allocation Mismatch): an allocation from the same address and port — an earlier link's, which
+   * libjuice never releases — is still alive. Such a link has no server-reflexive candidate either
+   * (the TURN server is our STUN server, asked once), so behind a port-restricted NAT it cannot
+   * come up; a fresh PeerConnection binds the next port (IcePortRange) and asks from a new 5-tuple.
+   */
+  get gatheredWithoutRelay(): boolean {
+    return this.asksTurn && this.gatheringDone && !this.relayGathered;
   }
 
   /** Hands the peer's description (if any) to the PeerConnection and starts our answer, or our offer. */
@@ -261,6 +281,7 @@ export class Link {
       const address = candidateAddress(c.candidate);
       if (address !== null && this.excludeAddress(address)) return;
       announced!.add(candidateKey(c.candidate));
+      if (/ typ relay/.test(c.candidate)) this.relayGathered = true;
       onCandidate(c);
     };
     this.pc.onLocalCandidate((candidate, mid) => {
@@ -269,6 +290,7 @@ export class Link {
     });
     this.pc.onGatheringStateChange((state) => {
       if (state !== 'complete') return;
+      this.gatheringDone = true;
       if (announced === null) doneEarly = true;
       else if (!this.closed) onCandidate(null);
     });
@@ -277,6 +299,7 @@ export class Link {
     if (!d || (d.type !== 'offer' && d.type !== 'answer')) throw new Error('no local description');
     const sdp = this.filterCandidates(d.sdp);
     announced = new Set(sdp.split('\r\n').filter((l) => candidateAddress(l) !== null).map(candidateKey));
+    if (/ typ relay/.test(sdp)) this.relayGathered = true;
     if (early.length > 0 || doneEarly) {
       // Reported before the description was taken (unexpected: libdatachannel calls back through
       // its own thread): they still follow the description.
