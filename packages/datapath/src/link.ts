@@ -73,7 +73,7 @@ export interface LinkHandlers {
  * at coturn) and a new link whose Allocate comes from the same address and port gets 437 (Allocation
  * Mismatch), so it has neither a relayed nor — the TURN server being our STUN server too — a
  * server-reflexive candidate, and between two port-restricted cone NATs it cannot come up (libjuice
- * gives up only after 30 s). A random port repeats one of the last n links' with odd ~n / 28k; in
+ * gives up only after 30 s). A random port repeats one of the last n links' with odds ~n / 28k; in
  * turn, a port comes back only after (end − begin + 1) links.
  */
 export interface IcePortRange {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
 import { Datapath } from './datapath.js';
@@ -15,7 +15,8 @@ const program = new Command()
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
-  .option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)", parseIcePorts, DEFAULT_ICE_PORTS)
+  .addOption(new Option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)")
+    .argParser(parseIcePorts).default(DEFAULT_ICE_PORTS, `${DEFAULT_ICE_PORTS.begin}-${DEFAULT_ICE_PORTS.end}`))
   .parse();
 
 function parseIcePorts(v: string): IcePortRange {
