@@ -583,7 +583,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.counters.injectedFromController++;
     if (frame.compare(local.uidBytes, 0, UID_BYTES, FRAME_DST_OFFSET, FRAME_DST_OFFSET + UID_BYTES) === 0) {
       const version = frame[FRAME_HEADER_LEN]! >> 4;
-      if (version === 4 || version === 6) local.vnic.write(frame.subarray(FRAME_HEADER_LEN));
+      if (version === 4 || version === 6) local.vnic.write(frame, FRAME_HEADER_LEN);
       else this.counters.injectedDropped++;
       return;
     }

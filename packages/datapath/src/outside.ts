@@ -133,7 +133,7 @@ export class Outside {
       return;
     }
     if (src !== peer) this.counters.framesRelayedIn++;
-    vnic.write(off === 0 ? buf : buf.subarray(off));
+    vnic.write(buf, off);
   }
 
   /** Transit on, a frame for another node: on to its next hop, hop limit decremented. */

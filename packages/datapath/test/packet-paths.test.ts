@@ -105,7 +105,7 @@ function setup() {
   const counters = new Counters();
   const delivered: Buffer[] = [];
   const toController: Buffer[] = [];
-  const vnic = { write: (p: Buffer) => delivered.push(Buffer.from(p)) } as unknown as Vnic;
+  const vnic = { write: (p: Buffer, off = 0) => delivered.push(Buffer.from(p.subarray(off))) } as unknown as Vnic;
   const sink = { unmapped: (f: Buffer) => toController.push(Buffer.from(f)), transit: (f: Buffer) => toController.push(Buffer.from(f)) };
   const outside = new Outside(table, sink, counters);
   outside.attach(uidToBytes(LOCAL), vnic, ip4ToNumber('10.254.0.1'));
