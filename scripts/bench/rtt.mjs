@@ -146,11 +146,21 @@ try {
     }
   }
   const timelines = {};
+  let timelineNote = 'timeline: skipped (no tcpdump)';
   if (hasTcpdump()) {
-    for (const spacing of SPACINGS) {
-      timelines[spacing.name] = await measureTimeline(lab.info, {
-        ping: (count, intervalS) => pingSamples('h1', '10.254.0.2', count, intervalS), probes: spacing.probes, intervalS: spacing.gapMs / 1000, pubAddress: PUB,
-      });
+    try {
+      for (const spacing of SPACINGS) {
+        timelines[spacing.name] = await measureTimeline(lab.info, {
+          ping: (count, intervalS) => pingSamples('h1', '10.254.0.2', count, intervalS), probes: spacing.probes, intervalS: spacing.gapMs / 1000, pubAddress: PUB,
+        });
+      }
+      const all = Object.values(timelines);
+      timelineNote = `timeline: after the rounds, per spacing, one more ping series through the link with tcpdump on h1's and pub's vNIC and wire interfaces (one kernel clock); medians per hop over ${all.map((t) => t.n).join(' and ')} pings; ping RTT medians with tcpdump running: ${all.map((t) => `${median(t.rtts).toFixed(3)} ms`).join(' and ')}`;
+    } catch (err) {
+      // The timeline explains the figures; it is not one of them: the series above still count.
+      for (const k of Object.keys(timelines)) delete timelines[k];
+      timelineNote = `timeline: failed (${err.message ?? err})`;
+      console.error(`rtt: ${timelineNote}`);
     }
   }
   const figures = [];
@@ -190,9 +200,7 @@ try {
     notes: [
       `interleaved per round, at ${SPACINGS.map((s) => `${s.gapMs} ms`).join(' then ')} spacing: ${SERIES.map(([k]) => k).join(', ')}; 100-byte UDP and data channel probes (ping's default 64-byte ICMP); the first probe of each series dropped`,
       'the C echo (scripts/bench/lib/udp-echo.c) is compiled at bench time with the machine\'s cc -O2',
-      Object.keys(timelines).length
-        ? `timeline: after the rounds, per spacing, one more ping series through the link with tcpdump on h1's and pub's vNIC and wire interfaces (one kernel clock); medians per hop over ${Object.values(timelines).map((t) => t.n).join(' and ')} pings; ping RTT medians with tcpdump running: ${Object.values(timelines).map((t) => `${median(t.rtts).toFixed(3)} ms`).join(' and ')}`
-        : 'timeline: skipped (no tcpdump)',
+      timelineNote,
     ],
   });
 } catch (err) {
