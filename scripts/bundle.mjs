@@ -2,7 +2,8 @@
 // Bundles each program of the workspace (after `tsc -b`) into one ES module file under its package's
 // dist/bin/: what systemd, the demo, the tests and the benches run. A program loaded from one
 // file instead of ~300 modules needs ~18 MB less memory (docs/architecture.md, "Programs are bundled").
-// Native parts stay outside the bundle and load as before: node-datachannel and @tincan/tun.
+// Native parts stay outside the bundle and load as before: node-datachannel, @tincan/tun and
+// @tincan/watchdog (their addons load by a path relative to their own dist/).
 import { build } from 'esbuild';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +29,7 @@ await Promise.all(PROGRAMS.map(([pkg, entry, name]) => build({
   platform: 'node',
   target: 'node20',
   format: 'esm',
-  external: ['node-datachannel', '@tincan/tun'],
+  external: ['node-datachannel', '@tincan/tun', '@tincan/watchdog'],
   banner: { js: REQUIRE_SHIM },
   // Whitespace and syntax only: function names stay readable in stack traces.
   minifyWhitespace: true,

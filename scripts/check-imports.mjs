@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Enforces the package import rules of docs/architecture.md so the architecture stays visible:
-// protocol and tun are leaves; datapath and the controllers never import each other; groupvpn and
+// protocol, tun and watchdog are leaves; datapath and the controllers never import each other; groupvpn and
 // socialvpn share only what lives in controller; cli speaks the RPC like any other client.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +8,8 @@ import { join } from 'node:path';
 const allowed = {
   protocol: [],
   tun: [],
-  datapath: ['protocol', 'tun'],
+  watchdog: [],
+  datapath: ['protocol', 'tun', 'watchdog'],
   controller: ['protocol'],
   groupvpn: ['protocol', 'controller'],
   socialvpn: ['protocol', 'controller'],

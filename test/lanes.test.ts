@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, linkNodes, linkUp } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, eventuallyValue, linkNodes, linkUp } from './support/tincan-node.js';
 import { labInfo } from './harness/lab.js';
 import { ns } from './harness/namespace.js';
 
@@ -34,16 +34,6 @@ async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkWithLanes> {
   const l = (s.links as unknown as LinkWithLanes[]).find((x) => x.uid === peer.uid);
   if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
   return l;
-}
-
-async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 /** The lane processes a datapath forked (its direct children). */
@@ -104,7 +94,7 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     await linkNodes(h1, pub);
     await Promise.all([linkUp(h1, pub), linkUp(pub, h1)]);
     for (const [a, b] of [[h1, pub], [pub, h1]] as const) {
-      await eventually(async () => (await linkOf(a, b)).lanes_up === 1, 20_000, `${a.spec.host}'s lane link to ${b.spec.host}`);
+      await eventuallyValue(async () => (await linkOf(a, b)).lanes_up === 1, 20_000, `${a.spec.host}'s lane link to ${b.spec.host}`);
     }
 
     const ping = await inHost('h1', ['ping', '-c', '5', '-i', '0.2', '-W', '2', '10.254.0.6']);
@@ -145,12 +135,12 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     const ping = await inHost('h1', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.6']);
     expect(ping.stdout).toMatch(/3 received/);
 
-    await eventually(async () => ((await h1.state()).counters.lanes_restarts ?? 0) > before, 10_000, 'the lane restart');
+    await eventuallyValue(async () => ((await h1.state()).counters.lanes_restarts ?? 0) > before, 10_000, 'the lane restart');
     const [again] = await lanePids(h1);
     expect(again).toBeGreaterThan(0);
     expect(again).not.toBe(pid);
     for (const [a, b] of [[h1, pub], [pub, h1]] as const) {
-      await eventually(async () => (await linkOf(a, b)).lanes_up === 1, 30_000, `${a.spec.host}'s lane link back up`);
+      await eventuallyValue(async () => (await linkOf(a, b)).lanes_up === 1, 30_000, `${a.spec.host}'s lane link back up`);
     }
     const lane1Before = (await linkOf(h1, pub)).lanes![1]!.packets_out;
     const l = await untilLanesCarry(h1, pub, (lanes) => lanes[1]!.packets_out - lane1Before > 100);
@@ -159,7 +149,7 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
 
   it('closes the lane links with the primary link (trim_link)', async () => {
     await h1.call('trim_link', { uid: pub.uid });
-    await eventually(async () => {
+    await eventuallyValue(async () => {
       const l = (await pub.state()).links.find((x) => x.uid === h1.uid) as LinkWithLanes | undefined;
       return !l || l.state !== 'up' || l.lanes_up === 0;
     }, 30_000, 'pub to see the link go');
@@ -190,7 +180,7 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     const pids = await lanePids(pub);
     expect(pids).toHaveLength(1);
     await pub.datapath.stop('SIGKILL');
-    await eventually(async () => pids.every((pid) => {
+    await eventuallyValue(async () => pids.every((pid) => {
       try {
         process.kill(pid, 0);
         return false;

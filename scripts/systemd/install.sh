@@ -37,7 +37,7 @@ run() { if [[ $DRY == 1 ]]; then echo "+ $*"; else "$@"; fi; }
 [[ -n $NODE && -x $NODE ]] || die "no node binary (use --node PATH)"
 ver=$("$NODE" -p 'process.versions.node')
 [[ ${ver%%.*} -ge 20 ]] || die "node $ver is too old (need >= 20.10)"
-for f in packages/datapath/dist/bin/tincan-datapath.js packages/groupvpn/dist/bin/tincan-groupvpn.js packages/socialvpn/dist/bin/tincan-socialvpn.js packages/tun/build/Release; do
+for f in packages/datapath/dist/bin/tincan-datapath.js packages/groupvpn/dist/bin/tincan-groupvpn.js packages/socialvpn/dist/bin/tincan-socialvpn.js packages/tun/build/Release packages/watchdog/build/Release; do
   [[ -e $PREFIX/$f ]] || die "$PREFIX/$f is missing: run 'npm ci && npm run build' in $PREFIX first"
 done
 [[ $DRY == 1 || $(id -u) == 0 ]] || die "run as root (or with --dry-run)"

@@ -28,6 +28,8 @@ export interface GroupNodeSpec {
   maxLinks?: number;
   /** The config's `routing` object (multihop, topology, deny, advertise, …). */
   routing?: Record<string, unknown>;
+  /** Extra tincan-datapath options (e.g. --watchdog). */
+  datapathArgs?: string[];
 }
 
 /** The parts of groupvpn-status.json the tests read. */
@@ -106,7 +108,7 @@ export class GroupNode {
   }
 
   startDatapath(): void {
-    this.datapath = this.spawn('datapath', [DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug']);
+    this.datapath = this.spawn('datapath', [DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(this.spec.datapathArgs ?? [])]);
   }
 
   startController(): void {

@@ -275,3 +275,14 @@ export async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike>
   if (!l) throw new Error(`${n.spec.host} has no link to ${peer.spec.host}`);
   return l;
 }
+
+/** Polls `fn` (errors count as not yet) until it returns a truthy value, and returns that value. */
+export async function eventuallyValue<T>(fn: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

@@ -28,6 +28,7 @@ import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-serve
 import { Vnic, type VnicConfig } from './vnic.js';
 import { Lanes } from './lanes/lanes.js';
 import type { TableOp } from './lanes/lane-ipc.js';
+import { Watchdog } from './watchdog.js';
 import { XmppSession } from './xmpp-session.js';
 
 export interface DatapathOptions {
@@ -57,6 +58,12 @@ export interface DatapathOptions {
   lanes?: number;
   /** `--ice-ports`: the local UDP ports of the links' ICE agents, handed out in turn (link.ts, IcePortRange). */
   icePorts?: IcePortRange;
+  /**
+   * `--watchdog`: seconds the main thread may stall (a native deadlock) before the process SIGKILLs
+   * itself so that its supervisor restarts it (watchdog.ts); lane processes get the same. 0 or
+   * absent: no watchdog.
+   */
+  watchdogS?: number;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
@@ -111,6 +118,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private routeChanges: Promise<unknown> = Promise.resolve();
   /** `--lanes N` > 1: the lane processes and lane links (lanes/lanes.ts); null with one lane. */
   private readonly lanes: Lanes | null;
+  /** Started once startup work is done (Datapath.start); stopped last in stop(). */
+  private watchdog: Watchdog | null = null;
 
   private constructor(
     readonly counters: Counters,
@@ -143,6 +152,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     const dp = new Datapath(counters, rpc, identity, opts, log);
     rpc.setHandler(dp);
     log.info({ rpc: rpc.endpoint, tokenFile, fingerprint: identity.fingerprint }, 'datapath ready');
+    dp.watchdog = Watchdog.start({ timeoutS: opts.watchdogS ?? 0, logger: log });
     return dp;
   }
 
@@ -608,6 +618,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         logLevel: this.log.level,
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
+        watchdogS: this.opts.watchdogS ?? 0,
         logger: this.log,
       },
       {
@@ -677,6 +688,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.local?.vnic.close();
     this.rpc.close();
     nodeDataChannel.cleanup();
+    // Last: a close above that deadlocks in libdatachannel still gets the process killed.
+    this.watchdog?.stop();
   }
 }
 

@@ -4,6 +4,7 @@ import pino from 'pino';
 import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
 import { Datapath } from './datapath.js';
 import { DEFAULT_ICE_PORTS, parseIcePortRange, type IcePortRange } from './link.js';
+import { DEFAULT_WATCHDOG_S, MAX_WATCHDOG_S, WatchdogSeconds } from './watchdog.js';
 
 const program = new Command()
   .name('tincan-datapath')
@@ -17,6 +18,7 @@ const program = new Command()
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
   .addOption(new Option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)")
     .argParser(parseIcePorts).default(DEFAULT_ICE_PORTS, `${DEFAULT_ICE_PORTS.begin}-${DEFAULT_ICE_PORTS.end}`))
+  .option('--watchdog <seconds>', `kill this process (SIGKILL) when its main thread stalls this long, so that its supervisor restarts it; lane processes too (0..${MAX_WATCHDOG_S}; 0: off)`, parseWatchdog, DEFAULT_WATCHDOG_S)
   .parse();
 
 function parseIcePorts(v: string): IcePortRange {
@@ -39,7 +41,13 @@ function parseQueue(v: string): number {
   return n;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean; lanes: number; icePorts: IcePortRange }>();
+function parseWatchdog(v: string): number {
+  const r = WatchdogSeconds.safeParse(/^\d+$/.test(v) ? Number(v) : NaN);
+  if (!r.success) throw new InvalidArgumentError(`expected whole seconds, 0–${MAX_WATCHDOG_S} (0: no watchdog)`);
+  return r.data;
+}
+
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
@@ -48,6 +56,7 @@ try {
     compactFrames: opts.compactFrames,
     lanes: opts.lanes,
     icePorts: opts.icePorts,
+    watchdogS: opts.watchdog,
   });
   let stopping = false;
   const stop = (signal: string) => {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { LinkState, MAX_LANES, SessionDescription, TurnServer, Uid, ip4ToNumber } from '@tincan/protocol';
 import type { ForwardingTable } from '../forwarding-table.js';
+import { WatchdogSeconds } from '../watchdog.js';
 
 /**
  * The IPC between the primary datapath and its lane processes (child_process.fork with 'advanced'
@@ -35,6 +36,8 @@ export const LaneInit = z.strictObject({
   rtcLogLevel: z.enum(['Verbose', 'Debug', 'Info', 'Warning', 'Error', 'Fatal']),
   /** This lane's share of the datapath's ICE ports (link.ts lanePorts). */
   icePorts: z.strictObject({ begin: z.number().int().min(1024).max(65535), end: z.number().int().min(1024).max(65535) }),
+  /** The primary's `--watchdog` seconds (0: off): the lane watches its own main thread with it. */
+  watchdogS: WatchdogSeconds,
 });
 export type LaneInit = z.infer<typeof LaneInit>;
 

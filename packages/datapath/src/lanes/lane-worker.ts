@@ -7,6 +7,7 @@ import { Inside, type UnmappedSink } from '../inside.js';
 import { Link, type LinkCounters } from '../link.js';
 import { Outside, type TransitSink } from '../outside.js';
 import { Vnic } from '../vnic.js';
+import { Watchdog } from '../watchdog.js';
 import { FromLane, ToLane, applyTableOp, type LaneInit, type LaneLinkStats } from './lane-ipc.js';
 
 /** At most this many fallback packets per event-loop turn go to the primary; more are counted drops. */
@@ -80,6 +81,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
   private config: LaneInit | null = null;
   private vnic: Vnic | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
+  private watchdog: Watchdog | null = null;
   badMessages = 0;
 
   constructor(private readonly send: SendToPrimary, private readonly log: Logger) {
@@ -151,6 +153,9 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     if (this.config) return;
     this.config = msg;
     if (this.log.levels.values[msg.logLevel] !== undefined) this.log.level = msg.logLevel;
+    // A lane loads node-datachannel too and can hang the same way: it kills itself, the primary
+    // restarts it (lane-child.ts).
+    this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
     nodeDataChannel.initLogger(msg.rtcLogLevel, (level, message) => this.log.warn({ rtc: level }, message));
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6 });
     this.vnic = vnic;
@@ -255,6 +260,8 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     for (const uid of [...this.links.keys()]) this.closeLink(uid, true);
     this.vnic?.close();
     nodeDataChannel.cleanup();
+    // Last: a close above that deadlocks still gets the lane killed (and restarted).
+    this.watchdog?.stop();
   }
 }
 

@@ -22,6 +22,8 @@ export interface LanesOptions {
   rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
   /** The datapath's ICE port range (`--ice-ports`); each lane gets its own share of it (lanePorts). */
   icePorts: IcePortRange;
+  /** The primary's `--watchdog`: each lane process watches its own main thread with it (0: off). */
+  watchdogS: number;
   logger: Logger;
 }
 
@@ -84,6 +86,7 @@ export class Lanes implements PeerLanesHost {
             logLevel: this.logLevel,
             rtcLogLevel: this.opts.rtcLogLevel,
             icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
+            watchdogS: this.opts.watchdogS,
           },
           snapshot: { t: 'table', ops: snapshotOps(this.host.table, this.host.transitOn()) },
         }),
