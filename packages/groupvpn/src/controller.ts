@@ -18,6 +18,7 @@ import {
   type PeerTable,
   type RefusalCounts,
   type Signaling,
+  type TrickleCounters,
   type DatapathSupervisor,
 } from '@tincan/controller';
 import type { GroupVpnSettings } from './config.js';
@@ -65,6 +66,8 @@ export interface GroupVpnStatus {
   peers: GroupVpnPeerStatus[];
   counters: GroupVpnCounters;
   refusals: RefusalCounts;
+  /** Trickle ICE signaling: con_cand sent, candidates sent, applied, buffered and dropped. */
+  trickle: TrickleCounters;
   routing: RoutingStatus;
 }
 
@@ -414,6 +417,7 @@ export class GroupVpnController {
       peers,
       counters: { ...this.counters },
       refusals: { ...this.refusals },
+      trickle: { ...this.signaling.trickleCounters },
       routing: this.routing.status(),
     };
   }

@@ -378,6 +378,11 @@ describe('GroupVpnController: admission', () => {
     expect(lo.ctl.counters.signals_duplicate).toBe(1);
     expect(lo.dp.callsOf('add_candidate').length).toBe(1);
     expect(linkState(lo, hi)).toBe('up');
+    // The status file carries the trickle counters.
+    expect(hi.ctl.status().trickle.con_cand_sent).toBe(1);
+    expect(hi.ctl.status().trickle.candidates_sent).toBeGreaterThan(0);
+    expect(lo.ctl.status().trickle.candidates_applied).toBe(hi.ctl.status().trickle.candidates_sent);
+    expect(lo.ctl.status().trickle.con_cand_sent).toBe(0);
   });
 
   it('two JIDs announcing one address: reported (log + status), neither linked until one leaves', async () => {

@@ -640,6 +640,7 @@ export class SocialVpnController {
       state_file: { path: this.stateFile?.path ?? null, last_error: this.stateFile?.lastError ?? null },
       counters: { ...this.counters },
       refusals: { ...this.refusals },
+      trickle: { ...this.signaling.trickleCounters },
     };
   }
 

@@ -1,5 +1,5 @@
 import type { Uid } from '@tincan/protocol';
-import type { DayTraffic, OverlayCounters, RefusalCounts } from '@tincan/controller';
+import type { DayTraffic, OverlayCounters, RefusalCounts, TrickleCounters } from '@tincan/controller';
 
 export interface SocialVpnCounters extends OverlayCounters {
   offers_proactive: number;
@@ -67,4 +67,6 @@ export interface SocialVpnStatus {
   state_file: { path: string | null; last_error: string | null };
   counters: SocialVpnCounters;
   refusals: RefusalCounts;
+  /** Trickle ICE signaling: con_cand sent, candidates sent, applied, buffered and dropped. */
+  trickle: TrickleCounters;
 }

@@ -405,6 +405,10 @@ describe('SocialVpnController: social profile', () => {
     expect(ctl.counters.offers_proactive + bob.ctl.counters.offers_proactive).toBe(1);
     // The proactive offer said so; bob (for whom alice is not frequent) keeps it for alice.
     expect(bob.ctl.status().mappings.find((m) => m.uid === aliceUid)).toMatchObject({ proactive: false, peer_keeps: true, link: 'up' });
+    // The answer trickled (a first link): the status files count what went out and was applied.
+    const [sent, applied] = [ctl, bob.ctl].map((c) => c.status().trickle).reduce((acc, t) => [acc[0]! + t.candidates_sent, acc[1]! + t.candidates_applied], [0, 0]);
+    expect(sent).toBeGreaterThan(0);
+    expect(applied).toBe(sent);
     // carol on demand:
     alice.dp.emitPacket(unmappedFrame(aliceUid, '172.31.0.1', '172.31.0.8'));
     await clock.advance(2000);
