@@ -22,7 +22,7 @@ import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
-import { DEFAULT_ICE_PORTS, Link, lanePorts, type IcePortRange } from './link.js';
+import { DEFAULT_ICE_PORTS, Link, initRtcLog, lanePorts, type IcePortRange } from './link.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
 import { Vnic, type VnicConfig } from './vnic.js';
@@ -144,7 +144,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   static async start(opts: DatapathOptions): Promise<Datapath> {
     const log = opts.logger;
     const rtcLog = log.child({ component: 'libdatachannel' });
-    nodeDataChannel.initLogger(opts.rtcLogLevel ?? 'Warning', (level, message) => rtcLog.warn({ rtc: level }, message));
+    initRtcLog(opts.rtcLogLevel ?? 'Warning', rtcLog);
     const identity = await loadIdentity(opts.stateDir);
     const counters = new Counters();
     const tokenFile = tokenFilePath(opts.stateDir, opts.rpc.port);

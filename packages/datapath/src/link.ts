@@ -1,4 +1,4 @@
-import nodeDataChannel, { type DataChannel, type DataChannelInitConfig, type PeerConnection } from 'node-datachannel';
+import nodeDataChannel, { type DataChannel, type DataChannelInitConfig, type LogLevel, type PeerConnection } from 'node-datachannel';
 import type { Logger } from 'pino';
 import {
   COMPACT_FRAME_CHANNEL_ID,
@@ -14,6 +14,19 @@ import {
 } from '@tincan/protocol';
 
 /** Counters of one link; plain numbers, bumped on the per-packet path. */
+/** libdatachannel's log levels and the pino level each of its messages is logged at. */
+const RTC_LOG_LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  Verbose: 'trace', Debug: 'debug', Info: 'info', Warning: 'warn', Error: 'error', Fatal: 'fatal',
+};
+
+/**
+ * Sends libdatachannel's own log (process-wide) to `log`, each message at the pino level matching its
+ * libdatachannel level (`rtc` in the line), from `level` up (`--rtc-log-level`).
+ */
+export function initRtcLog(level: LogLevel, log: Logger): void {
+  nodeDataChannel.initLogger(level, (rtcLevel, message) => log[RTC_LOG_LEVELS[rtcLevel as LogLevel] ?? 'warn']({ rtc: rtcLevel }, message));
+}
+
 export interface LinkCounters {
   bytesIn: number;
   bytesOut: number;

@@ -4,7 +4,7 @@ import { FRAME_HEADER_LEN, cidrContains, ip4ToNumber, parseCidr, uidToBytes, typ
 import { Counters } from '../counters.js';
 import { ForwardingTable } from '../forwarding-table.js';
 import { Inside, type UnmappedSink } from '../inside.js';
-import { Link, type LinkCounters } from '../link.js';
+import { Link, initRtcLog, type LinkCounters } from '../link.js';
 import { Outside, type TransitSink } from '../outside.js';
 import { Vnic } from '../vnic.js';
 import { Watchdog } from '../watchdog.js';
@@ -156,7 +156,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // A lane loads node-datachannel too and can hang the same way: it kills itself, the primary
     // restarts it (lane-child.ts).
     this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
-    nodeDataChannel.initLogger(msg.rtcLogLevel, (level, message) => this.log.warn({ rtc: level }, message));
+    initRtcLog(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }));
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6 });
     this.vnic = vnic;
     const uidBytes = uidToBytes(msg.uid);
