@@ -139,11 +139,20 @@ function relinkingPair(h1Args: string[]) {
     await Promise.all(pair.map((n) => n.stop()));
   });
 
-  /** Trims both ends, waits 100 ms and links h1 → h2 again: the offer, and whether h1's link came up within `upMs`. */
-  async function relink(mode: 'full' | 'trickle', upMs: number): Promise<{ sdp: string; up: boolean; ms: number }> {
+  /**
+   * Trims both ends, waits 100 ms (and, given `freePort`, until h1 no longer holds that UDP port) and
+   * links h1 → h2 again: the offer, and whether h1's link came up within `upMs`.
+   */
+  async function relink(mode: 'full' | 'trickle', upMs: number, freePort?: number): Promise<{ sdp: string; up: boolean; ms: number }> {
     await h1.call('trim_link', { uid: h2.uid });
     await h2.call('trim_link', { uid: h1.uid });
     await new Promise((r) => setTimeout(r, 100));
+    // A closed link releases its port on libjuice's thread, a moment later; with no free port in the
+    // range libdatachannel aborts the datapath (docs/deployment.md, --ice-ports).
+    for (let i = 0; freePort !== undefined && i < 50; i++) {
+      if ((await inHost('h1', ['ss', '-Huln', `sport = :${freePort}`])).trim() === '') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const t0 = performance.now();
     const up = h1.waitFor((o) => o.event === 'link' && o.uid === h2.uid && o.state === 'up', upMs, 'link up to h2').then(() => true, () => false);
     const trickle = mode === 'trickle' ? { trickle: true } : {};
@@ -181,12 +190,12 @@ describe('relinking on a reused ICE port (the failure mode, on purpose)', () => 
     expect(hostPort(first.sdp)).toBe(SINGLE_PORT);
     expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 0, descriptionsRegathered: 0 });
     // Same port, same NAT mapping, so the same 5-tuple at coturn as the first link's allocation: 437.
-    // Gathered again on a fresh link — on the same single port: 437 again, and the datapath gives up.
-    const second = await relink('full', 5_000);
+    // No second gathering: a fresh link would ask from the same single port (437 again).
+    const second = await relink('full', 5_000, SINGLE_PORT);
     expect(hostPort(second.sdp)).toBe(SINGLE_PORT);
     expect(candidateTypes(second.sdp)).toEqual(['host']);
     expect(second.up).toBe(false);
-    expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 2, descriptionsRegathered: 1 });
+    expect(await counters()).toMatchObject({ gatheringsWithoutRelay: 1, descriptionsRegathered: 0 });
   });
 });
 

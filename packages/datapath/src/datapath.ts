@@ -351,6 +351,12 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return result;
   }
 
+  /** The ICE ports this process hands out in turn (its share of `--ice-ports`). */
+  private get icePortsPerProcess(): number {
+    const r = lanePorts(this.opts.icePorts ?? DEFAULT_ICE_PORTS, 0, this.opts.lanes ?? 1);
+    return r.end - r.begin + 1;
+  }
+
   /** A new link for `req` (an offer, or the answer to `req.remote`), in the table and the lanes. */
   private newLink(req: RequestOf<'create_link'>): Link {
     const link = new Link(
@@ -395,7 +401,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     }
     if (link.gatheredWithoutRelay && this.links.get(req.uid) === link) {
       this.iceCounters.gatheringsWithoutRelay++;
-      if (regather) {
+      // A fresh link needs another port: with a one-port range it would ask from the same 5-tuple (437
+      // again), and while the closed link still holds the port libdatachannel aborts the process
+      // ("Failed to gather local ICE candidates", thrown on its own thread).
+      if (regather && this.icePortsPerProcess > 1) {
         this.iceCounters.descriptionsRegathered++;
         this.log.warn({ peer: req.uid.slice(0, 12) }, 'TURN gave no relayed candidate (allocation refused?): gathering again on a fresh link');
         const pending = this.pendingOffers.get(req.uid);
