@@ -351,10 +351,9 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return result;
   }
 
-  /** The ICE ports this process hands out in turn (its share of `--ice-ports`). */
-  private get icePortsPerProcess(): number {
-    const r = lanePorts(this.opts.icePorts ?? DEFAULT_ICE_PORTS, 0, this.opts.lanes ?? 1);
-    return r.end - r.begin + 1;
+  /** The ICE ports this process hands out in turn: its share of `--ice-ports` (the lanes have theirs). */
+  private get icePorts(): IcePortRange {
+    return lanePorts(this.opts.icePorts ?? DEFAULT_ICE_PORTS, 0, this.opts.lanes ?? 1);
   }
 
   /** A new link for `req` (an offer, or the answer to `req.remote`), in the table and the lanes. */
@@ -369,7 +368,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         certificatePemFile: this.identity.certificatePemFile,
         keyPemFile: this.identity.keyPemFile,
         rtcMtu: this.rtcMtu(),
-        icePorts: lanePorts(this.opts.icePorts ?? DEFAULT_ICE_PORTS, 0, this.opts.lanes ?? 1),
+        icePorts: this.icePorts,
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         gatherTimeoutMs: 2000,
         excludeAddress: (address) => this.isOverlayAddress(address),
@@ -404,7 +403,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       // A fresh link needs another port: with a one-port range it would ask from the same 5-tuple (437
       // again), and while the closed link still holds the port libdatachannel aborts the process
       // ("Failed to gather local ICE candidates", thrown on its own thread).
-      if (regather && this.icePortsPerProcess > 1) {
+      if (regather && this.icePorts.end > this.icePorts.begin) {
         this.iceCounters.descriptionsRegathered++;
         this.log.warn({ peer: req.uid.slice(0, 12) }, 'TURN gave no relayed candidate (allocation refused?): gathering again on a fresh link');
         const pending = this.pendingOffers.get(req.uid);

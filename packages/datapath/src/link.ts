@@ -13,7 +13,6 @@ import {
   type Uid,
 } from '@tincan/protocol';
 
-/** Counters of one link; plain numbers, bumped on the per-packet path. */
 /** libdatachannel's log levels and the pino level each of its messages is logged at. */
 const RTC_LOG_LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   Verbose: 'trace', Debug: 'debug', Info: 'info', Warning: 'warn', Error: 'error', Fatal: 'fatal',
@@ -27,6 +26,7 @@ export function initRtcLog(level: LogLevel, log: Logger): void {
   nodeDataChannel.initLogger(level, (rtcLevel, message) => log[RTC_LOG_LEVELS[rtcLevel as LogLevel] ?? 'warn']({ rtc: rtcLevel }, message));
 }
 
+/** Counters of one link; plain numbers, bumped on the per-packet path. */
 export interface LinkCounters {
   bytesIn: number;
   bytesOut: number;
