@@ -161,7 +161,10 @@ static void on_readable(uv_poll_t *h, int status, int events) {
     }
   }
   const char *syscall = "read";
-  if (!err && n == 0 && status < 0) err = -status, syscall = "uv_poll";
+  // libuv turns EPOLLERR into UV_EBADF without reading. A TUN fd polls EPOLLERR only when its device is
+  // detached or no longer registered (tun_chr_poll), and during `ip link del` that starts before the read
+  // side sees the detach (read still says EAGAIN): it is the same event as read's EBADFD, reported as such.
+  if (!err && n == 0 && status < 0) err = EBADFD, syscall = "poll";
   napi_handle_scope scope;
   if (napi_open_handle_scope(t->env, &scope) != napi_ok) return;
   if (n > 0) {
