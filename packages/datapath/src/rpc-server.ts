@@ -3,7 +3,7 @@ import dgram from 'node:dgram';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   MAX_DATAGRAM,
   MsgType,

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { MainThreadWatchdog } from '@tincan/watchdog';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** `--watchdog <seconds>`: whole seconds, 0 turns the watchdog off. */
 export const MAX_WATCHDOG_S = 3600;

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import * as z from 'zod';
 import { Uid, XmppCredentials, type XmppSignal } from '@tincan/protocol';
 import {
   buildPresence,

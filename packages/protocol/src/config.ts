@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest, XmppCredentials } from './rpc.js';
 import { ip4ToNumber, ip6ToBytes } from './uid.js';
 

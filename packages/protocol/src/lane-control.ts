@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * Lane control (datapath ↔ datapath, in-band on a link): with `tincan-datapath --lanes N`, a datapath

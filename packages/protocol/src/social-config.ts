@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { DatapathEndpoint, XmppConfig, cidr4Parts, configJsonSchema } from './config.js';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest } from './rpc.js';
 import { Uid, ip4ToNumber, numberToIp4 } from './uid.js';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** A node UID: 160 bits, written as 40 lowercase hex digits on every JSON wire. */
 export const UID_BYTES = 20;

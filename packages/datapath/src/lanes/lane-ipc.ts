@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { LinkState, MAX_LANES, SessionDescription, TurnServer, Uid, ip4ToNumber } from '@tincan/protocol';
 import type { ForwardingTable } from '../forwarding-table.js';
 import { WatchdogSeconds } from '../watchdog.js';
