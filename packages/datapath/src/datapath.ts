@@ -1,4 +1,3 @@
-import nodeDataChannel from 'node-datachannel';
 import type { Logger } from 'pino';
 import {
   FRAME_DST_OFFSET,
@@ -22,7 +21,8 @@ import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
-import { DEFAULT_ICE_PORTS, Link, initRtcLog, lanePorts, type IcePortRange } from './link.js';
+import { DEFAULT_ICE_PORTS, Link, lanePorts, type IcePortRange } from './link.js';
+import { RtcLibrary } from './rtc.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
 import { Vnic, type VnicConfig } from './vnic.js';
@@ -120,6 +120,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private readonly lanes: Lanes | null;
   /** Started once startup work is done (Datapath.start); stopped last in stop(). */
   private watchdog: Watchdog | null = null;
+  /** node-datachannel, loaded by the first link: an idle datapath does without it (rtc.ts). */
+  private readonly rtc: RtcLibrary;
 
   private constructor(
     readonly counters: Counters,
@@ -128,6 +130,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     private readonly opts: DatapathOptions,
     private readonly log: Logger,
   ) {
+    this.rtc = new RtcLibrary(opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }));
     this.inside = new Inside(this.table, this, this.counters);
     this.outside = new Outside(this.table, this, this.counters);
     this.lanes = this.makeLanes();
@@ -143,8 +146,6 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   static async start(opts: DatapathOptions): Promise<Datapath> {
     const log = opts.logger;
-    const rtcLog = log.child({ component: 'libdatachannel' });
-    initRtcLog(opts.rtcLogLevel ?? 'Warning', rtcLog);
     const identity = await loadIdentity(opts.stateDir);
     const counters = new Counters();
     const tokenFile = tokenFilePath(opts.stateDir, opts.rpc.port);
@@ -360,6 +361,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private newLink(req: RequestOf<'create_link'>): Link {
     const link = new Link(
       {
+        rtc: this.rtc,
         uid: req.uid,
         jid: this.xmpp?.jidOfUid(req.uid) ?? null,
         role: req.remote ? 'answerer' : 'offerer',
@@ -695,7 +697,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     if (this.xmpp) await this.xmpp.stop().catch(() => undefined);
     this.local?.vnic.close();
     this.rpc.close();
-    nodeDataChannel.cleanup();
+    this.rtc.cleanup();
     // Last: a close above that deadlocks in libdatachannel still gets the process killed.
     this.watchdog?.stop();
   }

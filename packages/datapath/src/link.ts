@@ -1,4 +1,4 @@
-import nodeDataChannel, { type DataChannel, type DataChannelInitConfig, type LogLevel, type PeerConnection } from 'node-datachannel';
+import type { DataChannel, DataChannelInitConfig, PeerConnection } from 'node-datachannel';
 import type { Logger } from 'pino';
 import {
   COMPACT_FRAME_CHANNEL_ID,
@@ -12,19 +12,7 @@ import {
   type TurnServer,
   type Uid,
 } from '@tincan/protocol';
-
-/** libdatachannel's log levels and the pino level each of its messages is logged at. */
-const RTC_LOG_LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
-  Verbose: 'trace', Debug: 'debug', Info: 'info', Warning: 'warn', Error: 'error', Fatal: 'fatal',
-};
-
-/**
- * Sends libdatachannel's own log (process-wide) to `log`, each message at the pino level matching its
- * libdatachannel level (`rtc` in the line), from `level` up (`--rtc-log-level`).
- */
-export function initRtcLog(level: LogLevel, log: Logger): void {
-  nodeDataChannel.initLogger(level, (rtcLevel, message) => log[RTC_LOG_LEVELS[rtcLevel as LogLevel] ?? 'warn']({ rtc: rtcLevel }, message));
-}
+import type { RtcLibrary } from './rtc.js';
 
 /** Counters of one link; plain numbers, bumped on the per-packet path. */
 export interface LinkCounters {
@@ -41,6 +29,8 @@ export interface LinkCounters {
 }
 
 export interface LinkOptions {
+  /** node-datachannel, loaded by the first link (rtc.ts). */
+  rtc: RtcLibrary;
   uid: Uid;
   jid: string | null;
   role: 'offerer' | 'answerer';
@@ -179,7 +169,7 @@ export class Link {
     this.maxBuffered = opts.maxBufferedBytes;
     this.log = opts.logger;
     this.asksTurn = opts.turn.length > 0;
-    this.pc = new nodeDataChannel.PeerConnection(opts.uid.slice(0, 8), {
+    this.pc = new (opts.rtc.get().PeerConnection)(opts.uid.slice(0, 8), {
       iceServers: iceServers(opts.stun, opts.turn),
       certificatePemFile: opts.certificatePemFile,
       keyPemFile: opts.keyPemFile,

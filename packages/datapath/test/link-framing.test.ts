@@ -3,12 +3,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import nodeDataChannel from 'node-datachannel';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsCompactFrames, uidFromIp4, type SessionDescription } from '@tincan/protocol';
 import { loadIdentity, type NodeIdentity } from '../src/identity.js';
 import { DEFAULT_ICE_PORTS, Link } from '../src/link.js';
+import { RtcLibrary } from '../src/rtc.js';
 
 const ATTRIBUTE = /^a=x-tincan-frame:compact\r?$/m;
 const strip = (d: SessionDescription): SessionDescription => ({ ...d, sdp: d.sdp.replace(/^a=x-tincan-frame:.*\r?\n/m, '') });
@@ -16,6 +16,7 @@ const strip = (d: SessionDescription): SessionDescription => ({ ...d, sdp: d.sdp
 describe('link: compact-frame capability in the signaled descriptions', () => {
   let dir: string;
   let identity: NodeIdentity;
+  const rtc = new RtcLibrary('Warning', pino({ level: 'silent' }));
   const links: Link[] = [];
 
   beforeAll(async () => {
@@ -25,13 +26,13 @@ describe('link: compact-frame capability in the signaled descriptions', () => {
 
   afterAll(() => {
     for (const l of links) l.close();
-    nodeDataChannel.cleanup();
+    rtc.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 
   function link(role: 'offerer' | 'answerer', compactFrames: boolean): Link {
     const l = new Link({
-      uid: uidFromIp4(`10.254.0.${links.length + 1}`), jid: null, role, stun: [], turn: [],
+      rtc, uid: uidFromIp4(`10.254.0.${links.length + 1}`), jid: null, role, stun: [], turn: [],
       certificatePemFile: identity.certificatePemFile, keyPemFile: identity.keyPemFile,
       rtcMtu: 1500, icePorts: DEFAULT_ICE_PORTS, maxBufferedBytes: 65536, gatherTimeoutMs: 300, excludeAddress: () => false, compactFrames,
       logger: pino({ level: 'silent' }),

@@ -6,12 +6,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import nodeDataChannel from 'node-datachannel';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uidFromIp4 } from '@tincan/protocol';
 import { loadIdentity, type NodeIdentity } from '../src/identity.js';
 import { DEFAULT_ICE_PORTS, Link, lanePorts, parseIcePortRange, type IcePortRange } from '../src/link.js';
+import { RtcLibrary } from '../src/rtc.js';
 
 /** The ports of the host candidates in an SDP. */
 function hostPorts(sdp: string): number[] {
@@ -21,6 +21,7 @@ function hostPorts(sdp: string): number[] {
 describe('link: ICE ports', () => {
   let dir: string;
   let identity: NodeIdentity;
+  const rtc = new RtcLibrary('Warning', pino({ level: 'silent' }));
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tincan-link-ports-'));
@@ -28,13 +29,13 @@ describe('link: ICE ports', () => {
   });
 
   afterAll(() => {
-    nodeDataChannel.cleanup();
+    rtc.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 
   async function portOfNewLink(icePorts: IcePortRange): Promise<number> {
     const link = new Link({
-      uid: uidFromIp4('10.254.0.1'), jid: null, role: 'offerer', stun: [], turn: [],
+      rtc, uid: uidFromIp4('10.254.0.1'), jid: null, role: 'offerer', stun: [], turn: [],
       certificatePemFile: identity.certificatePemFile, keyPemFile: identity.keyPemFile,
       rtcMtu: 1500, icePorts, maxBufferedBytes: 65536, gatherTimeoutMs: 300, excludeAddress: () => false, compactFrames: true,
       logger: pino({ level: 'silent' }),

@@ -1,10 +1,10 @@
-import nodeDataChannel from 'node-datachannel';
 import type { Logger } from 'pino';
 import { FRAME_HEADER_LEN, cidrContains, ip4ToNumber, parseCidr, uidToBytes, type Uid } from '@tincan/protocol';
 import { Counters } from '../counters.js';
 import { ForwardingTable } from '../forwarding-table.js';
 import { Inside, type UnmappedSink } from '../inside.js';
-import { Link, initRtcLog, type LinkCounters } from '../link.js';
+import { Link, type LinkCounters } from '../link.js';
+import { RtcLibrary } from '../rtc.js';
 import { Outside, type TransitSink } from '../outside.js';
 import { Vnic } from '../vnic.js';
 import { Watchdog } from '../watchdog.js';
@@ -82,6 +82,8 @@ export class LaneWorker implements UnmappedSink, TransitSink {
   private vnic: Vnic | null = null;
   private statsTimer: NodeJS.Timeout | null = null;
   private watchdog: Watchdog | null = null;
+  /** node-datachannel, loaded by this lane's first link (rtc.ts); made by init. */
+  private rtc: RtcLibrary | null = null;
   badMessages = 0;
 
   constructor(private readonly send: SendToPrimary, private readonly log: Logger) {
@@ -156,7 +158,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // A lane loads node-datachannel too and can hang the same way: it kills itself, the primary
     // restarts it (lane-child.ts).
     this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
-    initRtcLog(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }));
+    this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }));
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6 });
     this.vnic = vnic;
     const uidBytes = uidToBytes(msg.uid);
@@ -172,11 +174,13 @@ export class LaneWorker implements UnmappedSink, TransitSink {
 
   private makeLink(msg: Extract<ToLane, { t: 'link' }>): void {
     const config = this.config;
-    if (!config) return;
+    const rtc = this.rtc;
+    if (!config || !rtc) return;
     this.closeLink(msg.peer, false);
     const attempt = msg.attempt;
     const link = new Link(
       {
+        rtc,
         uid: msg.peer,
         jid: null,
         role: msg.remote ? 'answerer' : 'offerer',
@@ -259,7 +263,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     if (this.statsTimer) clearInterval(this.statsTimer);
     for (const uid of [...this.links.keys()]) this.closeLink(uid, true);
     this.vnic?.close();
-    nodeDataChannel.cleanup();
+    this.rtc?.cleanup();
     // Last: a close above that deadlocks still gets the lane killed (and restarted).
     this.watchdog?.stop();
   }
