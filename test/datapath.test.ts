@@ -6,15 +6,16 @@ import { CTL_BIN, TinCanNode, inHost, labServers, linkNodes, linkOf, linkUp, scr
 const servers = labServers();
 const xmpp = servers.xmpp;
 
-function node(host: string, ip4: string, n: number): TinCanNode {
-  return scriptedNode(servers, host, ip4, n);
+function node(host: string, ip4: string, n: number, datapathArgs?: string[]): TinCanNode {
+  return scriptedNode(servers, host, ip4, n, datapathArgs);
 }
 
 describe('tincan-datapath in the lab', () => {
   const h1 = node('h1', '10.254.0.1', 1);
   const h2 = node('h2', '10.254.0.2', 2);
   const h3 = node('h3', '10.254.0.3', 3);
-  const lan1 = node('lan1', '10.254.0.4', 4);
+  // lan1 holds at most 128 KiB per link in SCTP (the --sctp-send-buffer test below).
+  const lan1 = node('lan1', '10.254.0.4', 4, ['--sctp-send-buffer', '131072']);
   const lan2 = node('lan2', '10.254.0.5', 5);
   const all = [h1, h2, h3, lan1, lan2];
 
@@ -74,6 +75,27 @@ describe('tincan-datapath in the lab', () => {
     expect(ping.stdout).toMatch(/3 received/);
   });
 
+  it('holds at most --sctp-send-buffer bytes in SCTP: with the peer stopped, a burst overflows into counted drops', async () => {
+    // The lan1–lan2 link of the test before is fresh: SCTP's congestion window is still its initial
+    // ~14 KB. With lan2's datapath stopped (no SACKs), lan1 can keep in SCTP only what its send buffer
+    // (--sctp-send-buffer 131072) holds, then 64 KiB in the data channel's queue: the rest of a 960 KB
+    // burst is dropped and counted. The default 1 MiB send buffer would have taken all of it.
+    const before = (await linkOf(lan1, lan2)).stats.drops_backpressure!;
+    const pid = lan2.datapath.child.pid!;
+    process.kill(pid, 'SIGSTOP');
+    let after: number;
+    try {
+      await inHost('lan1', [process.execPath, '-e', UDP_BURST_SENDER, '10.254.0.5', '40002', '800', '1200']);
+      await new Promise((r) => setTimeout(r, 300)); // lan1's datapath takes in what its vNIC still holds
+      after = (await linkOf(lan1, lan2)).stats.drops_backpressure!;
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    expect(after - before).toBeGreaterThan(100);
+    const ping = await inHost('lan1', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.5']);
+    expect(ping.stdout).toMatch(/3 received/);
+  });
+
   it('fails a link whose signaled fingerprint is wrong', async () => {
     await h2.call('trim_link', { uid: h3.uid }).catch(() => undefined);
     await linkNodes(h2, h3, {
@@ -128,3 +150,16 @@ describe('tincan-datapath in the lab', () => {
     expect(ping.stdout).toMatch(/3 received/);
   });
 });
+
+/** Sends COUNT UDP datagrams of SIZE bytes to ADDRESS:PORT, each once the one before left the socket. */
+const UDP_BURST_SENDER = `
+const [address, port, count, size] = process.argv.slice(1);
+const s = require('node:dgram').createSocket('udp4');
+(async () => {
+  const payload = Buffer.alloc(Number(size));
+  for (let i = 0; i < Number(count); i++) {
+    await new Promise((r, j) => s.send(payload, Number(port), address, (e) => (e ? j(e) : r())));
+  }
+  s.close();
+})();
+`;

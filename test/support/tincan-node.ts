@@ -58,6 +58,8 @@ export interface NodeSpec {
   overlay?: string;
   /** vNIC MTU (default 1280). */
   mtu?: number;
+  /** Extra datapath options for every start() that passes none of its own. */
+  datapathArgs?: string[];
 }
 
 interface Waiter {
@@ -97,7 +99,7 @@ export class TinCanNode {
   /** `trickle`: the driver plays trickle ICE (rpc-driver --trickle); `datapathArgs`: extra datapath options. */
   async start(opts: { autoAnswer?: boolean; trickle?: boolean; datapathArgs?: string[] } = {}): Promise<void> {
     this.datapath = new NsProcess(this.ns, `${this.spec.host}/datapath`, process.execPath, [
-      DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(opts.datapathArgs ?? []),
+      DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(opts.datapathArgs ?? this.spec.datapathArgs ?? []),
     ]);
     this.datapath.child.stdout!.on('data', (d: Buffer) => {
       for (const l of d.toString().split('\n')) if (l) this.datapath.keep(l);
@@ -229,9 +231,9 @@ export function labServers(): LabServers {
   };
 }
 
-/** A scripted node in lab host `host`, virtual address `ip4`, XMPP account node`n`. */
-export function scriptedNode(servers: LabServers, host: string, ip4: string, n: number): TinCanNode {
-  return new TinCanNode({ host, ip4, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` } }, servers.ice);
+/** A scripted node in lab host `host`, virtual address `ip4`, XMPP account node`n`, extra datapath options `datapathArgs`. */
+export function scriptedNode(servers: LabServers, host: string, ip4: string, n: number, datapathArgs?: string[]): TinCanNode {
+  return new TinCanNode({ host, ip4, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` }, ...(datapathArgs ? { datapathArgs } : {}) }, servers.ice);
 }
 
 /** Maps each node's addresses at the other, then links a → b through XMPP signaling. */

@@ -21,7 +21,7 @@ import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
-import { DEFAULT_ICE_PORTS, Link, lanePorts, type IcePortRange } from './link.js';
+import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, type IcePortRange } from './link.js';
 import { RtcLibrary } from './rtc.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
@@ -46,6 +46,11 @@ export interface DatapathOptions {
    * front of the datapath; 64 halved the RTT under load in the baselines bench at the same throughput.
    */
   vnicQueueLen?: number;
+  /**
+   * `--sctp-send-buffer`: bytes usrsctp holds per link (unsent and in flight) before the data channel's
+   * own bounded queue takes over (link.ts DEFAULT_SCTP_SEND_BUFFER); process-wide, lanes too.
+   */
+  sctpSendBufferBytes?: number;
   /**
    * Compact frames on direct links (frame.ts), default true. false: this node neither offers nor sends
    * them (full frames only, as a node that predates them); for comparisons and interop tests.
@@ -130,7 +135,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     private readonly opts: DatapathOptions,
     private readonly log: Logger,
   ) {
-    this.rtc = new RtcLibrary(opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }));
+    this.rtc = new RtcLibrary(opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER);
     this.inside = new Inside(this.table, this, this.counters);
     this.outside = new Outside(this.table, this, this.counters);
     this.lanes = this.makeLanes();
@@ -628,6 +633,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         logLevel: this.log.level,
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
+        sctpSendBufferBytes: this.opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
         watchdogS: this.opts.watchdogS ?? 0,
         logger: this.log,
       },

@@ -14,6 +14,26 @@ import {
 } from '@tincan/protocol';
 import type { RtcLibrary } from './rtc.js';
 
+/**
+ * `--sctp-send-buffer`: the bytes usrsctp holds per link, unsent and in flight alike, before the data
+ * channel's own queue (bufferedAmount, bounded by maxBufferedBytes with counted drops) takes more.
+ * During a bulk transfer on the lab's ~0-RTT path libdatachannel's 1 MiB (the default here too) held a
+ * standing queue that the back-pressure never saw (bufferedAmount stayed 0): 128–256 KiB cut the RTT
+ * under load by ~30%. But the buffer also bounds a link's throughput to buffer / RTT (128 KiB over
+ * 40 ms: 26 Mbit/s), so the default stays at 1 MiB (docs/architecture.md, "Latency under load").
+ */
+export const DEFAULT_SCTP_SEND_BUFFER = 1024 * 1024;
+export const MIN_SCTP_SEND_BUFFER = 16 * 1024;
+export const MAX_SCTP_SEND_BUFFER = 16 * 1024 * 1024;
+
+/** An --sctp-send-buffer byte count: a whole number 16 KiB–16 MiB; throws on anything else. */
+export function checkSctpSendBuffer(bytes: number): number {
+  if (!Number.isInteger(bytes) || bytes < MIN_SCTP_SEND_BUFFER || bytes > MAX_SCTP_SEND_BUFFER) {
+    throw new Error(`expected a whole number of bytes, ${MIN_SCTP_SEND_BUFFER}–${MAX_SCTP_SEND_BUFFER}, got ${String(bytes)}`);
+  }
+  return bytes;
+}
+
 /** Counters of one link; plain numbers, bumped on the per-packet path. */
 export interface LinkCounters {
   bytesIn: number;

@@ -3,7 +3,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
 import { Datapath } from './datapath.js';
-import { DEFAULT_ICE_PORTS, parseIcePortRange, type IcePortRange } from './link.js';
+import {
+  DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER, checkSctpSendBuffer, parseIcePortRange, type IcePortRange,
+} from './link.js';
 import { DEFAULT_WATCHDOG_S, MAX_WATCHDOG_S, WatchdogSeconds } from './watchdog.js';
 
 const program = new Command()
@@ -14,6 +16,7 @@ const program = new Command()
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', process.env.TINCAN_LOG_LEVEL ?? 'info')
   .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error (logged at the matching --log-level)", 'Warning')
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
+  .option('--sctp-send-buffer <bytes>', `bytes SCTP holds per link, unsent and in flight, before the data channel's bounded queue takes over (${MIN_SCTP_SEND_BUFFER}–${MAX_SCTP_SEND_BUFFER}): smaller cuts delay under load but caps a link at bytes / RTT`, parseSctpSendBuffer, DEFAULT_SCTP_SEND_BUFFER)
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
   .addOption(new Option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)")
@@ -41,18 +44,27 @@ function parseQueue(v: string): number {
   return n;
 }
 
+function parseSctpSendBuffer(v: string): number {
+  try {
+    return checkSctpSendBuffer(/^\d+$/.test(v) ? Number(v) : NaN);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
 function parseWatchdog(v: string): number {
   const r = WatchdogSeconds.safeParse(/^\d+$/.test(v) ? Number(v) : NaN);
   if (!r.success) throw new InvalidArgumentError(`expected whole seconds, 0–${MAX_WATCHDOG_S} (0: no watchdog)`);
   return r.data;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; compactFrames: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
   const datapath = await Datapath.start({
     rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
+    sctpSendBufferBytes: opts.sctpSendBuffer,
     compactFrames: opts.compactFrames,
     lanes: opts.lanes,
     icePorts: opts.icePorts,

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type { LogLevel } from 'node-datachannel';
 import type { Logger } from 'pino';
+import { DEFAULT_SCTP_SEND_BUFFER, checkSctpSendBuffer } from './link.js';
 
 /** node-datachannel's module: PeerConnection, initLogger, cleanup… */
 export type NodeDataChannel = typeof import('node-datachannel');
@@ -19,8 +20,19 @@ const RTC_LOG_LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'er
 export class RtcLibrary {
   private lib: NodeDataChannel | null = null;
 
-  /** `level` and `log`: libdatachannel's own log (`--rtc-log-level`), routed once the library loads. */
-  constructor(private readonly level: LogLevel, private readonly log: Logger) {}
+  /**
+   * `level` and `log`: libdatachannel's own log (`--rtc-log-level`), routed once the library loads.
+   * `sctpSendBufferBytes` (`--sctp-send-buffer`, checked here): the SCTP send buffer of every link,
+   * set when the library loads (libdatachannel's SCTP settings are process-wide, taken by each link's
+   * SCTP transport as it starts).
+   */
+  constructor(
+    private readonly level: LogLevel,
+    private readonly log: Logger,
+    private readonly sctpSendBufferBytes: number = DEFAULT_SCTP_SEND_BUFFER,
+  ) {
+    checkSctpSendBuffer(sctpSendBufferBytes);
+  }
 
   /** True once a link has loaded the library. */
   get loaded(): boolean {
@@ -33,6 +45,7 @@ export class RtcLibrary {
     const lib = createRequire(import.meta.url)('node-datachannel') as NodeDataChannel;
     // Each libdatachannel message at the pino level matching its own (`rtc` in the line).
     lib.initLogger(this.level, (rtcLevel, message) => this.log[RTC_LOG_LEVELS[rtcLevel as LogLevel] ?? 'warn']({ rtc: rtcLevel }, message));
+    lib.setSctpSettings({ sendBufferSize: this.sctpSendBufferBytes });
     this.lib = lib;
     return lib;
   }

@@ -12,7 +12,7 @@ const addonMapped = (): boolean => readFileSync('/proc/self/maps', 'utf8').inclu
 describe('libdatachannel through RtcLibrary', () => {
   const lines: { level: number; rtc: string; msg: string }[] = [];
   const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(JSON.parse(chunk.toString())); done(); } });
-  const rtc = new RtcLibrary('Debug', pino({ level: 'trace' }, sink));
+  const rtc = new RtcLibrary('Debug', pino({ level: 'trace' }, sink), 1024 * 1024);
   afterAll(() => rtc.cleanup());
 
   it('loads the library on first use only', () => {

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { LinkState, MAX_LANES, SessionDescription, TurnServer, Uid, ip4ToNumber } from '@tincan/protocol';
 import type { ForwardingTable } from '../forwarding-table.js';
+import { MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER } from '../link.js';
 import { WatchdogSeconds } from '../watchdog.js';
 
 /**
@@ -38,6 +39,8 @@ export const LaneInit = z.strictObject({
   icePorts: z.strictObject({ begin: z.number().int().min(1024).max(65535), end: z.number().int().min(1024).max(65535) }),
   /** The primary's `--watchdog` seconds (0: off): the lane watches its own main thread with it. */
   watchdogS: WatchdogSeconds,
+  /** The primary's `--sctp-send-buffer` bytes (link.ts). */
+  sctpSendBufferBytes: z.number().int().min(MIN_SCTP_SEND_BUFFER).max(MAX_SCTP_SEND_BUFFER),
 });
 export type LaneInit = z.infer<typeof LaneInit>;
 

@@ -158,7 +158,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // A lane loads node-datachannel too and can hang the same way: it kills itself, the primary
     // restarts it (lane-child.ts).
     this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
-    this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }));
+    this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }), msg.sctpSendBufferBytes);
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6 });
     this.vnic = vnic;
     const uidBytes = uidToBytes(msg.uid);

@@ -24,6 +24,8 @@ export interface LanesOptions {
   icePorts: IcePortRange;
   /** The primary's `--watchdog`: each lane process watches its own main thread with it (0: off). */
   watchdogS: number;
+  /** The primary's `--sctp-send-buffer` (link.ts): lane links get the same. */
+  sctpSendBufferBytes: number;
   logger: Logger;
 }
 
@@ -87,6 +89,7 @@ export class Lanes implements PeerLanesHost {
             rtcLogLevel: this.opts.rtcLogLevel,
             icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
             watchdogS: this.opts.watchdogS,
+            sctpSendBufferBytes: this.opts.sctpSendBufferBytes,
           },
           snapshot: { t: 'table', ops: snapshotOps(this.host.table, this.host.transitOn()) },
         }),
