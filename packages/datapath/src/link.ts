@@ -19,7 +19,7 @@ import type { RtcLibrary } from './rtc.js';
  * channel's own queue (bufferedAmount, bounded by maxBufferedBytes with counted drops) takes more.
  * During a bulk transfer on the lab's ~0-RTT path libdatachannel's 1 MiB (the default here too) held a
  * standing queue that the back-pressure never saw (bufferedAmount stayed 0): 128–256 KiB cut the RTT
- * under load by ~30%. But the buffer also bounds a link's throughput to buffer / RTT (128 KiB over
+ * under load by 10–30%. But the buffer also bounds a link's throughput to buffer / RTT (128 KiB over
  * 40 ms: 26 Mbit/s), so the default stays at 1 MiB (docs/architecture.md, "Latency under load").
  */
 export const DEFAULT_SCTP_SEND_BUFFER = 1024 * 1024;
