@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <node_api.h>
 #include <uv.h>
@@ -31,7 +32,12 @@ typedef struct {
   napi_async_context actx;
   int in_callback;                      // > 0 while JS runs from on_readable (close() must not free actx)
   bool reading, closed, uv_closed, finalized;
+  bool vnet;                            // IFF_VNET_HDR: a virtio_net_hdr precedes every packet
 } tun_t;
+
+// sizeof(struct virtio_net_hdr) (the TUN default, TUNSETVNETHDRSZ not used); a zero one = a plain packet.
+#define VNET_HDR_LEN 10
+static const uint8_t ZERO_VNET_HDR[VNET_HDR_LEN];
 
 static const napi_type_tag TUN_TAG = {0x74696e63616e5f74ULL, 0x756e5f6465766963ULL};
 
@@ -150,9 +156,14 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   uint32_t n = 0;
   int err = 0;
   while (n < t->batch) {  // also on a poll error: read() tells what is wrong (EBADFD: device deleted)
-    ssize_t r = read(t->fd, t->base + (size_t)n * t->stride + t->headroom, t->slot);
-    if (r > 0) {
-      t->lens[n++] = (uint32_t)r;
+    // With a vnet header, it lands in the last VNET_HDR_LEN bytes of the headroom, the packet where it
+    // always is (slot start + headroom), and lens[] holds the IP packet's length.
+    uint32_t shift = t->vnet ? VNET_HDR_LEN : 0;
+    ssize_t r = read(t->fd, t->base + (size_t)n * t->stride + t->headroom - shift, t->slot + shift);
+    if (r > (ssize_t)shift) {
+      t->lens[n++] = (uint32_t)r - shift;
+    } else if (r > 0) {
+      continue;  // a vnet header without a packet: nothing to deliver
     } else if (r < 0 && errno == EINTR) {
       continue;
     } else {
@@ -181,9 +192,10 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 }
 
 // open(name: string | null, multiQueue: boolean, buffer: Buffer, lengths: Uint32Array, batch, headroom,
-//      slot, stride, onPackets(count), onError(err)) -> { handle, name }
+//      slot, stride, onPackets(count), onError(err), offload: boolean) -> { handle, name }
+// offload: IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 | TSO6); needs headroom >= VNET_HDR_LEN.
 static napi_value tun_open(napi_env env, napi_callback_info info) {
-  ARGS(10);
+  ARGS(11);
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   napi_valuetype type;
@@ -195,7 +207,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     if (len == 0 || len >= IFNAMSIZ) return throw_errno(env, EINVAL, "open", "invalid interface name");
     napi_get_value_string_utf8(env, argv[0], ifr.ifr_name, IFNAMSIZ, &len);
   }
-  bool mq;
+  bool mq, offload;
   uint32_t batch, headroom, slot, stride;
   void *base, *lens;
   size_t buf_len, lens_count;
@@ -208,6 +220,8 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_value_uint32(env, argv[5], &headroom), "headroom");
   CHECK(env, napi_get_value_uint32(env, argv[6], &slot), "slot");
   CHECK(env, napi_get_value_uint32(env, argv[7], &stride), "stride");
+  CHECK(env, napi_get_value_bool(env, argv[10], &offload), "offload must be a boolean");
+  if (offload && headroom < VNET_HDR_LEN) return throw_errno(env, EINVAL, "open", "offload needs headroom >= 10");
   if (ta_type != napi_uint32_array || lens_count < batch || batch == 0 || slot == 0 ||
       (uint64_t)headroom + slot > stride || (uint64_t)batch * stride > buf_len)
     return throw_errno(env, EINVAL, "open", "inconsistent buffer layout");
@@ -221,7 +235,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
                                                   : NULL;
     return throw_errno(env, e, "open", msg);
   }
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0) | (offload ? IFF_VNET_HDR : 0);
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
     char msg[160];
@@ -229,16 +243,21 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     if (e == EPERM) return throw_errno(env, e, "ioctl(TUNSETIFF)", "creating a TUN device needs root or CAP_NET_ADMIN");
     if (e == EBUSY || (e == EINVAL && named && if_nametoindex(ifr.ifr_name) != 0)) {
       snprintf(msg, sizeof msg, "interface '%s' is in use (busy single-queue TUN, or not a TUN device with "
-               "multiQueue=%s)", ifr.ifr_name, mq ? "true" : "false");
+               "multiQueue=%s offload=%s)", ifr.ifr_name, mq ? "true" : "false", offload ? "true" : "false");
       return throw_errno(env, EBUSY, "ioctl(TUNSETIFF)", msg);
     }
     return throw_errno(env, e, "ioctl(TUNSETIFF)", NULL);
+  }
+  if (offload && ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "ioctl(TUNSETOFFLOAD)", NULL);
   }
 
   tun_t *t = calloc(1, sizeof *t);
   if (!t) { close(fd); return throw_errno(env, ENOMEM, "open", NULL); }
   t->env = env, t->fd = fd, t->base = base, t->lens = lens, t->batch = batch;
-  t->headroom = headroom, t->slot = slot, t->stride = stride, t->poll.data = t;
+  t->headroom = headroom, t->slot = slot, t->stride = stride, t->poll.data = t, t->vnet = offload;
   uv_loop_t *loop;
   int e = napi_get_uv_event_loop(env, &loop) == napi_ok ? uv_poll_init(loop, &t->poll, fd) : -EINVAL;
   if (e < 0) { close(fd); free(t); return throw_errno(env, -e, "uv_poll_init", NULL); }
@@ -301,9 +320,13 @@ static napi_value tun_close(napi_env env, napi_callback_info info) {
 }
 
 // One non-blocking write: 1 written, 0 dropped (queue full, no memory, packet rejected), -errno fatal.
-static int write_one(int fd, const uint8_t *p, size_t len) {
+// On a vnet device a plain packet (`raw` false) goes behind a zero virtio_net_hdr (writev, no copy);
+// a raw one is [virtio_net_hdr][packet] already.
+static int write_one(const tun_t *t, const uint8_t *p, size_t len, bool raw) {
+  struct iovec iov[2] = {{(void *)ZERO_VNET_HDR, VNET_HDR_LEN}, {(void *)p, len}};
+  bool prefix = t->vnet && !raw;
   for (;;) {
-    if (write(fd, p, len) >= 0) return 1;
+    if ((prefix ? writev(t->fd, iov, 2) : write(t->fd, p, len)) >= 0) return 1;
     switch (errno) {
       case EINTR: continue;
       case EAGAIN: case ENOBUFS: case ENOMEM: case EINVAL: case EMSGSIZE: case EIO: return 0;
@@ -327,9 +350,9 @@ static napi_value make_uint32(napi_env env, uint32_t n) {
   return v;
 }
 
-// write(handle, buffer, offset, length) -> boolean (false = dropped)
+// write(handle, buffer, offset, length, raw) -> boolean (false = dropped). raw: [vnet header][packet].
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  ARGS(5);
   tun_t *t = writable(env, argv[0]);
   if (!t) return NULL;
   void *data;
@@ -338,8 +361,11 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_buffer_info(env, argv[1], &data, &size), "buffer must be a Buffer or Uint8Array");
   CHECK(env, napi_get_value_uint32(env, argv[2], &off), "offset");
   CHECK(env, napi_get_value_uint32(env, argv[3], &len), "length");
+  bool raw;
+  CHECK(env, napi_get_value_bool(env, argv[4], &raw), "raw must be a boolean");
   if ((uint64_t)off + len > size) return throw_errno(env, ERANGE, "write", "offset/length out of range");
-  int r = write_one(t->fd, (uint8_t *)data + off, len);
+  if (raw && !t->vnet) return throw_errno(env, EINVAL, "write", "a raw write needs a device opened with offload");
+  int r = write_one(t, (uint8_t *)data + off, len, raw);
   if (r < 0) return throw_errno(env, -r, "write", NULL);
   napi_value v;
   napi_get_boolean(env, r == 1, &v);
@@ -361,7 +387,7 @@ static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
     size_t size;
     CHECK(env, napi_get_element(env, argv[1], i, &el), "buffers");
     CHECK(env, napi_get_buffer_info(env, el, &data, &size), "buffers must hold Buffers");
-    int r = write_one(t->fd, data, size);
+    int r = write_one(t, data, size, false);
     if (r < 0) return throw_errno(env, -r, "write", NULL);
     written += (uint32_t)r;
   }
@@ -389,7 +415,7 @@ static napi_value tun_write_packets(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < count; i++) {
     uint32_t off = ((uint32_t *)offs)[i], len = ((uint32_t *)lens)[i];
     if ((uint64_t)off + len > size) return throw_errno(env, ERANGE, "writePackets", "packet out of range");
-    int r = write_one(t->fd, (uint8_t *)data + off, len);
+    int r = write_one(t, (uint8_t *)data + off, len, false);
     if (r < 0) return throw_errno(env, -r, "write", NULL);
     written += (uint32_t)r;
   }

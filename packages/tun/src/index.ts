@@ -18,7 +18,18 @@ export interface TunOptions {
   headroom?: number;
   /** Room for one packet (576..65535, default 65535); a packet longer than this is truncated by the kernel. */
   slotSize?: number;
+  /**
+   * Segmentation offload: open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 | TSO6). Every packet read
+   * then has its 10-byte struct virtio_net_hdr (VNET_HDR_LEN) in the last bytes of its headroom, just
+   * before it (so headroom must be at least 10), and may be a TCP super-packet of up to the device's
+   * gso_max_size; write() puts a zero header in front of a plain packet, writeVnet() writes
+   * [header][packet] as is. Every queue of a multi-queue device must be opened with the same value.
+   */
+  offload?: boolean;
 }
+
+/** sizeof(struct virtio_net_hdr), in front of every packet of a device opened with `offload`. */
+export const VNET_HDR_LEN = 10;
 
 /** The packets of one read batch. Reused between callbacks: valid only during the callback. */
 export interface PacketBatch {
@@ -32,6 +43,8 @@ export interface PacketBatch {
 
 export interface InterfaceConfig {
   mtu?: number;
+  /** Largest super-packet the kernel hands an offload device (`ip link set … gso_max_size`). */
+  gsoMaxSize?: number;
   /** Packets the kernel queues for the reader before dropping (the TUN's ring; kernel default 500). */
   txQueueLen?: number;
   /** CIDRs, IPv4 or IPv6, e.g. '10.1.0.1/24', 'fd00::1/64'. */
@@ -57,11 +70,12 @@ interface NativeBinding {
     stride: number,
     onPackets: (count: number) => void,
     onError: (err: Error) => void,
+    offload: boolean,
   ): { handle: NativeHandle; name: string };
   resume(h: NativeHandle): void;
   pause(h: NativeHandle): void;
   close(h: NativeHandle): void;
-  write(h: NativeHandle, buf: Uint8Array, offset: number, length: number): boolean;
+  write(h: NativeHandle, buf: Uint8Array, offset: number, length: number, raw: boolean): boolean;
   writeBatch(h: NativeHandle, bufs: readonly Uint8Array[], count: number): number;
   writePackets(h: NativeHandle, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
 }
@@ -119,6 +133,8 @@ class Batch implements PacketBatch {
 export class TunDevice {
   readonly name: string;
   readonly headroom: number;
+  /** Opened with `offload` (IFF_VNET_HDR): see TunOptions.offload. */
+  readonly offload: boolean;
   /** The slots (read buffer) and their layout, also reachable from each PacketBatch. */
   readonly batch: PacketBatch;
   #handle: NativeHandle;
@@ -126,23 +142,25 @@ export class TunDevice {
   #onPackets: ((batch: PacketBatch) => void) | undefined;
   #onError: ((err: Error) => void) | undefined;
 
-  private constructor(handle: NativeHandle, name: string, headroom: number, batch: PacketBatch) {
+  private constructor(handle: NativeHandle, name: string, headroom: number, batch: PacketBatch, offload: boolean) {
     this.#handle = handle;
     this.name = name;
     this.headroom = headroom;
     this.batch = batch;
+    this.offload = offload;
   }
 
   /** Opens (creating if needed) a TUN device. Throws an Error with .code (ENOENT, EPERM, EBUSY, ...). */
   static open(opts: TunOptions = {}): TunDevice {
     if (typeof opts !== 'object' || opts === null) throw invalid('TunOptions must be an object');
-    const { name, multiQueue = false } = opts;
+    const { name, multiQueue = false, offload = false } = opts;
     if (name !== undefined && (typeof name !== 'string' || !isValidInterfaceName(name))) {
       throw invalid(`TunOptions.name must be 1..15 bytes without '/', ':' or spaces, got ${JSON.stringify(name)}`);
     }
     if (typeof multiQueue !== 'boolean') throw invalid('TunOptions.multiQueue must be a boolean');
+    if (typeof offload !== 'boolean') throw invalid('TunOptions.offload must be a boolean');
     const batchSize = intOption(opts.batch, 'batch', 1, 1024, 64);
-    const headroom = intOption(opts.headroom, 'headroom', 0, 4096, 0);
+    const headroom = intOption(opts.headroom, 'headroom', offload ? VNET_HDR_LEN : 0, 4096, offload ? VNET_HDR_LEN : 0);
     const slotSize = intOption(opts.slotSize, 'slotSize', 576, 65535, 65535);
     const stride = Math.ceil((headroom + slotSize) / 8) * 8; // keeps every slot 8-byte aligned
     const buffer = Buffer.allocUnsafeSlow(batchSize * stride);
@@ -167,8 +185,9 @@ export class TunDevice {
       (err) => {
         if (dev) dev.#fail(err);
       },
+      offload,
     );
-    dev = new TunDevice(opened.handle, opened.name, headroom, batch);
+    dev = new TunDevice(opened.handle, opened.name, headroom, batch, offload);
     return dev;
   }
 
@@ -193,7 +212,21 @@ export class TunDevice {
   /** Writes one IP packet. false: dropped (queue full, no memory, or packet rejected by the kernel). */
   write(buf: Uint8Array, offset = 0, length = buf.length - offset): boolean {
     this.#checkOpen();
-    return native().write(this.#handle, buf, offset, length);
+    return native().write(this.#handle, buf, offset, length, false);
+  }
+
+  /**
+   * Offload devices only: writes [virtio_net_hdr][IP packet] (`length` counts both) as it is, e.g. a
+   * super-packet. false: dropped, also when the kernel rejects the header (EINVAL).
+   */
+  writeVnet(buf: Uint8Array, offset = 0, length = buf.length - offset): boolean {
+    this.#checkOpen();
+    if (!this.offload) throw invalid(`TUN device ${this.name} was not opened with offload`);
+    return native().write(this.#handle, buf, offset, length, true);
+  }
+
+  setGsoMaxSize(bytes: number): Promise<void> {
+    return configureInterface(this.name, { gsoMaxSize: bytes });
   }
 
   /** Writes bufs[0..count), one packet per buffer, in one native call. Returns how many were accepted. */
@@ -311,12 +344,15 @@ function checkCidr(cidr: string): void {
   }
 }
 
-/** Configures an interface in this order: MTU, queue length, addresses, link up, routes (these need the link up). */
+/** Configures an interface in this order: MTU, gso_max_size, queue length, addresses, link up, routes (these need the link up). */
 export async function configureInterface(name: string, cfg: InterfaceConfig): Promise<void> {
   if (!isValidInterfaceName(name)) throw invalid(`invalid interface name ${JSON.stringify(name)}`);
-  const { mtu, txQueueLen, addresses = [], routes = [], up = false } = cfg;
+  const { mtu, gsoMaxSize, txQueueLen, addresses = [], routes = [], up = false } = cfg;
   if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)) {
     throw invalid(`MTU must be an integer in [68, 65535], got ${String(mtu)}`);
+  }
+  if (gsoMaxSize !== undefined && (!Number.isInteger(gsoMaxSize) || gsoMaxSize < 1280 || gsoMaxSize > 65536)) {
+    throw invalid(`gsoMaxSize must be an integer in [1280, 65536], got ${String(gsoMaxSize)}`);
   }
   if (txQueueLen !== undefined && (!Number.isInteger(txQueueLen) || txQueueLen < 1 || txQueueLen > 1 << 20)) {
     throw invalid(`txQueueLen must be an integer in [1, ${1 << 20}], got ${String(txQueueLen)}`);
@@ -324,6 +360,7 @@ export async function configureInterface(name: string, cfg: InterfaceConfig): Pr
   addresses.forEach(checkCidr);
   routes.forEach(checkCidr);
   if (mtu !== undefined) await ip(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
+  if (gsoMaxSize !== undefined) await ip(['link', 'set', 'dev', name, 'gso_max_size', String(gsoMaxSize)]);
   if (txQueueLen !== undefined) await ip(['link', 'set', 'dev', name, 'txqueuelen', String(txQueueLen)]);
   for (const a of addresses) await ip(['addr', 'add', a, 'dev', name]);
   if (up) await ip(['link', 'set', 'dev', name, 'up']);

@@ -133,6 +133,8 @@ describe('option validation (no device needed)', () => {
     ['name with slash', { name: 'tun/0' }],
     ['empty name', { name: '' }],
     ['multiQueue not boolean', { multiQueue: 'yes' as unknown as boolean }],
+    ['offload not boolean', { offload: 1 as unknown as boolean }],
+    ['offload without room for the vnet header', { offload: true, headroom: 9 }],
   ];
   it.each(bad)('rejects %s', (_, opts) => {
     expect(() => TunDevice.open(opts)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
@@ -149,6 +151,7 @@ describe('option validation (no device needed)', () => {
     await expect(configureInterface('tun0', { routes: ['fd00::/129'] })).rejects.toThrow(/CIDR/);
     await expect(configureInterface('tun0', { mtu: 10 })).rejects.toThrow(/MTU/);
     await expect(configureInterface('tun0', { txQueueLen: 0 })).rejects.toThrow(/txQueueLen/);
+    await expect(configureInterface('tun0', { gsoMaxSize: 100_000 })).rejects.toThrow(/gsoMaxSize/);
   });
 });
 
@@ -183,6 +186,22 @@ describe('TUN device in a network namespace', () => {
     // A non-persistent TUN device disappears with its last fd.
     const link = await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'show', 'tct0']);
     expect(link.code).not.toBe(0);
+  });
+
+  it('offload (IFF_VNET_HDR): headers before each packet, writeVnet and the native zero header both deliver', async () => {
+    const f = startFixture('reflector.mjs', ['tct3', '10.76.0.1/24', 'fd76::1/64'], { OFFLOAD: '1' });
+    expect(await f.next()).toMatchObject({ ready: true, name: 'tct3', headroom: 40 });
+    const offloads = await run('ip', ['netns', 'exec', ns, 'ethtool', '-k', 'tct3']);
+    if (offloads.code === 0) expect(offloads.stdout).toMatch(/tcp-segmentation-offload: on/);
+    const v4 = await run('ip', ['netns', 'exec', ns, 'ping', '-c', '3', '-i', '0.2', '-W', '2', '10.76.0.2']);
+    const v6 = await run('ip', ['netns', 'exec', ns, 'ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', 'fd76::2']);
+    f.child.kill('SIGUSR2');
+    const closed = await f.next();
+    expect(v4.stdout, v4.stdout + v4.stderr).toMatch(/3 packets transmitted, 3 received/);
+    expect(v6.stdout, v6.stdout + v6.stderr).toMatch(/3 packets transmitted, 3 received/);
+    // The first IPv4 request's reply is written twice: once with a bad header (refused), once right.
+    expect(closed).toMatchObject({ closed: true, replies: 6, headersPlain: true, badHeaderDropped: true });
+    expect(await withTimeout(f.exited, 3000, `reflector did not exit; stderr: ${f.stderr()}`)).toEqual({ code: 0, signal: null });
   });
 
   it('survives close() from inside the packets callback', async () => {
