@@ -24,6 +24,14 @@ export class Counters {
   framesRouteLoop = 0;
   /** Transit on: frames for this node relayed by a peer on behalf of another known peer, accepted. */
   framesRelayedIn = 0;
+  /** --offload: [virtio_net_hdr][packet] messages (TCP super-packets, partial checksums) sent as they are. */
+  offloadSuperPacketsOut = 0;
+  /** --offload: such messages received and written to the vNIC as they are (or segmented, below). */
+  offloadSuperPacketsIn = 0;
+  /** --offload: packets from the vNIC segmented / checksum-completed in software (no capable next hop). */
+  offloadSegmentedOut = 0;
+  /** --offload: received super-packets segmented in software (SocialVPN translation). */
+  offloadSegmentedIn = 0;
   injectedFromController = 0;
   injectedDropped = 0;
 

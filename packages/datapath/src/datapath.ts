@@ -57,6 +57,13 @@ export interface DatapathOptions {
    */
   compactFrames?: boolean;
   /**
+   * `--offload`: TUN segmentation offload (default false). The vNIC takes IFF_VNET_HDR and TSO, TCP
+   * super-packets go whole (with their virtio_net_hdr) to peers that advertised offload on their
+   * direct compact link and are segmented in software anywhere else (segmenter.ts). Needs compact
+   * frames to matter; not with `--lanes` > 1 (yet).
+   */
+  offload?: boolean;
+  /**
    * `--lanes`: datapath processes, this one included, each on its own queue of a multi-queue vNIC
    * with its own lane link per peer (lanes/). 1 (the default): no lane processes, a plain TUN.
    */
@@ -136,8 +143,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     private readonly log: Logger,
   ) {
     this.rtc = new RtcLibrary(opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER);
-    this.inside = new Inside(this.table, this, this.counters);
-    this.outside = new Outside(this.table, this, this.counters);
+    this.inside = new Inside(this.table, this, this.counters, opts.offload === true);
+    this.outside = new Outside(this.table, this, this.counters, opts.offload === true);
     this.lanes = this.makeLanes();
     this.sampler = setInterval(() => {
       const now = Date.now();
@@ -151,6 +158,9 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   static async start(opts: DatapathOptions): Promise<Datapath> {
     const log = opts.logger;
+    if (opts.offload === true && (opts.lanes ?? 1) > 1) {
+      throw new Error('--offload does not work with --lanes > 1 yet (the lane processes do not segment super-packets)');
+    }
     const identity = await loadIdentity(opts.stateDir);
     const counters = new Counters();
     const tokenFile = tokenFilePath(opts.stateDir, opts.rpc.port);
@@ -243,7 +253,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     try {
       vnic = await (this.opts.openVnic ?? Vnic.open)({
         name: req.name, mtu: req.mtu, ip4: req.ip4, ip6: req.ip6, queueLen: this.opts.vnicQueueLen ?? DEFAULT_VNIC_QUEUE,
-        multiQueue: this.lanes !== null,
+        multiQueue: this.lanes !== null, offload: this.opts.offload === true,
       });
     } catch (err) {
       throw new RpcError('bad_state', `cannot open vNIC ${req.name}: ${(err as Error).message}`);
@@ -380,6 +390,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         gatherTimeoutMs: 2000,
         excludeAddress: (address) => this.isOverlayAddress(address),
         compactFrames: this.opts.compactFrames ?? true,
+        offload: this.opts.offload === true,
         logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
       },
       { onFrame: this.outside.onFrame, onCompactFrame: this.outside.onCompactFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },

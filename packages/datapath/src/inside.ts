@@ -2,6 +2,7 @@ import { FRAME_HEADER_LEN, UID_BYTES, writeFrameHeader } from '@tincan/protocol'
 import type { PacketBatch } from '@tincan/tun';
 import type { Counters } from './counters.js';
 import { nextHop, type ForwardingTable } from './forwarding-table.js';
+import { Segmenter, VNET_HDR_LEN, vnetNeedsWork } from './segmenter.js';
 
 /** Where packets go that the forwarding table cannot send on a link (the controller, if any). */
 export interface UnmappedSink {
@@ -18,15 +19,26 @@ const ZERO_UID = Buffer.alloc(UID_BYTES);
  * the packet goes as it is (frame.ts); otherwise the frame header is written into the headroom in
  * front of the packet. Packets with no mapping or no usable link go to the controller (paper §4.1: "unmapped IP
  * packets are forwarded to the controller"). Nothing here allocates or logs per packet.
+ *
+ * With `offload` (a vNIC opened with IFF_VNET_HDR, segmenter.ts), each packet has its virtio_net_hdr
+ * just before it. One that needs no work is an ordinary packet. A super-packet (GSO, or a partial
+ * checksum) goes as it is, header in front, only on the destination's own direct link to a peer that
+ * took offload; anywhere else it is segmented / completed in software first and each result goes the
+ * ordinary way.
  */
 export class Inside {
   private localUid: Buffer | null = null;
+  /** --offload: where super-packets are cut when they cannot go as they are; null without. */
+  private readonly segmenter: Segmenter | null;
 
   constructor(
     private readonly table: ForwardingTable,
     private readonly sink: UnmappedSink,
     private readonly counters: Counters,
-  ) {}
+    offload = false,
+  ) {
+    this.segmenter = offload ? new Segmenter(FRAME_HEADER_LEN) : null;
+  }
 
   setLocalUid(uid: Buffer): void {
     this.localUid = uid;
@@ -35,47 +47,75 @@ export class Inside {
   readonly onPackets = (batch: PacketBatch): void => {
     const buf = batch.buffer;
     const local = this.localUid;
+    const segmenter = this.segmenter;
     for (let i = 0; i < batch.count; i++) {
       const off = batch.offsets[i]!;
       const len = batch.lengths[i]!;
       this.counters.tunPacketsIn++;
       if (local === null) continue;
-      const version = len > 0 ? buf[off]! >> 4 : 0;
-      let peer;
-      if (version === 4 && len >= 20) {
-        if (buf[off + 16]! >= 224) { // multicast and broadcast: no peer owns them
-          this.counters.tunMulticastDropped++;
-          continue;
-        }
-        peer = this.table.lookup4(buf, off + 16);
-      } else if (version === 6 && len >= 40) {
-        if (buf[off + 24] === 0xff) {
-          this.counters.tunMulticastDropped++;
-          continue;
-        }
-        peer = this.table.lookup6(buf, off + 24);
-      } else {
+      if (segmenter === null || !vnetNeedsWork(buf, off - VNET_HDR_LEN)) {
+        this.route(buf, off, len, local, false);
+        continue;
+      }
+      if (this.route(buf, off, len, local, true)) continue;
+      const count = segmenter.process(buf, off - VNET_HDR_LEN, off, len);
+      if (count === 0) {
         this.counters.tunMalformed++;
         continue;
       }
-      if (peer !== undefined) {
-        const hop = nextHop(peer);
-        if (hop !== null && hop === peer.link && hop.sendsCompact) {
-          // The destination's own direct link, to a peer that takes compact frames: the bare packet
-          // (source and destination are the link's two ends). A refused one is dropped, as below.
-          hop.sendCompact(buf.subarray(off, off + len));
-          continue;
-        }
-        if (hop !== null) {
-          // An up link that refuses the frame dropped it by back-pressure (counted by the link).
-          if (hop.send(frameAt(buf, off, len, local, peer.uidBytes)) && hop !== peer.link) peer.routePacketsOut++;
-          continue;
-        }
-      }
-      const frame = frameAt(buf, off, len, local, peer ? peer.uidBytes : ZERO_UID);
-      this.sink.unmapped(frame);
+      this.counters.offloadSegmentedOut++;
+      for (let s = 0; s < count; s++) this.route(segmenter.buffer, segmenter.offsets[s]!, segmenter.lengths[s]!, local, false);
     }
   };
+
+  /**
+   * One packet at `off` (`len` bytes, FRAME_HEADER_LEN bytes of headroom) to its next hop or the
+   * controller. `superPacket`: it has a virtio_net_hdr before it that needs work; it is sent, as it is,
+   * only on an offload link (true), else nothing is done (false: segment it and come back per segment).
+   */
+  private route(buf: Buffer, off: number, len: number, local: Buffer, superPacket: boolean): boolean {
+    const version = len > 0 ? buf[off]! >> 4 : 0;
+    let peer;
+    if (version === 4 && len >= 20) {
+      if (buf[off + 16]! >= 224) { // multicast and broadcast: no peer owns them
+        this.counters.tunMulticastDropped++;
+        return true;
+      }
+      peer = this.table.lookup4(buf, off + 16);
+    } else if (version === 6 && len >= 40) {
+      if (buf[off + 24] === 0xff) {
+        this.counters.tunMulticastDropped++;
+        return true;
+      }
+      peer = this.table.lookup6(buf, off + 24);
+    } else {
+      this.counters.tunMalformed++;
+      return true;
+    }
+    const hop = peer === undefined ? null : nextHop(peer);
+    if (superPacket) {
+      // [virtio_net_hdr][packet] as it is, on the destination's own link to a peer that takes it.
+      if (hop === null || hop !== peer!.link || !hop.sendsOffload) return false;
+      if (hop.sendCompact(buf.subarray(off - VNET_HDR_LEN, off + len))) this.counters.offloadSuperPacketsOut++;
+      return true;
+    }
+    if (peer !== undefined) {
+      if (hop !== null && hop === peer.link && hop.sendsCompact) {
+        // The destination's own direct link, to a peer that takes compact frames: the bare packet
+        // (source and destination are the link's two ends). A refused one is dropped, as below.
+        hop.sendCompact(buf.subarray(off, off + len));
+        return true;
+      }
+      if (hop !== null) {
+        // An up link that refuses the frame dropped it by back-pressure (counted by the link).
+        if (hop.send(frameAt(buf, off, len, local, peer.uidBytes)) && hop !== peer.link) peer.routePacketsOut++;
+        return true;
+      }
+    }
+    const frame = frameAt(buf, off, len, local, peer ? peer.uidBytes : ZERO_UID);
+    this.sink.unmapped(frame);
+    return true;
+  }
 }
 
 /** Writes the frame header into the headroom in front of the packet at `off`; the whole frame. */

@@ -4,6 +4,7 @@ import {
   COMPACT_FRAME_CHANNEL_ID,
   FULL_FRAME_CHANNEL_ID,
   acceptsCompactFrames,
+  acceptsOffloadFrames,
   advertiseCompactFrames,
   type IceCandidate,
   type LinkInfo,
@@ -77,6 +78,11 @@ export interface LinkOptions {
    * (frame.ts). Off: full frames only, both ways, as a node without compact framing.
    */
   compactFrames: boolean;
+  /**
+   * `--offload` (needs compactFrames): also take [virtio_net_hdr][IP packet] messages on the compact
+   * channel and say so (frame.ts OFFLOAD_FRAMING); send them to a peer that says so (sendsOffload).
+   */
+  offload?: boolean;
   logger: Logger;
 }
 
@@ -159,6 +165,13 @@ export class Link {
    * (sendCompact). True while the peer's description offered compact frames and their channel is open.
    */
   sendsCompact = false;
+  /**
+   * Per-packet (read-only outside Link): sendCompact may also carry [virtio_net_hdr][packet] messages
+   * (super-packets): sendsCompact, and the peer's description offered offload.
+   */
+  sendsOffload = false;
+  /** This link takes [virtio_net_hdr][packet] messages on its compact channel (we advertised offload). */
+  readonly takesOffload: boolean;
   /** Liveness: times of the last counter change seen by the periodic sampler. */
   lastRxMs: number | null = null;
   lastTxMs: number | null = null;
@@ -172,6 +185,7 @@ export class Link {
   private compactOpen = false;
   /** The peer's signaled description offered compact frames. */
   private peerTakesCompact = false;
+  private peerTakesOffload = false;
   private readonly compactFrames: boolean;
   private readonly maxBuffered: number;
   private readonly log: Logger;
@@ -208,6 +222,7 @@ export class Link {
       maxRetransmits: 0,
     });
     this.compactFrames = opts.compactFrames;
+    this.takesOffload = opts.compactFrames && opts.offload === true;
     this.compactDc = opts.compactFrames ? this.openCompactChannel() : null;
     this.dc.onOpen(() => {
       if (this.closed) return;
@@ -442,12 +457,13 @@ export class Link {
 
   /** Our description says we take compact frames (when we do). */
   private advertiseFraming(sdp: string): string {
-    return this.compactFrames ? advertiseCompactFrames(sdp) : sdp;
+    return this.compactFrames ? advertiseCompactFrames(sdp, this.takesOffload) : sdp;
   }
 
   /** Reads the peer's signaled description: does it take compact frames? */
   private notePeerFraming(sdp: string): void {
     this.peerTakesCompact = this.compactFrames && acceptsCompactFrames(sdp);
+    this.peerTakesOffload = this.takesOffload && acceptsOffloadFrames(sdp);
     this.updateFraming();
   }
 
@@ -459,6 +475,7 @@ export class Link {
 
   private updateFraming(): void {
     const compact = this.peerTakesCompact && this.compactOpen;
+    this.sendsOffload = compact && this.peerTakesOffload;
     if (compact === this.sendsCompact) return;
     this.sendsCompact = compact;
     this.log.debug({ framing: compact ? 'compact' : 'full' }, 'framing');

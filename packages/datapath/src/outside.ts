@@ -2,6 +2,7 @@ import { FRAME_DST_OFFSET, FRAME_HEADER_LEN, FRAME_SRC_OFFSET, UID_BYTES } from 
 import type { Counters } from './counters.js';
 import { nextHop, type ForwardingTable, type Peer } from './forwarding-table.js';
 import type { Link } from './link.js';
+import { Segmenter, VNET_HDR_LEN, vnetHeaderValid, vnetNeedsWork } from './segmenter.js';
 import { decrementIPv4Ttl, translateIPv4 } from './translator.js';
 import type { Vnic } from './vnic.js';
 
@@ -26,6 +27,12 @@ const IP6_HOP_LIMIT = FRAME_HEADER_LEN + 7;
  * than handed to the controller. And a frame for this node whose source UID is another known peer
  * than the link's is accepted as relayed, with the inner source address checked against that source
  * peer instead of the link's.
+ *
+ * With `offload`, a compact message whose first nibble is 0 is [virtio_net_hdr][IP packet] (segmenter.ts),
+ * accepted only on a link that advertised offload: the header is validated, the packet gets the same
+ * checks, and both go to the vNIC as they are (the kernel segments, or completes the checksum). A
+ * translated (SocialVPN IPv4) peer's super-packet is segmented / completed in software first: the
+ * translator's incremental checksum update is wrong on a partial checksum.
  */
 export class Outside {
   private localUid: Buffer | null = null;
@@ -33,12 +40,17 @@ export class Outside {
   /** This node's IPv4 address as a number: the destination of translated packets. */
   private localIp4 = -1;
   private transitOn = false;
+  /** --offload: segments received super-packets that must be translated; null without. */
+  private readonly segmenter: Segmenter | null;
 
   constructor(
     private readonly table: ForwardingTable,
     private readonly sink: TransitSink,
     private readonly counters: Counters,
-  ) {}
+    offload = false,
+  ) {
+    this.segmenter = offload ? new Segmenter(0) : null;
+  }
 
   attach(localUid: Buffer, vnic: Vnic, localIp4: number | null): void {
     this.localUid = localUid;
@@ -87,7 +99,7 @@ export class Outside {
         return;
       }
     }
-    this.deliver(link, frame, FRAME_HEADER_LEN, src, peer, vnic);
+    this.deliver(link, frame, FRAME_HEADER_LEN, src, peer, vnic, false);
   };
 
   /**
@@ -101,15 +113,37 @@ export class Outside {
       this.malformed(link);
       return;
     }
-    this.deliver(link, packet, 0, peer, peer, vnic);
+    if (packet[0]! >> 4 === 0) this.deliverVnet(link, packet, peer, vnic);
+    else this.deliver(link, packet, 0, peer, peer, vnic, false);
   };
+
+  /** --offload: a [virtio_net_hdr][IP packet] compact message from the link's peer. */
+  private deliverVnet(link: Link, msg: Buffer, peer: Peer, vnic: Vnic): void {
+    const segmenter = this.segmenter;
+    if (segmenter === null || !link.takesOffload || !vnetHeaderValid(msg, 0, VNET_HDR_LEN, msg.length - VNET_HDR_LEN)) {
+      this.malformed(link);
+      return;
+    }
+    this.counters.offloadSuperPacketsIn++;
+    if (peer.translate4 !== null && msg[VNET_HDR_LEN]! >> 4 === 4 && vnetNeedsWork(msg, 0)) {
+      const count = segmenter.process(msg, 0, VNET_HDR_LEN, msg.length - VNET_HDR_LEN);
+      this.counters.offloadSegmentedIn++;
+      for (let i = 0; i < count; i++) {
+        const off = segmenter.offsets[i]!;
+        this.deliver(link, segmenter.buffer.subarray(off, off + segmenter.lengths[i]!), 0, peer, peer, vnic, false);
+      }
+      return;
+    }
+    this.deliver(link, msg, VNET_HDR_LEN, peer, peer, vnic, true);
+  }
 
   /**
    * The checks shared by full and compact frames, then the vNIC: the IP packet at `off` in `buf` came
    * from peer `src` (the link's `peer`, or a peer it relays for) to this node. Its inner source address
    * must belong to `src` (after SocialVPN translation for a translated peer); else it is dropped.
+   * `vnet`: a virtio_net_hdr precedes the packet, and goes to the vNIC with it.
    */
-  private deliver(link: Link, buf: Buffer, off: number, src: Peer, peer: Peer, vnic: Vnic): void {
+  private deliver(link: Link, buf: Buffer, off: number, src: Peer, peer: Peer, vnic: Vnic, vnet: boolean): void {
     const version = buf[off]! >> 4;
     let owner;
     if (version === 4 && src.translate4 !== null) {
@@ -133,7 +167,8 @@ export class Outside {
       return;
     }
     if (src !== peer) this.counters.framesRelayedIn++;
-    vnic.write(buf, off);
+    if (vnet) vnic.writeVnet(buf, off - VNET_HDR_LEN);
+    else vnic.write(buf, off);
   }
 
   /** Transit on, a frame for another node: on to its next hop, hop limit decremented. */

@@ -1,4 +1,4 @@
-import { TunDevice, type PacketBatch } from '@tincan/tun';
+import { TunDevice, type PacketBatch, type TunOptions } from '@tincan/tun';
 import { FRAME_HEADER_LEN } from '@tincan/protocol';
 
 export interface VnicConfig {
@@ -10,6 +10,24 @@ export interface VnicConfig {
   ip6?: string | undefined;
   /** Open the TUN with IFF_MULTI_QUEUE (`--lanes` > 1): lane processes attach more queues to it. */
   multiQueue?: boolean | undefined;
+  /**
+   * `--offload`: open the TUN with IFF_VNET_HDR and TSO (every queue alike); packets read may be
+   * TCP super-packets of up to OFFLOAD_GSO_MAX_SIZE bytes with their virtio_net_hdr before them.
+   */
+  offload?: boolean | undefined;
+}
+
+/**
+ * --offload: the largest super-packet the kernel hands the vNIC (gso_max_size). It is also what one
+ * lost SCTP fragment loses on the unreliable channel, so it stays well under the 64 KiB maximum.
+ */
+export const OFFLOAD_GSO_MAX_SIZE = 32768;
+
+/** The TUN options of a vNIC queue: FRAME_HEADER_LEN of headroom (the virtio_net_hdr fits in it). */
+function tunOptions(config: VnicConfig, multiQueue: boolean): TunOptions {
+  const offload = config.offload === true;
+  // a super-packet is up to gso_max_size (OFFLOAD_GSO_MAX_SIZE) bytes: the largest slot, so none is cut
+  return { name: config.name, headroom: FRAME_HEADER_LEN, slotSize: offload ? 65535 : Math.max(config.mtu, 1500), multiQueue, offload };
 }
 
 /**
@@ -26,11 +44,10 @@ export class Vnic {
   ) {}
 
   static async open(config: VnicConfig): Promise<Vnic> {
-    const tun = TunDevice.open({
-      name: config.name, headroom: FRAME_HEADER_LEN, slotSize: Math.max(config.mtu, 1500), multiQueue: config.multiQueue === true,
-    });
+    const tun = TunDevice.open(tunOptions(config, config.multiQueue === true));
     try {
       await tun.setMtu(config.mtu);
+      if (config.offload === true) await tun.setGsoMaxSize(OFFLOAD_GSO_MAX_SIZE);
       if (config.queueLen !== undefined) await tun.setTxQueueLen(config.queueLen);
       if (config.ip4) await tun.addAddress(config.ip4);
       if (config.ip6) await tun.addAddress(config.ip6);
@@ -47,7 +64,7 @@ export class Vnic {
    * (addresses, MTU, up); the kernel spreads flows over the queues by flow hash.
    */
   static attachQueue(config: VnicConfig): Vnic {
-    const tun = TunDevice.open({ name: config.name, headroom: FRAME_HEADER_LEN, slotSize: Math.max(config.mtu, 1500), multiQueue: true });
+    const tun = TunDevice.open(tunOptions(config, true));
     return new Vnic(tun, config);
   }
 
@@ -81,6 +98,11 @@ export class Vnic {
    */
   write(buf: Buffer, offset = 0): void {
     if (this.tun.closed || !this.tun.write(buf, offset, buf.length - offset)) this.writeDrops++;
+  }
+
+  /** --offload: writes [virtio_net_hdr][IP packet], `buf` from `offset` to its end, as it is (see write). */
+  writeVnet(buf: Buffer, offset: number): void {
+    if (this.tun.closed || !this.tun.writeVnet(buf, offset, buf.length - offset)) this.writeDrops++;
   }
 
   close(): void {

@@ -8,6 +8,7 @@ import { ForwardingTable } from '../src/forwarding-table.js';
 import { Inside } from '../src/inside.js';
 import type { Link } from '../src/link.js';
 import { Outside } from '../src/outside.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN } from '../src/segmenter.js';
 import { ipv4Checksum } from '../src/translator.js';
 import type { Vnic } from '../src/vnic.js';
 
@@ -64,6 +65,9 @@ function fakeLink(uid: string, up = true) {
     full: false,
     /** The peer takes compact frames and their channel is open. */
     sendsCompact: false,
+    /** --offload: the peer takes [virtio_net_hdr][packet] messages; we advertised them (takesOffload). */
+    sendsOffload: false,
+    takesOffload: false,
     counters: { dropsSpoofed: 0, dropsMalformed: 0, dropsBackpressure: 0, compactOut: 0 },
     send(f: Buffer) {
       return link.accept(f, sent);
@@ -86,32 +90,44 @@ function fakeLink(uid: string, up = true) {
   return { link: link as unknown as Link, sent, compactSent, counters: link.counters, fake: link };
 }
 
-/** A TUN read batch as the addon hands it over: one buffer, each packet after FRAME_HEADER_LEN of headroom. */
+/**
+ * A TUN read batch as the addon hands it over: one buffer, each packet after FRAME_HEADER_LEN of headroom
+ * (with --offload, its virtio_net_hdr in the last 10 bytes of it: give [header][packet] then).
+ */
 function batchOf(...packets: Buffer[]) {
-  const slot = FRAME_HEADER_LEN + 1500;
+  return vnetBatchOf(0, ...packets);
+}
+
+function vnetBatchOf(vnetLen: number, ...packets: Buffer[]) {
+  const slot = FRAME_HEADER_LEN + 5000;
   const buffer = Buffer.alloc(slot * packets.length);
   const offsets = new Uint32Array(packets.length);
   const lengths = new Uint32Array(packets.length);
   packets.forEach((p, i) => {
     offsets[i] = i * slot + FRAME_HEADER_LEN;
-    lengths[i] = p.length;
-    p.copy(buffer, offsets[i]!);
+    lengths[i] = p.length - vnetLen;
+    p.copy(buffer, offsets[i]! - vnetLen);
   });
   return { buffer, offsets, lengths, count: packets.length };
 }
 
-function setup() {
+function setup(offload = false) {
   const table = new ForwardingTable();
   const counters = new Counters();
   const delivered: Buffer[] = [];
+  /** --offload: [virtio_net_hdr][packet] written to the vNIC as they are. */
+  const deliveredVnet: Buffer[] = [];
   const toController: Buffer[] = [];
-  const vnic = { write: (p: Buffer, off = 0) => delivered.push(Buffer.from(p.subarray(off))) } as unknown as Vnic;
+  const vnic = {
+    write: (p: Buffer, off = 0) => delivered.push(Buffer.from(p.subarray(off))),
+    writeVnet: (p: Buffer, off: number) => deliveredVnet.push(Buffer.from(p.subarray(off))),
+  } as unknown as Vnic;
   const sink = { unmapped: (f: Buffer) => toController.push(Buffer.from(f)), transit: (f: Buffer) => toController.push(Buffer.from(f)) };
-  const outside = new Outside(table, sink, counters);
+  const outside = new Outside(table, sink, counters, offload);
   outside.attach(uidToBytes(LOCAL), vnic, ip4ToNumber('10.254.0.1'));
-  const inside = new Inside(table, sink, counters);
+  const inside = new Inside(table, sink, counters, offload);
   inside.setLocalUid(uidToBytes(LOCAL));
-  return { table, counters, delivered, toController, outside, inside };
+  return { table, counters, delivered, deliveredVnet, toController, outside, inside };
 }
 
 describe('outside: frames from a link', () => {
@@ -537,5 +553,114 @@ describe('compact frames: the bare packet on a direct link, source and destinati
     expect(s.lp.compactSent).toHaveLength(0);
     expect(s.lp.sent).toHaveLength(1);
     expect(s.lp.sent[0]!.subarray(0, 40).equals(frame(OTHER, PEER, Buffer.alloc(0)))).toBe(true);
+  });
+});
+
+describe('--offload: super-packets whole to offload peers, segmented for everything else', () => {
+  /** [virtio_net_hdr: NEEDS_CSUM, TCPV4, gso_size 1000][IPv4 TCP, 3000 bytes of data] as the TUN reads it. */
+  function superPacket(src: string, dst: string): Buffer {
+    const tcp = Buffer.alloc(20 + 3000, 7);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18; // PSH ACK
+    const p = Buffer.alloc(20 + tcp.length);
+    p[0] = 0x45;
+    p.writeUInt16BE(p.length, 2);
+    p[8] = 64;
+    p[9] = 6;
+    p.writeUInt32BE(ip4ToNumber(src), 12);
+    p.writeUInt32BE(ip4ToNumber(dst), 16);
+    tcp.copy(p, 20);
+    const h = Buffer.alloc(VNET_HDR_LEN);
+    h[0] = VNET_F_NEEDS_CSUM;
+    h[1] = VNET_GSO_TCPV4;
+    h.writeUInt16LE(40, 2);
+    h.writeUInt16LE(1000, 4);
+    h.writeUInt16LE(20, 6);
+    h.writeUInt16LE(16, 8);
+    return Buffer.concat([h, p]);
+  }
+
+  function offloadSetup() {
+    const s = setup(true);
+    const lp = fakeLink(PEER);
+    s.table.map4(PEER, '10.254.0.2');
+    s.table.map4(OTHER, '10.254.0.3', true);
+    s.table.ensurePeer(PEER).link = lp.link;
+    return { ...s, lp };
+  }
+
+  it('inside: a super-packet goes whole only to a peer that took offload, else as 3 segments (compact, full or to the controller)', () => {
+    const s = offloadSetup();
+    const sp = superPacket('10.254.0.1', '10.254.0.2');
+    s.lp.fake.sendsCompact = true;
+    s.lp.fake.sendsOffload = true;
+    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, sp));
+    expect(s.lp.compactSent).toEqual([sp]);
+    expect(s.counters.offloadSuperPacketsOut).toBe(1);
+
+    s.lp.fake.sendsOffload = false; // compact, no offload: three bare segments
+    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, sp));
+    expect(s.lp.compactSent.slice(1).map((p) => p.length)).toEqual([1040, 1040, 1040]);
+    expect(s.lp.compactSent.slice(1).every((p) => p[0] === 0x45 && ipv4Checksum(p, 0, 20) === 0)).toBe(true);
+    s.lp.fake.sendsCompact = false; // full frames
+    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, sp));
+    expect(s.lp.sent.map((f) => f.length)).toEqual([1040 + FRAME_HEADER_LEN, 1040 + FRAME_HEADER_LEN, 1040 + FRAME_HEADER_LEN]);
+    expect(s.lp.sent[0]!.subarray(0, FRAME_HEADER_LEN)).toEqual(frame(LOCAL, PEER, Buffer.alloc(0)));
+    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, superPacket('10.254.0.1', '10.254.0.3'))); // no link: the controller
+    expect(s.toController).toHaveLength(3);
+    expect(s.counters.offloadSegmentedOut).toBe(3);
+    expect(s.counters.offloadSuperPacketsOut).toBe(1);
+
+    // A header that needs no work is an ordinary packet; a broken one is a counted drop.
+    s.lp.fake.sendsCompact = true;
+    s.lp.fake.sendsOffload = true;
+    const plain = Buffer.concat([Buffer.alloc(VNET_HDR_LEN), ip4Packet('10.254.0.1', '10.254.0.2')]);
+    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, plain));
+    expect(s.lp.compactSent.at(-1)).toEqual(plain.subarray(VNET_HDR_LEN));
+    const broken = Buffer.from(sp);
+    broken[1] = 3; // GSO UDP: not taken
+    s.lp.fake.sendsOffload = false;
+    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, broken));
+    expect(s.counters.tunMalformed).toBe(1);
+  });
+
+  it('outside: takes [header][packet] only on a link that advertised offload, with the usual spoof checks', () => {
+    const s = offloadSetup();
+    const sp = superPacket('10.254.0.2', '10.254.0.1');
+    s.outside.onCompactFrame(s.lp.link, Buffer.from(sp)); // not advertised on this link
+    expect(s.counters.framesMalformed).toBe(1);
+    s.lp.fake.takesOffload = true;
+    s.outside.onCompactFrame(s.lp.link, Buffer.from(sp));
+    expect(s.deliveredVnet).toEqual([sp]);
+    expect(s.counters.offloadSuperPacketsIn).toBe(1);
+    s.outside.onCompactFrame(s.lp.link, superPacket('10.254.0.3', '10.254.0.1')); // OTHER's address on PEER's link
+    expect(s.counters.framesSpoofedAddress).toBe(1);
+    const bad = Buffer.from(sp);
+    bad.writeUInt16LE(5000, 8); // checksum beyond the packet
+    s.outside.onCompactFrame(s.lp.link, bad);
+    expect(s.counters.framesMalformed).toBe(2);
+    expect(s.deliveredVnet).toHaveLength(1);
+    expect(s.delivered).toHaveLength(0);
+    for (let i = 0; i < 3000; i++) {
+      const g = randomBytes(i % 120);
+      if (g.length > 0) g[0]! &= 0x0f; // vnet-looking first nibble
+      s.outside.onCompactFrame(s.lp.link, g);
+    }
+    expect(s.deliveredVnet).toHaveLength(1);
+  });
+
+  it('outside: a translated peer\'s super-packet is segmented in software, then translated', () => {
+    const s = setup(true);
+    const l = fakeLink(PEER);
+    l.fake.takesOffload = true;
+    s.table.map4(PEER, '10.254.0.7', true);
+    s.outside.onCompactFrame(l.link, superPacket('192.0.2.1', '192.0.2.2'));
+    expect(s.counters.offloadSegmentedIn).toBe(1);
+    expect(s.deliveredVnet).toHaveLength(0);
+    expect(s.delivered.map((p) => p.length)).toEqual([1040, 1040, 1040]);
+    for (const p of s.delivered) {
+      expect(p.readUInt32BE(12)).toBe(ip4ToNumber('10.254.0.7'));
+      expect(ipv4Checksum(p, 0, 20)).toBe(0);
+    }
   });
 });

@@ -38,17 +38,38 @@ export const FRAME_SDP_ATTRIBUTE = 'x-tincan-frame';
 export const COMPACT_FRAMING = 'compact';
 
 /**
- * Adds `a=x-tincan-frame:compact` at the session level of `sdp` (before the first media section),
- * keeping the description's line endings. A description that already says so is returned as it is.
+ * Segmentation offload (`tincan-datapath --offload`, docs/architecture.md): a node that also takes
+ * [virtio_net_hdr][IP packet] messages on the compact channel (a TCP super-packet for its TUN to take
+ * as it is) says `offload` besides `compact`. Such a message starts with a zero nibble (the header's
+ * flags byte), a bare packet with 4 or 6.
  */
-export function advertiseCompactFrames(sdp: string): string {
+export const OFFLOAD_FRAMING = 'offload';
+
+/**
+ * Adds `a=x-tincan-frame:compact` (and ` offload` with `offload`) at the session level of `sdp`
+ * (before the first media section), keeping the description's line endings. A description that
+ * already takes compact frames is returned as it is.
+ */
+export function advertiseCompactFrames(sdp: string, offload = false): string {
   if (acceptsCompactFrames(sdp)) return sdp;
   const eol = sdp.includes('\r\n') ? '\r\n' : '\n';
-  const line = `a=${FRAME_SDP_ATTRIBUTE}:${COMPACT_FRAMING}`;
+  const line = `a=${FRAME_SDP_ATTRIBUTE}:${COMPACT_FRAMING}${offload ? ` ${OFFLOAD_FRAMING}` : ''}`;
   const media = sdp.search(/(^|\n)m=/);
   if (media < 0) return sdp.endsWith(eol) || sdp === '' ? `${sdp}${line}${eol}` : `${sdp}${eol}${line}${eol}`;
   const at = sdp[media] === '\n' ? media + 1 : media;
   return `${sdp.slice(0, at)}${line}${eol}${sdp.slice(at)}`;
+}
+
+/** The framings of every session-level `a=x-tincan-frame:` attribute, or null without one. */
+function sessionFramings(sdp: string): string[] | null {
+  const prefix = `a=${FRAME_SDP_ATTRIBUTE}:`;
+  let framings: string[] | null = null;
+  for (const raw of sdp.split('\n')) {
+    const line = raw.trimEnd();
+    if (line.startsWith('m=')) break;
+    if (line.startsWith(prefix)) (framings ??= []).push(...line.slice(prefix.length).split(' '));
+  }
+  return framings;
 }
 
 /**
@@ -58,11 +79,11 @@ export function advertiseCompactFrames(sdp: string): string {
  * does not count. Never throws: anything else is "no" (full frames).
  */
 export function acceptsCompactFrames(sdp: string): boolean {
-  const prefix = `a=${FRAME_SDP_ATTRIBUTE}:`;
-  for (const raw of sdp.split('\n')) {
-    const line = raw.trimEnd();
-    if (line.startsWith('m=')) return false;
-    if (line.startsWith(prefix) && line.slice(prefix.length).split(' ').includes(COMPACT_FRAMING)) return true;
-  }
-  return false;
+  return sessionFramings(sdp)?.includes(COMPACT_FRAMING) ?? false;
+}
+
+/** Whether the description also takes offload messages (OFFLOAD_FRAMING) on the compact channel. */
+export function acceptsOffloadFrames(sdp: string): boolean {
+  const framings = sessionFramings(sdp);
+  return framings !== null && framings.includes(COMPACT_FRAMING) && framings.includes(OFFLOAD_FRAMING);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { acceptsCompactFrames, advertiseCompactFrames } from '../src/index.js';
+import { acceptsCompactFrames, acceptsOffloadFrames, advertiseCompactFrames } from '../src/index.js';
 
 /** A description as libdatachannel makes it (session part, one application section, CRLF). */
 const SDP = [
@@ -44,6 +44,19 @@ describe('compact-frame capability in the signaled description', () => {
     const sessionOnly = 'v=0\r\ns=-\r\nt=0 0';
     expect(acceptsCompactFrames(advertiseCompactFrames(sessionOnly))).toBe(true);
     expect(acceptsCompactFrames(advertiseCompactFrames(''))).toBe(true);
+  });
+
+  it('offload (--offload) is advertised next to compact, and counts only with it', () => {
+    const offered = advertiseCompactFrames(SDP, true);
+    expect(offered.split('\r\n')).toContain('a=x-tincan-frame:compact offload');
+    expect(acceptsCompactFrames(offered)).toBe(true);
+    expect(acceptsOffloadFrames(offered)).toBe(true);
+    expect(acceptsOffloadFrames(advertiseCompactFrames(SDP))).toBe(false);
+    expect(acceptsOffloadFrames(SDP)).toBe(false);
+    const session = (line: string) => SDP.replace('a=msid-semantic', `${line}\r\na=msid-semantic`);
+    expect(acceptsOffloadFrames(session('a=x-tincan-frame:offload'))).toBe(false); // without compact
+    expect(acceptsOffloadFrames(session('a=x-tincan-frame:compact\r\na=x-tincan-frame:offload'))).toBe(true);
+    expect(acceptsOffloadFrames(SDP.replace('a=mid:0', 'a=mid:0\r\na=x-tincan-frame:compact offload'))).toBe(false);
   });
 
   it('takes a list of framings, and only the exact attribute at the session level', () => {
