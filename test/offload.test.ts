@@ -1,0 +1,81 @@
+// --offload in the lab: TUN segmentation offload (docs/architecture.md, "Segmentation offload"). Two
+// datapaths with --offload on a direct link send TCP super-packets whole ([virtio_net_hdr][packet] on
+// the compact channel); a --offload node linked to one without it segments them in software. Real
+// datapaths at vNIC MTU 1376, as framing.test.ts.
+import { describe, expect, it } from 'vitest';
+import { TinCanNode, inHost, labServers, linkNodes, linkUp, useNodes } from './support/tincan-node.js';
+
+const { ice, xmpp } = labServers();
+const MTU = 1376;
+
+function node(host: string, ip4: string, n: number, offload: boolean): TinCanNode {
+  return new TinCanNode(
+    { host, ip4, mtu: MTU, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` }, ...(offload ? { datapathArgs: ['--offload'] } : {}) },
+    ice,
+  );
+}
+
+/** iperf3 TCP for 3 s from `from` to `to` (IPv4, or IPv6 with `v6`), Mbit/s received. */
+async function iperf(from: TinCanNode, to: TinCanNode, v6 = false): Promise<number> {
+  const address = v6 ? to.ip6 : to.spec.ip4;
+  const server = inHost(to.spec.host, ['iperf3', '-s', '-1', '-B', address], 30_000);
+  await new Promise((r) => setTimeout(r, 500));
+  const client = await inHost(from.spec.host, ['iperf3', '-c', address, '-t', '3', '-J'], 30_000);
+  await server;
+  return JSON.parse(client.stdout).end.sum_received.bits_per_second / 1e6;
+}
+
+async function pings(from: TinCanNode, to: TinCanNode): Promise<void> {
+  const v4 = await inHost(from.spec.host, ['ping', '-M', 'do', '-s', String(MTU - 28), '-c', '3', '-i', '0.2', '-W', '2', to.spec.ip4]);
+  expect(v4.stdout).toMatch(/3 received/);
+  const v6 = await inHost(from.spec.host, ['ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', to.ip6]);
+  expect(v6.stdout).toMatch(/3 received/);
+}
+
+async function counters(n: TinCanNode): Promise<Record<string, number>> {
+  return (await n.state()).counters as Record<string, number>;
+}
+
+describe(`--offload, vNIC MTU ${MTU}`, () => {
+  const h1 = node('h1', '10.254.8.1', 57, true);
+  const h2 = node('h2', '10.254.8.2', 58, true);
+  const lan1 = node('lan1', '10.254.8.5', 59, true);
+  const lan2 = node('lan2', '10.254.8.6', 60, false);
+
+  useNodes([h1, h2, lan1, lan2], xmpp);
+
+  it('both ends --offload: super-packets go whole both ways, TCP over IPv4 and IPv6, pings both ways', async () => {
+    await linkNodes(h1, h2);
+    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    await pings(h1, h2);
+    await pings(h2, h1);
+    const forward = await iperf(h1, h2);
+    const back = await iperf(h2, h1);
+    const v6 = await iperf(h1, h2, true);
+    console.log(`iperf3 TCP, both --offload, MTU ${MTU}: h1→h2 ${forward.toFixed(0)}, h2→h1 ${back.toFixed(0)}, IPv6 h1→h2 ${v6.toFixed(0)} Mbit/s`);
+    for (const mbps of [forward, back, v6]) expect(mbps).toBeGreaterThan(1);
+    const [c1, c2] = await Promise.all([counters(h1), counters(h2)]);
+    expect(c1.offloadSuperPacketsOut).toBeGreaterThan(100);
+    expect(c2.offloadSuperPacketsIn).toBeGreaterThan(100);
+    expect(c2.offloadSuperPacketsOut).toBeGreaterThan(100);
+    expect(c1.offloadSegmentedOut! + c2.offloadSegmentedOut!).toBe(0); // nothing needed software segmentation
+    expect(c1.framesMalformed! + c2.framesMalformed! + c1.tunMalformed! + c2.tunMalformed!).toBe(0);
+  });
+
+  it('one end --offload, the other not: TCP both ways, the --offload end segments in software', async () => {
+    await linkNodes(lan1, lan2);
+    await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
+    await pings(lan1, lan2);
+    await pings(lan2, lan1);
+    const forward = await iperf(lan1, lan2);
+    const back = await iperf(lan2, lan1);
+    console.log(`iperf3 TCP, lan1 --offload → lan2 without: ${forward.toFixed(0)}, back ${back.toFixed(0)} Mbit/s`);
+    expect(forward).toBeGreaterThan(1);
+    expect(back).toBeGreaterThan(1);
+    const [c1, c2] = await Promise.all([counters(lan1), counters(lan2)]);
+    expect(c1.offloadSegmentedOut).toBeGreaterThan(100);
+    expect(c1.offloadSuperPacketsOut).toBe(0);
+    expect(c2.offloadSuperPacketsIn ?? 0).toBe(0);
+    expect(c2.framesMalformed! + c1.framesMalformed!).toBe(0);
+  });
+});
