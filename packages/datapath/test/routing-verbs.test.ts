@@ -147,3 +147,33 @@ describe('Datapath set_local_ip', () => {
     }
   });
 });
+
+describe('Datapath --offload', () => {
+  it('opens the vNIC with offload when asked (and without by default), and refuses --lanes > 1', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tincan-offload-test-'));
+    const opened: VnicConfig[] = [];
+    try {
+      await expect(Datapath.start({
+        rpc: { address: '127.0.0.1', port: 0 }, stateDir: dir, logger: pino({ level: 'silent' }), offload: true, lanes: 2,
+      })).rejects.toThrow(/--offload does not work with --lanes > 1/);
+      for (const offload of [true, undefined]) {
+        const dp = await Datapath.start({
+          rpc: { address: '127.0.0.1', port: 0 }, stateDir: dir, logger: pino({ level: 'silent' }), ...(offload ? { offload } : {}),
+          openVnic: async (config) => {
+            opened.push(config);
+            return fakeVnic(config, [], []);
+          },
+        });
+        try {
+          const req = { m: 'set_local_ip', uid: LOCAL, name: 'tincan-t2', ip4: '10.254.0.1/16', mtu: 1280 };
+          await dp.handle({ tid: 1, token: 't', ...req } as RpcRequest, from);
+        } finally {
+          await dp.stop();
+        }
+      }
+      expect(opened.map((c) => c.offload)).toEqual([true, false]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
