@@ -204,6 +204,8 @@ export interface LinkLike {
   local_candidate: string | null;
   remote_candidate: string | null;
   stats: Record<string, number>;
+  /** --lanes > 1: lane links up to this peer (the primary link not counted). */
+  lanes_up?: number;
 }
 export interface StateLike {
   node: Record<string, unknown>;

@@ -60,7 +60,7 @@ export interface DatapathOptions {
    * `--offload`: TUN segmentation offload (default false). The vNIC takes IFF_VNET_HDR and TSO, TCP
    * super-packets go whole (with their virtio_net_hdr) to peers that advertised offload on their
    * direct compact link and are segmented in software anywhere else (segmenter.ts). Needs compact
-   * frames to matter; not with `--lanes` > 1 (yet).
+   * frames to matter. With `--lanes` > 1 every lane takes it alike.
    */
   offload?: boolean;
   /**
@@ -158,9 +158,6 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   static async start(opts: DatapathOptions): Promise<Datapath> {
     const log = opts.logger;
-    if (opts.offload === true && (opts.lanes ?? 1) > 1) {
-      throw new Error('--offload does not work with --lanes > 1 yet (the lane processes do not segment super-packets)');
-    }
     const identity = await loadIdentity(opts.stateDir);
     const counters = new Counters();
     const tokenFile = tokenFilePath(opts.stateDir, opts.rpc.port);
@@ -641,6 +638,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         keyPemFile: this.identity.keyPemFile,
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         compactFrames: this.opts.compactFrames ?? true,
+        offload: this.opts.offload === true,
         logLevel: this.log.level,
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
@@ -653,7 +651,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         counters: this.counters,
         transitOn: () => this.outside.transit,
         rtcMtu: () => this.rtcMtu(),
-        insideFromLane: (batch) => this.inside.onPackets(batch),
+        insideFromLane: (batch) => this.inside.onPlainPackets(batch),
         transitToController: (frame) => this.transit(frame),
       },
     );

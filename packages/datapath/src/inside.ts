@@ -44,10 +44,22 @@ export class Inside {
     this.localUid = uid;
   }
 
+  /** A batch read from the vNIC (with --offload, each packet has its virtio_net_hdr before it). */
   readonly onPackets = (batch: PacketBatch): void => {
+    this.process(batch, this.segmenter);
+  };
+
+  /**
+   * A batch of plain packets, with no virtio_net_hdr before them whatever --offload says: a lane's
+   * fallback (lanes/), which the lane has already segmented.
+   */
+  readonly onPlainPackets = (batch: PacketBatch): void => {
+    this.process(batch, null);
+  };
+
+  private process(batch: PacketBatch, segmenter: Segmenter | null): void {
     const buf = batch.buffer;
     const local = this.localUid;
-    const segmenter = this.segmenter;
     for (let i = 0; i < batch.count; i++) {
       const off = batch.offsets[i]!;
       const len = batch.lengths[i]!;
@@ -66,7 +78,7 @@ export class Inside {
       this.counters.offloadSegmentedOut++;
       for (let s = 0; s < count; s++) this.route(segmenter.buffer, segmenter.offsets[s]!, segmenter.lengths[s]!, local, false);
     }
-  };
+  }
 
   /**
    * One packet at `off` (`len` bytes, FRAME_HEADER_LEN bytes of headroom) to its next hop or the

@@ -33,6 +33,8 @@ export const LaneInit = z.strictObject({
   keyPemFile: z.string(),
   maxBufferedBytes: z.number().int().positive(),
   compactFrames: z.boolean(),
+  /** The primary's `--offload`: the lane's queue, Inside, Outside and lane links take it alike. */
+  offload: z.boolean(),
   logLevel: z.string(),
   rtcLogLevel: z.enum(['Verbose', 'Debug', 'Info', 'Warning', 'Error', 'Fatal']),
   /** This lane's share of the datapath's ICE ports (link.ts lanePorts). */

@@ -71,8 +71,11 @@ class FallbackQueue {
 export class LaneWorker implements UnmappedSink, TransitSink {
   private readonly table = new ForwardingTable();
   private readonly counters = new Counters();
-  private readonly inside: Inside;
-  private readonly outside: Outside;
+  /** Made by init, with the primary's --offload. */
+  private inside: Inside | null = null;
+  private outside: Outside | null = null;
+  /** The replicated transit switch (a table op), kept for an Outside made after it arrived. */
+  private transitOn = false;
   private readonly links = new Map<Uid, LaneLinkEntry>();
   /** Counters of this lane's earlier lane links to a peer (replaced or failed), so totals only grow. */
   private readonly closedTotals = new Map<Uid, LinkCounters>();
@@ -87,8 +90,6 @@ export class LaneWorker implements UnmappedSink, TransitSink {
   badMessages = 0;
 
   constructor(private readonly send: SendToPrimary, private readonly log: Logger) {
-    this.inside = new Inside(this.table, this, this.counters);
-    this.outside = new Outside(this.table, this, this.counters);
     this.insideFallback = new FallbackQueue('inside', send);
     this.transitFallback = new FallbackQueue('transit', send);
   }
@@ -116,7 +117,10 @@ export class LaneWorker implements UnmappedSink, TransitSink {
         return;
       case 'table':
         for (const op of msg.ops) {
-          if (op.op === 'transit') this.outside.setTransit(op.enabled);
+          if (op.op === 'transit') {
+            this.transitOn = op.enabled;
+            this.outside?.setTransit(op.enabled);
+          }
           else {
             try {
               applyTableOp(this.table, op);
@@ -159,13 +163,18 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // restarts it (lane-child.ts).
     this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
     this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }), msg.sctpSendBufferBytes);
-    const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6 });
+    const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6, offload: msg.offload });
     this.vnic = vnic;
+    const inside = new Inside(this.table, this, this.counters, msg.offload);
+    const outside = new Outside(this.table, this, this.counters, msg.offload);
+    this.inside = inside;
+    this.outside = outside;
     const uidBytes = uidToBytes(msg.uid);
-    this.inside.setLocalUid(uidBytes);
+    inside.setLocalUid(uidBytes);
     const ip4 = msg.vnic.ip4 ? parseCidr(msg.vnic.ip4).address : null;
-    this.outside.attach(uidBytes, vnic, ip4 === null ? null : ip4ToNumber(ip4));
-    vnic.onPackets(this.inside.onPackets);
+    outside.attach(uidBytes, vnic, ip4 === null ? null : ip4ToNumber(ip4));
+    outside.setTransit(this.transitOn);
+    vnic.onPackets(inside.onPackets);
     vnic.onError((err) => this.log.error({ err }, 'vNIC queue read error'));
     this.statsTimer = setInterval(() => this.sendStats(), STATS_INTERVAL_MS);
     this.log.info({ lane: msg.lane, vnic: vnic.name }, 'lane attached to its vNIC queue');
@@ -175,7 +184,8 @@ export class LaneWorker implements UnmappedSink, TransitSink {
   private makeLink(msg: Extract<ToLane, { t: 'link' }>): void {
     const config = this.config;
     const rtc = this.rtc;
-    if (!config || !rtc) return;
+    const outside = this.outside;
+    if (!config || !rtc || !outside) return;
     this.closeLink(msg.peer, false);
     const attempt = msg.attempt;
     const link = new Link(
@@ -194,11 +204,12 @@ export class LaneWorker implements UnmappedSink, TransitSink {
         gatherTimeoutMs: 2000,
         excludeAddress: (address) => this.isOverlayAddress(address),
         compactFrames: config.compactFrames,
+        offload: config.offload,
         logger: this.log.child({ component: 'lane-link', peer: msg.peer.slice(0, 12) }),
       },
       {
-        onFrame: this.outside.onFrame,
-        onCompactFrame: this.outside.onCompactFrame,
+        onFrame: outside.onFrame,
+        onCompactFrame: outside.onCompactFrame,
         onState: (l, state) => {
           if (this.links.get(l.uid)?.link !== l) return;
           this.send({ t: 'state', peer: l.uid, attempt, state });

@@ -18,6 +18,8 @@ export interface LanesOptions {
   maxBufferedBytes: number;
   /** Compact frames on lane links too (`--no-compact-frames` turns them off everywhere). */
   compactFrames: boolean;
+  /** `--offload` (datapath.ts): every lane opens its queue and makes its lane links with it. */
+  offload: boolean;
   logLevel: string;
   rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
   /** The datapath's ICE port range (`--ice-ports`); each lane gets its own share of it (lanePorts). */
@@ -85,6 +87,7 @@ export class Lanes implements PeerLanesHost {
             keyPemFile: this.opts.keyPemFile,
             maxBufferedBytes: this.opts.maxBufferedBytes,
             compactFrames: this.opts.compactFrames,
+            offload: this.opts.offload,
             logLevel: this.logLevel,
             rtcLogLevel: this.opts.rtcLogLevel,
             icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
