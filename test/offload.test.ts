@@ -1,6 +1,6 @@
-// --offload in the lab: TUN segmentation offload (docs/architecture.md, "Segmentation offload"). Two
-// datapaths with --offload on a direct link send TCP super-packets whole ([virtio_net_hdr][packet] on
-// the compact channel); a --offload node linked to one without it segments them in software. Real
+// TUN segmentation offload in the lab (docs/architecture.md, "Segmentation offload"), on by default.
+// Two datapaths with it on a direct link send TCP super-packets whole ([virtio_net_hdr][packet] on the
+// compact channel); a node linked to one started with --no-offload segments them in software. Real
 // datapaths at vNIC MTU 1376, as framing.test.ts.
 import { describe, expect, it } from 'vitest';
 import { TinCanNode, eventuallyValue, inHost, labServers, linkNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
@@ -10,7 +10,7 @@ const MTU = 1376;
 
 function node(host: string, ip4: string, n: number, offload: boolean): TinCanNode {
   return new TinCanNode(
-    { host, ip4, mtu: MTU, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` }, ...(offload ? { datapathArgs: ['--offload'] } : {}) },
+    { host, ip4, mtu: MTU, account: { jid: `node${n}@vpn.test`, password: `pw-node${n}` }, ...(offload ? {} : { datapathArgs: ['--no-offload'] }) },
     ice,
   );
 }
@@ -36,7 +36,7 @@ async function counters(n: TinCanNode): Promise<Record<string, number>> {
   return (await n.state()).counters as Record<string, number>;
 }
 
-describe(`--offload, vNIC MTU ${MTU}`, () => {
+describe(`offload (the default), vNIC MTU ${MTU}`, () => {
   const h1 = node('h1', '10.254.8.1', 57, true);
   const h2 = node('h2', '10.254.8.2', 58, true);
   const lan1 = node('lan1', '10.254.8.5', 59, true);
@@ -44,7 +44,7 @@ describe(`--offload, vNIC MTU ${MTU}`, () => {
 
   useNodes([h1, h2, lan1, lan2], xmpp);
 
-  it('both ends --offload: super-packets go whole both ways, TCP over IPv4 and IPv6, pings both ways', async () => {
+  it('both ends with offload by default: super-packets go whole both ways, TCP over IPv4 and IPv6, pings both ways', async () => {
     await linkNodes(h1, h2);
     await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
     await pings(h1, h2);
@@ -52,7 +52,7 @@ describe(`--offload, vNIC MTU ${MTU}`, () => {
     const forward = await iperf(h1, h2);
     const back = await iperf(h2, h1);
     const v6 = await iperf(h1, h2, true);
-    console.log(`iperf3 TCP, both --offload, MTU ${MTU}: h1→h2 ${forward.toFixed(0)}, h2→h1 ${back.toFixed(0)}, IPv6 h1→h2 ${v6.toFixed(0)} Mbit/s`);
+    console.log(`iperf3 TCP, both offload, MTU ${MTU}: h1→h2 ${forward.toFixed(0)}, h2→h1 ${back.toFixed(0)}, IPv6 h1→h2 ${v6.toFixed(0)} Mbit/s`);
     for (const mbps of [forward, back, v6]) expect(mbps).toBeGreaterThan(1);
     const [c1, c2] = await Promise.all([counters(h1), counters(h2)]);
     expect(c1.offloadSuperPacketsOut).toBeGreaterThan(100);
@@ -62,16 +62,18 @@ describe(`--offload, vNIC MTU ${MTU}`, () => {
     expect(c1.framesMalformed! + c2.framesMalformed! + c1.tunMalformed! + c2.tunMalformed!).toBe(0);
   });
 
-  it('one end --offload, the other not: TCP both ways, the --offload end segments in software', async () => {
+  it('one end with offload, the other --no-offload: TCP both ways, the offload end segments in software', async () => {
     await linkNodes(lan1, lan2);
     await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
     await pings(lan1, lan2);
     await pings(lan2, lan1);
     const forward = await iperf(lan1, lan2);
     const back = await iperf(lan2, lan1);
-    console.log(`iperf3 TCP, lan1 --offload → lan2 without: ${forward.toFixed(0)}, back ${back.toFixed(0)} Mbit/s`);
+    console.log(`iperf3 TCP, lan1 offload → lan2 --no-offload: ${forward.toFixed(0)}, back ${back.toFixed(0)} Mbit/s`);
     expect(forward).toBeGreaterThan(1);
     expect(back).toBeGreaterThan(1);
+    expect((await lan1.state()).node.offload).toBe(true);
+    expect((await lan2.state()).node.offload).toBe(false);
     const [c1, c2] = await Promise.all([counters(lan1), counters(lan2)]);
     expect(c1.offloadSegmentedOut).toBeGreaterThan(100);
     expect(c1.offloadSuperPacketsOut).toBe(0);
@@ -80,8 +82,8 @@ describe(`--offload, vNIC MTU ${MTU}`, () => {
   });
 });
 
-describe('--offload with --lanes 2', () => {
-  const args = ['--offload', '--lanes', '2'];
+describe('offload with --lanes 2', () => {
+  const args = ['--lanes', '2'];
   const h1 = new TinCanNode({ host: 'h1', ip4: '10.254.8.9', mtu: MTU, account: { jid: 'node63@vpn.test', password: 'pw-node63' }, datapathArgs: args }, ice);
   const pub = new TinCanNode({ host: 'pub', ip4: '10.254.8.10', mtu: MTU, account: { jid: 'node64@vpn.test', password: 'pw-node64' }, datapathArgs: args }, ice);
 
@@ -99,7 +101,7 @@ describe('--offload with --lanes 2', () => {
     let c: Record<string, number> = {};
     for (let i = 0; i < 3; i++) {
       const mbps = await iperf(h1, pub, false, 8);
-      console.log(`iperf3 -P 8 h1→pub, --offload --lanes 2: ${mbps.toFixed(0)} Mbit/s`);
+      console.log(`iperf3 -P 8 h1→pub, offload, --lanes 2: ${mbps.toFixed(0)} Mbit/s`);
       expect(mbps).toBeGreaterThan(1);
       await new Promise((r) => setTimeout(r, 1500)); // lanes report their counters once a second
       c = await counters(h1);

@@ -4,7 +4,7 @@ import type { StateResult } from '@tincan/protocol';
 export function renderStatus(s: StateResult, now = Date.now()): string {
   const lines: string[] = [];
   const n = s.node;
-  lines.push(`node     ${n.uid ?? '(no UID yet)'}  vnic ${n.vnic ?? '-'}  ip4 ${n.ip4 ?? '-'}  ip6 ${n.ip6 ?? '-'}  mtu ${n.mtu ?? '-'}`);
+  lines.push(`node     ${n.uid ?? '(no UID yet)'}  vnic ${n.vnic ?? '-'}  ip4 ${n.ip4 ?? '-'}  ip6 ${n.ip6 ?? '-'}  mtu ${n.mtu ?? '-'}${n.offload ? '  offload' : ''}`);
   lines.push(`identity ${n.fingerprint}`);
   lines.push(`xmpp     ${s.xmpp.state}${s.xmpp.jid ? ` as ${s.xmpp.jid}` : ''}${s.xmpp.overlay ? ` overlay ${s.xmpp.overlay}` : ''}  controller ${n.controller ?? 'none'}  up ${n.uptime_s}s`);
   lines.push('');

@@ -19,7 +19,7 @@ function link(uid: string, extra: Partial<LinkInfo> = {}): LinkInfo {
 /** A get_state result, validated by its schema so the test cannot drift from the wire contract. */
 function state(links: LinkInfo[]): StateResult {
   return StateResult.parse({
-    node: { uid: UID_A, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, fingerprint: 'AB:CD', uptime_s: 5, controller: null },
+    node: { uid: UID_A, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, offload: true, fingerprint: 'AB:CD', uptime_s: 5, controller: null },
     xmpp: { state: 'online', jid: 'a@x/y', overlay: 'o' },
     links, peers: [], routes: [], subnets: [], transit: false, counters: {},
   });
@@ -33,6 +33,7 @@ describe('tincanctl status table', () => {
     const [header, row] = out.split('\n').slice(4);
     expect(header).toMatch(/^PEER\s+VIRTUAL IP\s+STATE\s+PATH \(local\/remote\)\s+FRAMES\s+REMOTE ADDRESS/);
     expect(header).not.toContain('LANES');
+    expect(out.split('\n')[0]).toMatch(/mtu 1280  offload$/);
     expect(row).toMatch(/^bbbbbbbbbbbb\s+10\.254\.0\.2\s+up\s+srflx\/host\s+compact\s+198\.18\.0\.10:4000\s+0\.5ms\s+2p 2\.0K\s+1p 100B\s+3$/);
   });
 

@@ -324,7 +324,7 @@ export class FakeDatapath {
     return {
       node: {
         uid: this.uid, vnic: this.vnic?.name ?? null, ip4: this.vnic?.ip4 ?? null, ip6: this.vnic?.ip6 ?? null,
-        mtu: this.vnic?.mtu ?? null, fingerprint: 'fp', uptime_s: Math.round((now - this.startedMs) / 1000),
+        mtu: this.vnic?.mtu ?? null, offload: false, fingerprint: 'fp', uptime_s: Math.round((now - this.startedMs) / 1000),
         controller: this.controller,
       },
       xmpp: { state: this.xmppState, jid: this.xmppState === 'unregistered' ? null : this.jid, overlay: this.overlay },

@@ -57,7 +57,8 @@ export interface DatapathOptions {
    */
   compactFrames?: boolean;
   /**
-   * `--offload`: TUN segmentation offload (default false). The vNIC takes IFF_VNET_HDR and TSO, TCP
+   * TUN segmentation offload: false when absent here; the command line (main.ts) sets it unless
+   * `--no-offload` or `--no-compact-frames`. The vNIC takes IFF_VNET_HDR and TSO, TCP
    * super-packets go whole (with their virtio_net_hdr) to peers that advertised offload on their
    * direct compact link and are segmented in software anywhere else (segmenter.ts). Needs compact
    * frames to matter. With `--lanes` > 1 every lane takes it alike.
@@ -679,6 +680,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         ip4: local?.vnic.config.ip4 ?? null,
         ip6: local?.vnic.config.ip6 ?? null,
         mtu: local?.vnic.config.mtu ?? null,
+        offload: this.opts.offload === true,
         fingerprint: this.identity.fingerprint,
         uptime_s: Math.round((Date.now() - this.startedMs) / 1000),
         controller: c ? `${c.address}:${c.port}` : null,

@@ -18,7 +18,8 @@ const program = new Command()
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--sctp-send-buffer <bytes>', `bytes SCTP holds per link, unsent and in flight, before the data channel's bounded queue takes over (${MIN_SCTP_SEND_BUFFER}–${MAX_SCTP_SEND_BUFFER}): smaller cuts delay under load but caps a link at bytes / RTT`, parseSctpSendBuffer, DEFAULT_SCTP_SEND_BUFFER)
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
-  .option('--offload', 'TUN segmentation offload: the vNIC hands over TCP super-packets, sent whole to peers that also run --offload and segmented in software for any other (docs/architecture.md); every lane alike with --lanes')
+  .option('--no-offload', 'no TUN segmentation offload (on by default): the vNIC hands over TCP super-packets, sent whole to peers that take them and segmented in software for any other (docs/architecture.md); off with --no-compact-frames')
+  .option('--offload', 'the default: accepted, does nothing')
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
   .addOption(new Option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)")
     .argParser(parseIcePorts).default(DEFAULT_ICE_PORTS, `${DEFAULT_ICE_PORTS.begin}-${DEFAULT_ICE_PORTS.end}`))
@@ -59,7 +60,7 @@ function parseWatchdog(v: string): number {
   return r.data;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload?: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 
 try {
@@ -67,7 +68,8 @@ try {
     rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
     sctpSendBufferBytes: opts.sctpSendBuffer,
     compactFrames: opts.compactFrames,
-    offload: opts.offload === true,
+    // Nothing could go whole without compact frames: segmenting every super-packet in software costs more than it saves.
+    offload: opts.offload && opts.compactFrames,
     lanes: opts.lanes,
     icePorts: opts.icePorts,
     watchdogS: opts.watchdog,

@@ -366,6 +366,8 @@ export const StateResult = z.strictObject({
     ip4: z.string().nullable(),
     ip6: z.string().nullable(),
     mtu: z.number().nullable(),
+    /** TUN segmentation offload on (the default; off with --no-offload or --no-compact-frames). */
+    offload: z.boolean(),
     fingerprint: z.string(),
     uptime_s: z.number(),
     controller: z.string().nullable(),

@@ -149,7 +149,7 @@ describe('RPC request schemas', () => {
   it('get_state carries routes, subnets and the transit flag (required)', () => {
     const uid = 'a'.repeat(40);
     const state = {
-      node: { uid, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, fingerprint: 'fp', uptime_s: 1, controller: null },
+      node: { uid, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, offload: false, fingerprint: 'fp', uptime_s: 1, controller: null },
       xmpp: { state: 'unregistered', jid: null, overlay: null },
       links: [],
       peers: [],
