@@ -6,6 +6,7 @@ import { Datapath } from './datapath.js';
 import {
   DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER, checkSctpSendBuffer, parseIcePortRange, type IcePortRange,
 } from './link.js';
+import { missingNodeFlags } from './node-flags.js';
 import { DEFAULT_WATCHDOG_S, MAX_WATCHDOG_S, WatchdogSeconds } from './watchdog.js';
 
 const program = new Command()
@@ -62,6 +63,10 @@ function parseWatchdog(v: string): number {
 
 const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
+const missingFlags = missingNodeFlags(process.execArgv);
+if (missingFlags.length) {
+  logger.warn({ missing: missingFlags }, `node was started without ${missingFlags.join(' ')}: the datapath may keep ~7 MB more resident (docs/deployment.md)`);
+}
 
 try {
   const datapath = await Datapath.start({

@@ -2,6 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import type { Uid } from '@tincan/protocol';
 import type { LinkCounters } from '../link.js';
+import { withNodeFlags } from '../node-flags.js';
 import { FromLane, type LaneInit, type LaneLinkStats, type ToLane } from './lane-ipc.js';
 
 const LANE_MAIN = new URL('./lane-main.js', import.meta.url);
@@ -62,6 +63,8 @@ export class LaneChild {
     if (this.stopped || this.proc) return;
     const { init, snapshot } = this.init();
     const proc = fork(LANE_MAIN, [], {
+      // the datapath's own Node flags (fork's default), and DATAPATH_NODE_FLAGS even when it was started without them
+      execArgv: withNodeFlags(process.execArgv),
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...process.env, TINCAN_LANE: String(this.lane) },
