@@ -3,8 +3,10 @@
 // link to each other in-band over the primary link, carry their share of the flows, report their
 // counters into get_state, and a killed lane process is restarted while its flows fall back.
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 import { CTL_BIN, TinCanNode, eventuallyValue, linkNodes, linkUp } from './support/tincan-node.js';
 import { labInfo } from './harness/lab.js';
 import { ns } from './harness/namespace.js';
@@ -121,6 +123,19 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     const status = await inHost('h1', [process.execPath, CTL_BIN, '--state-dir', h1.stateDir, 'status']);
     expect(status.stdout).toMatch(/FRAMES\s+LANES/);
     expect(status.stdout).toMatch(/\s2\/2\s/);
+  });
+
+  it("runs the datapath and its lane process with the datapath's node flags", async () => {
+    const argvOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const dp = argvOf(h1.datapath.child.pid!);
+    const [lane] = await lanePids(h1);
+    const laneArgv = argvOf(lane!);
+    for (const argv of [dp, laneArgv]) {
+      const program = argv.findIndex((a) => a.endsWith('.js'));
+      expect(argv.slice(1, program), argv.join(' ')).toEqual(expect.arrayContaining([...DATAPATH_NODE_FLAGS]));
+    }
+    expect(laneArgv.some((a) => a.endsWith('/lane-main.js'))).toBe(true);
+    expect(h1.datapath.log.join('\n')).not.toContain('"missing"');
   });
 
   it('keeps traffic flowing when a lane process dies, and restarts it', async () => {

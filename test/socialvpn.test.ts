@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 import { eventually, type LabInfo } from './support/group-node.js';
 import { DATAPATH_BIN, NsProcess } from './support/tincan-node.js';
 import { ns } from './harness/namespace.js';
@@ -59,7 +60,7 @@ class SocialNode {
     return p;
   }
 
-  startDatapath(): void { this.datapath = this.spawn('datapath', [DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug']); }
+  startDatapath(): void { this.datapath = this.spawn('datapath', [...DATAPATH_NODE_FLAGS, DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug']); }
   startController(): void { this.controller = this.spawn('socialvpn', [SOCIALVPN_BIN, '--config', this.config, '--log-level', 'debug']); }
 
   mappings(): Mapping[] {

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
+import { DATAPATH_FLAGS, ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
 import { figure, writeResults } from './lib/results.mjs';
 
 const run = promisify(execFile);
@@ -41,7 +41,7 @@ function groupNode(lab, host, ip4, account) {
   return {
     host, ip4, uid: uidOf(ip4),
     start() {
-      spawnIn([join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'), '--state-dir', stateDir]);
+      spawnIn([...DATAPATH_FLAGS, join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'), '--state-dir', stateDir]);
       spawnIn([join(ROOT, 'packages/groupvpn/dist/bin/tincan-groupvpn.js'), '--config', configFile]);
     },
     async status() {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 import { ip6FromUid, uidFromIp4 } from '@tincan/protocol';
 import { CTL_BIN, DATAPATH_BIN, NsProcess, type StateLike } from './tincan-node.js';
 import { ns } from '../harness/namespace.js';
@@ -108,7 +109,7 @@ export class GroupNode {
   }
 
   startDatapath(): void {
-    this.datapath = this.spawn('datapath', [DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(this.spec.datapathArgs ?? [])]);
+    this.datapath = this.spawn('datapath', [...DATAPATH_NODE_FLAGS, DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(this.spec.datapathArgs ?? [])]);
   }
 
   startController(): void {

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll } from 'vitest';
+import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 import { ip6FromUid, uidFromIp4, type RpcEvent } from '@tincan/protocol';
 import { ns } from '../harness/namespace.js';
 
@@ -99,7 +100,7 @@ export class TinCanNode {
   /** `trickle`: the driver plays trickle ICE (rpc-driver --trickle); `datapathArgs`: extra datapath options. */
   async start(opts: { autoAnswer?: boolean; trickle?: boolean; datapathArgs?: string[] } = {}): Promise<void> {
     this.datapath = new NsProcess(this.ns, `${this.spec.host}/datapath`, process.execPath, [
-      DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(opts.datapathArgs ?? this.spec.datapathArgs ?? []),
+      ...DATAPATH_NODE_FLAGS, DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(opts.datapathArgs ?? this.spec.datapathArgs ?? []),
     ]);
     this.datapath.child.stdout!.on('data', (d: Buffer) => {
       for (const l of d.toString().split('\n')) if (l) this.datapath.keep(l);

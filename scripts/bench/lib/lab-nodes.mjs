@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const LAB = join(ROOT, 'scripts/lab');
@@ -16,6 +17,12 @@ const LAB_DIR = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
 export const NS_PREFIX = process.env.TINCAN_LAB_PREFIX ?? 'tc-';
 export const nsOf = (host) => `${NS_PREFIX}${host}`;
 const run = promisify(execFile);
+/**
+ * node's own flags for every datapath a bench starts: the datapath's (DATAPATH_NODE_FLAGS), or
+ * BENCH_DATAPATH_NODE_FLAGS when it is set (space-separated; empty: none), to measure without them.
+ */
+export const DATAPATH_FLAGS = process.env.BENCH_DATAPATH_NODE_FLAGS === undefined
+  ? [...DATAPATH_NODE_FLAGS] : process.env.BENCH_DATAPATH_NODE_FLAGS.split(' ').filter(Boolean);
 
 export async function labUp() {
   const wasUp = existsSync(join(LAB_DIR, 'lab.json'));
@@ -37,7 +44,7 @@ export const uidOf = (ip) => createHash('sha1').update(ip).digest('hex');
 /** A datapath + scripted driver in a lab host (`opts.mtu`: the vNIC MTU, default 1280). */
 export async function startNode(host, ip4, extraArgs = [], driverArgs = [], opts = {}) {
   const stateDir = mkdtempSync(join(tmpdir(), `tincan-bench-${host}-`));
-  const dp = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'),
+  const dp = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, ...DATAPATH_FLAGS, join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'),
     '--state-dir', stateDir, '--log-level', 'warn', ...extraArgs, ...(process.env.BENCH_DATAPATH_ARGS ?? '').split(' ').filter(Boolean)],
     { stdio: ['ignore', process.env.BENCH_LOG_DIR ? openSync(join(process.env.BENCH_LOG_DIR, `${host}.log`), 'w') : 'ignore', 'inherit'] });
   const drv = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, join(ROOT, 'test/fixtures/rpc-driver.mjs'),

@@ -5,7 +5,7 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, nsOf, uidOf } from './lab-nodes.mjs';
+import { DATAPATH_FLAGS, ROOT, nsOf, uidOf } from './lab-nodes.mjs';
 
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
@@ -174,7 +174,7 @@ export function groupPair({
     host, index, ip4, uid: uidOf(ip4), account, dir, stateDir, configFile, procs,
     /** Starts the datapath, then the controller (which waits for the datapath by itself). */
     start() {
-      spawnNode('datapath', [DATAPATH, '--state-dir', stateDir, '--log-level', 'warn']);
+      spawnNode('datapath', [...DATAPATH_FLAGS, DATAPATH, '--state-dir', stateDir, '--log-level', 'warn']);
       spawnNode('groupvpn', [GROUPVPN, '--config', configFile]);
     },
     pids() {
