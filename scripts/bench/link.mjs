@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench -- link: TCP throughput and ping RTT through a TinCan link vs the raw path between the
 // same two lab hosts (h1 behind a cone NAT, pub on the public segment), measured in one run.
-import { iperfTcp, labUp, linkDirect, median, startNode } from './lib/lab-nodes.mjs';
+import { DATAPATH_FLAGS, iperfTcp, labUp, linkDirect, median, startNode } from './lib/lab-nodes.mjs';
 import { pingSamples } from './lib/measure.mjs';
 import { figure, writeResults } from './lib/results.mjs';
 
@@ -41,7 +41,7 @@ try {
   const raw1 = { label: 'raw path', median: median(raw) };
   writeResults('link', {
     title: 'TCP throughput and RTT through one TinCan link vs the raw path (h1 behind a cone NAT → pub)',
-    settings: { runs: RUNS, seconds: SECONDS, pings: rawRtts.length },
+    settings: { runs: RUNS, seconds: SECONDS, pings: rawRtts.length, datapath_node_flags: DATAPATH_FLAGS.join(' ') || 'none' },
     figures: [
       figure({ key: 'tcp_mbps', label: 'iperf3 TCP through the link', unit: 'Mbit/s', samples: tun, baseline: raw1, target: { op: '>=', value: 250, text: '≥ 250 Mbit/s (issue 3)' }, paper: '64 Mbit/s' }),
       figure({ key: 'rtt_ms', label: 'ping RTT through the link', unit: 'ms', samples: tunRtts, baseline: { label: 'raw path', median: rawRtt } }),

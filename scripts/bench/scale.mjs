@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { cpus, getPriority, loadavg, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
+import { DATAPATH_FLAGS, ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
 import {
   LAB_DIR, alivePid, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, topologyKey,
   waitExeced,
@@ -187,7 +187,7 @@ try {
   }
   const prosody = labDaemonPid('prosody');
   console.log(`${N} nodes in ${nsOf('m1')}..${nsOf(`m${N}`)}, policy ${POLICY}${TOPOLOGY ? `, topology ${TOPOLOGY}` : ''}, ` +
-    `XMPP ${MECHANISM}, started ${STAGGER_MS} ms apart; lab ${LAB_DIR}`);
+    `XMPP ${MECHANISM}, started ${STAGGER_MS} ms apart, datapaths with node flags: ${DATAPATH_FLAGS.join(' ') || 'none'}; lab ${LAB_DIR}`);
 
   // --- start and converge -------------------------------------------------------------------------
   const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(' ');
@@ -388,7 +388,7 @@ try {
   const perNode = (f) => pairs.map(f);
   writeResults(outName, {
     title: `${N} GroupVPN nodes (datapath + controller each) on this one machine, ${variant}`,
-    settings: { N, policy: POLICY, topology: TOPOLOGY ?? 'none', mechanism: MECHANISM, stagger_ms: STAGGER_MS, idle_s: IDLE_S, pings: PINGS },
+    settings: { N, policy: POLICY, topology: TOPOLOGY ?? 'none', mechanism: MECHANISM, stagger_ms: STAGGER_MS, idle_s: IDLE_S, pings: PINGS, datapath_node_flags: DATAPATH_FLAGS.join(' ') || 'none' },
     figures: [
       figure({ key: 'nodes', label: 'nodes converged into one network', unit: 'nodes', median: N, n: 1, target: { op: '>=', value: 50, text: 'N ≥ 50' } }),
       figure({ key: 'converged_s', label: 'time until converged, from the first start', unit: 's', median: convergedMs / 1000, n: 1, note: `last node started at ${fmt(lastStart / 1000, 1)} s` }),
