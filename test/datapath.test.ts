@@ -1,13 +1,19 @@
 // Issue 3 acceptance, in the lab: real tincan-datapath processes behind real NATs, linked through
 // real prosody (signaling) and coturn (STUN/TURN), driven by a scripted controller.
 import { describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, inHost, labServers, linkNodes, linkOf, linkUp, scriptedNode, useNodes, type LinkLike } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, inHost, labServers, linkNodes, connectNodes, linkOf, linkUp, scriptedNode, useNodes, type LinkLike } from './support/tincan-node.js';
 
 const servers = labServers();
 const xmpp = servers.xmpp;
 
 function node(host: string, ip4: string, n: number, datapathArgs?: string[]): TinCanNode {
   return scriptedNode(servers, host, ip4, n, datapathArgs);
+}
+
+/** An SDP whose certificate fingerprint no node can present. */
+function wrongFingerprint(sdp: string): string {
+  return sdp.replace(/a=fingerprint:sha-256 ([0-9A-F:]+)/, (_m, fp: string) =>
+    `a=fingerprint:sha-256 ${fp.split(':').map((b) => (b === 'AA' ? 'BB' : 'AA')).join(':')}`);
 }
 
 describe('tincan-datapath in the lab', () => {
@@ -22,8 +28,7 @@ describe('tincan-datapath in the lab', () => {
   useNodes(all, xmpp);
 
   it('links two hosts behind port-restricted cone NATs directly and carries ping, ping6 and TCP', async () => {
-    await linkNodes(h1, h2);
-    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    await connectNodes(h1, h2);
     const l = await linkOf(h1, h2);
     expect(l.state).toBe('up');
     expect(['srflx', 'prflx']).toContain(l.local_candidate);
@@ -47,8 +52,7 @@ describe('tincan-datapath in the lab', () => {
   });
 
   it('links a symmetric-NAT host to a cone-NAT host through TURN, shown as relay in tincanctl status', async () => {
-    await linkNodes(h3, h1);
-    await Promise.all([linkUp(h3, h1), linkUp(h1, h3)]);
+    await connectNodes(h3, h1);
     const ping = await inHost('h3', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.254.0.1']);
     expect(ping.stdout).toMatch(/3 received/);
     const l = await linkOf(h3, h1);
@@ -61,8 +65,7 @@ describe('tincan-datapath in the lab', () => {
   });
 
   it('links two hosts on one LAN directly on the LAN (host candidates)', async () => {
-    await linkNodes(lan1, lan2);
-    await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
+    await connectNodes(lan1, lan2);
     const l = await linkOf(lan1, lan2);
     // A LAN address learned from a connectivity check shows as peer-reflexive: same path.
     expect(['host', 'prflx']).toContain(l.local_candidate);
@@ -98,14 +101,19 @@ describe('tincan-datapath in the lab', () => {
 
   it('fails a link whose signaled fingerprint is wrong', async () => {
     await h2.call('trim_link', { uid: h3.uid }).catch(() => undefined);
-    await linkNodes(h2, h3, {
-      tamper: (sdp) => sdp.replace(/a=fingerprint:sha-256 ([0-9A-F:]+)/, (_m, fp: string) =>
-        `a=fingerprint:sha-256 ${fp.split(':').map((b) => (b === 'AA' ? 'BB' : 'AA')).join(':')}`),
-    });
+    await linkNodes(h2, h3, { tamper: wrongFingerprint });
     // h3 answers an offer carrying a fingerprint h2 cannot present: DTLS verification fails on h3.
     const ev = await h3.waitEvent((e) => e.event === 'link' && e.uid === h2.uid && (e.state === 'failed' || e.state === 'up'), 60_000, 'link outcome');
     expect(ev.state).toBe('failed');
     expect(h3.events.some((e) => e.event === 'link' && e.uid === h2.uid && e.state === 'up')).toBe(false);
+  });
+
+  it("the tests' connectNodes sets a failed link up once more, then gives up", async () => {
+    await Promise.all([h2.call('trim_link', { uid: h3.uid }), h3.call('trim_link', { uid: h2.uid })]);
+    const failedBefore = h3.events.filter((e) => e.event === 'link' && e.uid === h2.uid && e.state === 'failed').length;
+    await expect(connectNodes(h2, h3, { tamper: wrongFingerprint })).rejects.toThrow(/failed twice/);
+    const failedAfter = h3.events.filter((e) => e.event === 'link' && e.uid === h2.uid && e.state === 'failed').length;
+    expect(failedAfter - failedBefore).toBe(2);
   });
 
   it('drops and counts spoofed frames, and survives 10,000 hostile RPC datagrams and frames', async () => {

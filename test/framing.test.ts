@@ -2,7 +2,7 @@
 // Real datapaths at vNIC MTU 1376 (RtcConfig mtu 1500): a full-size packet fits one SCTP packet only
 // as a compact frame; full frames (relayed, multi-hop) are split by SCTP and must still arrive.
 import { describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, inHost, labServers, linkNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, inHost, labServers, connectNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
 import { eventually } from './support/group-node.js';
 
 const { ice, xmpp } = labServers();
@@ -48,8 +48,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
   useNodes(all, xmpp);
 
   it('between cone NATs: compact both ways, full-size DF pings both ways, TCP, and the compact counters move', async () => {
-    await linkNodes(h1, h2);
-    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    await connectNodes(h1, h2);
     await Promise.all([framingIs(h1, h2, 'compact'), framingIs(h2, h1, 'compact')]);
     expect((await h1.state()).node.mtu).toBe(MTU);
     await fullSizePing(h1, h2);
@@ -73,8 +72,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
   it('a relayed (multi-hop) path keeps full frames, split by SCTP at this MTU, and still carries full-size DF pings and TCP', async () => {
     // h1 and pub have no link: each routes the other via h2, which forwards (transit on everywhere:
     // the ends accept frames h2 relays for the other).
-    await linkNodes(h2, pub);
-    await Promise.all([linkUp(h2, pub), linkUp(pub, h2)]);
+    await connectNodes(h2, pub);
     await h1.call('set_remote_ip', { uid: pub.uid, ip4: pub.spec.ip4, ip6: pub.ip6 });
     await pub.call('set_remote_ip', { uid: h1.uid, ip4: h1.spec.ip4, ip6: h1.ip6 });
     await h1.call('set_route', { uid: pub.uid, via: h2.uid });
@@ -101,8 +99,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
   });
 
   it('through TURN (symmetric NAT): compact frames and full-size DF pings both ways', async () => {
-    await linkNodes(h3, h1);
-    await Promise.all([linkUp(h3, h1), linkUp(h1, h3)]);
+    await connectNodes(h3, h1);
     const l = await linkOf(h3, h1);
     expect([l.local_candidate, l.remote_candidate]).toContain('relay');
     await Promise.all([framingIs(h3, h1, 'compact'), framingIs(h1, h3, 'compact')]);
@@ -113,8 +110,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
 
   it('a peer whose description lacks the capability (an older node) gets full frames; full-size pings still work', async () => {
     // lan2 sees an offer without the attribute: it sends full frames; lan1 sees lan2's answer with it.
-    await linkNodes(lan1, lan2, { tamper: stripCapability });
-    await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
+    await connectNodes(lan1, lan2, { tamper: stripCapability });
     await framingIs(lan1, lan2, 'compact');
     expect((await linkOf(lan2, lan1)).framing).toBe('full');
     await fullSizePing(lan1, lan2);

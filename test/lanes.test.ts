@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
-import { CTL_BIN, TinCanNode, eventuallyValue, linkNodes, linkUp } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, eventuallyValue, connectNodes, linkUp } from './support/tincan-node.js';
 import { labInfo } from './harness/lab.js';
 import { ns } from './harness/namespace.js';
 
@@ -93,8 +93,7 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
 
   it('sets up one lane link per peer in-band, carries flows on every lane and counts them on the link', async () => {
     expect(await lanePids(h1)).toHaveLength(1);
-    await linkNodes(h1, pub);
-    await Promise.all([linkUp(h1, pub), linkUp(pub, h1)]);
+    await connectNodes(h1, pub);
     for (const [a, b] of [[h1, pub], [pub, h1]] as const) {
       await eventuallyValue(async () => (await linkOf(a, b)).lanes_up === 1, 20_000, `${a.spec.host}'s lane link to ${b.spec.host}`);
     }
@@ -173,8 +172,7 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
   });
 
   it('links a --lanes 2 datapath with a --lanes 1 one as a plain link', async () => {
-    await linkNodes(h1, lan1);
-    await Promise.all([linkUp(h1, lan1), linkUp(lan1, h1)]);
+    await connectNodes(h1, lan1);
     const ping = await inHost('h1', ['ping', '-c', '5', '-i', '0.2', '-W', '2', '10.254.0.4']);
     expect(ping.stdout).toMatch(/5 received/);
     // 8 flows (+ iperf3's control connection): the chance that the flow hash puts none on queue 1 is 2^-9.

@@ -3,7 +3,7 @@
 // compact channel); a node linked to one started with --no-offload segments them in software. Real
 // datapaths at vNIC MTU 1376, as framing.test.ts.
 import { describe, expect, it } from 'vitest';
-import { TinCanNode, eventuallyValue, inHost, labServers, linkNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
+import { TinCanNode, eventuallyValue, inHost, labServers, connectNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
 
 const { ice, xmpp } = labServers();
 const MTU = 1376;
@@ -45,8 +45,7 @@ describe(`offload (the default), vNIC MTU ${MTU}`, () => {
   useNodes([h1, h2, lan1, lan2], xmpp);
 
   it('both ends with offload by default: super-packets go whole both ways, TCP over IPv4 and IPv6, pings both ways', async () => {
-    await linkNodes(h1, h2);
-    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    await connectNodes(h1, h2);
     await pings(h1, h2);
     await pings(h2, h1);
     const forward = await iperf(h1, h2);
@@ -63,8 +62,7 @@ describe(`offload (the default), vNIC MTU ${MTU}`, () => {
   });
 
   it('one end with offload, the other --no-offload: TCP both ways, the offload end segments in software', async () => {
-    await linkNodes(lan1, lan2);
-    await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
+    await connectNodes(lan1, lan2);
     await pings(lan1, lan2);
     await pings(lan2, lan1);
     const forward = await iperf(lan1, lan2);
@@ -90,8 +88,7 @@ describe('offload with --lanes 2', () => {
   useNodes([h1, pub], xmpp);
 
   it('every lane sends super-packets whole on its own link; flows both ways', async () => {
-    await linkNodes(h1, pub);
-    await Promise.all([linkUp(h1, pub), linkUp(pub, h1)]);
+    await connectNodes(h1, pub);
     for (const [a, b] of [[h1, pub], [pub, h1]] as const) {
       await eventuallyValue(async () => (await linkOf(a, b)).lanes_up === 1, 20_000, `${a.spec.host}'s lane link`);
     }

@@ -9,7 +9,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GroupNode, type LabInfo } from './support/group-node.js';
-import { eventuallyValue, inHost, labServers, linkNodes, linkUp, scriptedNode, type NsProcess, type TinCanNode } from './support/tincan-node.js';
+import { eventuallyValue, inHost, labServers, connectNodes, linkUp, scriptedNode, type NsProcess, type TinCanNode } from './support/tincan-node.js';
 
 const servers = labServers();
 
@@ -92,8 +92,7 @@ describe('tincan-datapath --watchdog in the lab', () => {
   });
 
   it('leaves live datapaths alone: linked and carrying pings for longer than the 2 s timeout', async () => {
-    await linkNodes(h1, h2);
-    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    await connectNodes(h1, h2);
     const ping = await inHost('h1', ['ping', '-c', '25', '-i', '0.2', '-W', '2', '10.254.0.2']);
     expect(ping.stdout).toMatch(/25 received/);
     for (const n of [h1, h2]) {

@@ -145,9 +145,9 @@ export class TinCanNode {
     });
   }
 
-  /** An event already seen, or the next one matching. */
-  async waitEvent(match: (e: Record<string, unknown>) => boolean, timeoutMs = 20_000, what = 'an event'): Promise<Record<string, unknown>> {
-    const seen = this.events.find(match);
+  /** An event already seen (from index `since` of `events` on), or the next one matching. */
+  async waitEvent(match: (e: Record<string, unknown>) => boolean, timeoutMs = 20_000, what = 'an event', since = 0): Promise<Record<string, unknown>> {
+    const seen = this.events.slice(since).find(match);
     if (seen) return seen;
     return this.waitFor((o) => typeof o.event === 'string' && match(o), timeoutMs, what);
   }
@@ -247,6 +247,32 @@ export async function linkNodes(a: TinCanNode, b: TinCanNode, opts: { tamper?: (
   const offer = await a.call<{ description: { type: string; sdp: string } }>('create_link', { uid: b.uid, ...a.ice });
   const description = opts.tamper ? { ...offer.description, sdp: opts.tamper(offer.description.sdp) } : offer.description;
   await a.call('send_signal', { uid: b.uid, type: 'con_req', data: { description } });
+}
+
+/**
+ * Links a → b (as `linkNodes`) and waits until both ends are up. A setup that fails on either end is
+ * trimmed on both and tried once more, as the controllers do with their backoff: node-datachannel
+ * 0.33.4's libdatachannel can check the peer's DTLS fingerprint before the description that holds it
+ * is committed (fixed upstream, not yet released; docs/architecture.md, "Links"), which on a loaded
+ * machine now and then fails a link between LAN hosts. The retry is printed, so a run shows it; a
+ * second failure fails the test.
+ */
+export async function connectNodes(a: TinCanNode, b: TinCanNode, opts: { tamper?: (sdp: string) => string } = {}): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const since = [a.events.length, b.events.length] as const;
+    await linkNodes(a, b, opts);
+    const settled = (n: TinCanNode, peer: TinCanNode, from: number): Promise<unknown> =>
+      n.waitEvent((e) => e.event === 'link' && e.uid === peer.uid && (e.state === 'up' || e.state === 'failed'), 20_000, `link to ${peer.spec.host} up or failed`, from);
+    const ends = [settled(a, b, since[0]), settled(b, a, since[1])];
+    for (const end of ends) end.catch(() => undefined); // the end not awaited after a failure times out unobserved
+    const isFailed = (e: unknown): boolean => (e as { state?: string }).state === 'failed';
+    let failed = isFailed(await Promise.race(ends));
+    if (!failed) failed = (await Promise.all(ends)).some(isFailed);
+    if (!failed) return;
+    if (attempt === 2) throw new Error(`link ${a.spec.host} ↔ ${b.spec.host} failed twice`);
+    console.log(`link ${a.spec.host} ↔ ${b.spec.host} failed during setup; trimming both ends and setting it up once more`);
+    await Promise.all([a.call('trim_link', { uid: b.uid }), b.call('trim_link', { uid: a.uid })]);
+  }
 }
 
 export function linkUp(n: TinCanNode, peer: TinCanNode, timeoutMs = 20_000): Promise<Record<string, unknown>> {
