@@ -205,6 +205,8 @@ export interface LinkLike {
   local_candidate: string | null;
   remote_candidate: string | null;
   stats: Record<string, number>;
+  /** The last queueing delay the link's latency probes measured (ms), null without. */
+  queue_delay_ms?: number | null;
   /** --lanes > 1: lane links up to this peer (the primary link not counted). */
   lanes_up?: number;
 }

@@ -9,8 +9,8 @@ function link(uid: string, extra: Partial<LinkInfo> = {}): LinkInfo {
   return {
     uid, jid: null, state: 'up', role: 'offerer', ip4: ['10.254.0.2'], ip6: [],
     local_candidate: 'srflx', remote_candidate: 'host', local_address: null, remote_address: '198.18.0.10:4000',
-    rtt_ms: 0.5, created_ms: 0, connected_ms: 1, last_rx_ms: 1, last_tx_ms: 1,
-    stats: { bytes_in: 2048, bytes_out: 100, packets_in: 2, packets_out: 1, drops_backpressure: 1, drops_spoofed: 2, drops_malformed: 0, compact_in: 0, compact_out: 0 },
+    rtt_ms: 0.5, queue_delay_ms: null, created_ms: 0, connected_ms: 1, last_rx_ms: 1, last_tx_ms: 1,
+    stats: { bytes_in: 2048, bytes_out: 100, packets_in: 2, packets_out: 1, drops_backpressure: 1, drops_spoofed: 2, drops_malformed: 0, compact_in: 0, compact_out: 0, drops_aqm: 0, probes_out: 0, probes_answered: 0, probes_echoed: 0, probes_bad: 0 },
     framing: 'compact',
     ...extra,
   };

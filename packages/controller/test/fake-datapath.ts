@@ -313,11 +313,12 @@ export class FakeDatapath {
       uid: l.uid, jid: l.jid, state: l.state, role: l.role,
       ip4: [...this.map4].filter(([, u]) => u === l.uid).map(([ip]) => ip),
       ip6: [...this.map6].filter(([, u]) => u === l.uid).map(([ip]) => ip),
-      local_candidate: null, remote_candidate: null, local_address: null, remote_address: null, rtt_ms: null,
+      local_candidate: null, remote_candidate: null, local_address: null, remote_address: null, rtt_ms: null, queue_delay_ms: null,
       created_ms: l.created_ms, connected_ms: l.connected_ms, last_rx_ms: l.last_rx_ms, last_tx_ms: l.last_tx_ms,
       stats: {
         bytes_in: l.bytes_in, bytes_out: l.bytes_out, packets_in: l.packets_in, packets_out: l.packets_out,
         drops_backpressure: 0, drops_spoofed: 0, drops_malformed: 0, compact_in: 0, compact_out: 0,
+        drops_aqm: 0, probes_out: 0, probes_answered: 0, probes_echoed: 0, probes_bad: 0,
       },
       framing: 'full',
     }));

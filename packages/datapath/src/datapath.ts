@@ -17,6 +17,7 @@ import {
   type StateResult,
   type Uid,
 } from '@tincan/protocol';
+import { DEFAULT_AQM_SETTINGS, type AqmSettings } from './aqm.js';
 import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
@@ -64,6 +65,12 @@ export interface DatapathOptions {
    * frames to matter. With `--lanes` > 1 every lane takes it alike.
    */
   offload?: boolean;
+  /**
+   * The delay-based limit on each link's send queue (aqm.ts, docs/architecture.md "Latency under
+   * load"): its settings, or null for none (`--no-aqm`). Absent: DEFAULT_AQM_SETTINGS. Needs compact
+   * frames; lanes take the same.
+   */
+  aqm?: AqmSettings | null;
   /**
    * `--lanes`: datapath processes, this one included, each on its own queue of a multi-queue vNIC
    * with its own lane link per peer (lanes/). 1 (the default): no lane processes, a plain TUN.
@@ -370,6 +377,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return lanePorts(this.opts.icePorts ?? DEFAULT_ICE_PORTS, 0, this.opts.lanes ?? 1);
   }
 
+  /** The delay-based limit's settings for every link, or null (off). */
+  private get aqmSettings(): AqmSettings | null {
+    return this.opts.aqm === undefined ? DEFAULT_AQM_SETTINGS : this.opts.aqm;
+  }
+
   /** A new link for `req` (an offer, or the answer to `req.remote`), in the table and the lanes. */
   private newLink(req: RequestOf<'create_link'>): Link {
     const link = new Link(
@@ -389,6 +401,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         excludeAddress: (address) => this.isOverlayAddress(address),
         compactFrames: this.opts.compactFrames ?? true,
         offload: this.opts.offload === true,
+        aqm: this.aqmSettings,
         logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
       },
       { onFrame: this.outside.onFrame, onCompactFrame: this.outside.onCompactFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },
@@ -640,6 +653,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         maxBufferedBytes: this.opts.maxBufferedBytes ?? 64 * 1024,
         compactFrames: this.opts.compactFrames ?? true,
         offload: this.opts.offload === true,
+        aqm: this.aqmSettings,
         logLevel: this.log.level,
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,

@@ -5,7 +5,9 @@ import {
   FULL_FRAME_CHANNEL_ID,
   acceptsCompactFrames,
   acceptsOffloadFrames,
+  acceptsProbes,
   advertiseCompactFrames,
+  isProbeMessage,
   type IceCandidate,
   type LinkInfo,
   type LinkState,
@@ -13,6 +15,7 @@ import {
   type TurnServer,
   type Uid,
 } from '@tincan/protocol';
+import { LinkAqm, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
 import type { RtcLibrary } from './rtc.js';
 
 /**
@@ -36,7 +39,7 @@ export function checkSctpSendBuffer(bytes: number): number {
 }
 
 /** Counters of one link; plain numbers, bumped on the per-packet path. */
-export interface LinkCounters {
+export interface LinkCounters extends ProbeCounters {
   bytesIn: number;
   bytesOut: number;
   packetsIn: number;
@@ -83,6 +86,13 @@ export interface LinkOptions {
    * channel and say so (frame.ts OFFLOAD_FRAMING); send them to a peer that says so (sendsOffload).
    */
   offload?: boolean;
+  /**
+   * The delay-based limit (aqm.ts; needs compactFrames): echo the peer's latency probes and say so in
+   * our description; probe a peer that says so and drop at the compact channel when the queueing
+   * delay stays above target. Absent or null: none of it, as a node that predates it (a probe that
+   * arrives anyway is a malformed frame).
+   */
+  aqm?: AqmSettings | null;
   logger: Logger;
 }
 
@@ -159,6 +169,7 @@ export class Link {
   readonly counters: LinkCounters = {
     bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0,
     dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0,
+    ...zeroProbeCounters(),
   };
   /**
    * Per-packet (read-only outside Link): frames from this node to the peer may go compact
@@ -186,6 +197,10 @@ export class Link {
   /** The peer's signaled description offered compact frames. */
   private peerTakesCompact = false;
   private peerTakesOffload = false;
+  /** The peer's description said it echoes latency probes. */
+  private peerTakesProbes = false;
+  /** Probes and the delay-based limit (aqm.ts); null when off. */
+  private readonly aqm: LinkAqm | null;
   private readonly compactFrames: boolean;
   private readonly maxBuffered: number;
   private readonly log: Logger;
@@ -224,6 +239,7 @@ export class Link {
     this.compactFrames = opts.compactFrames;
     this.takesOffload = opts.compactFrames && opts.offload === true;
     this.compactDc = opts.compactFrames ? this.openCompactChannel() : null;
+    this.aqm = opts.compactFrames && opts.aqm ? new LinkAqm(opts.aqm, this.counters, (msg) => this.sendProbeMessage(msg), () => performance.now()) : null;
     this.dc.onOpen(() => {
       if (this.closed) return;
       this.connectedMs = Date.now();
@@ -386,6 +402,12 @@ export class Link {
       this.counters.dropsMalformed++;
       return;
     }
+    if (compact && isProbeMessage(msg)) {
+      // A latency probe or an echo (aqm.ts): not a packet. Without probes, what an older node sees.
+      if (this.aqm === null) this.counters.dropsMalformed++;
+      else this.aqm.onMessage(msg);
+      return;
+    }
     this.counters.packetsIn++;
     this.counters.bytesIn += msg.length;
     if (compact) {
@@ -430,9 +452,31 @@ export class Link {
    */
   sendCompact(packet: Buffer): boolean {
     const dc = this.compactDc;
-    if (dc === null || !this.sendsCompact || !this.sendOn(dc, packet)) return false;
+    if (dc === null || !this.sendsCompact) return false;
+    const aqm = this.aqm;
+    // The delay-based limit (aqm.ts) may send a probe first, or drop the packet (counted in dropsAqm).
+    if (aqm !== null && aqm.active && this.state === 'up' && aqm.beforeSend(packet.length)) return false;
+    if (!this.sendOn(dc, packet)) return false;
     this.counters.compactOut++;
     return true;
+  }
+
+  /** A probe or an echo on the compact channel (aqm.ts); false if it could not go. Not a packet: not counted as one. */
+  private sendProbeMessage(msg: Buffer): boolean {
+    const dc = this.compactDc;
+    if (dc === null || !this.compactOpen || this.state !== 'up' || dc.bufferedAmount() > this.maxBuffered) return false;
+    try {
+      dc.sendMessageBinary(msg);
+      return true;
+    } catch {
+      return false; // the channel closed: the state change follows
+    }
+  }
+
+  /** The queueing delay the probes measured last (ms above the baseline), or null (no samples, or off). */
+  get queueDelayMs(): number | null {
+    const d = this.aqm?.control.lastDelayMs ?? NaN;
+    return Number.isNaN(d) ? null : d;
   }
 
   /** The compact channel: negotiated like the full-frame one, same unordered, no-retransmit mode. */
@@ -457,13 +501,14 @@ export class Link {
 
   /** Our description says we take compact frames (when we do). */
   private advertiseFraming(sdp: string): string {
-    return this.compactFrames ? advertiseCompactFrames(sdp, this.takesOffload) : sdp;
+    return this.compactFrames ? advertiseCompactFrames(sdp, { offload: this.takesOffload, probe: this.aqm !== null }) : sdp;
   }
 
   /** Reads the peer's signaled description: does it take compact frames? */
   private notePeerFraming(sdp: string): void {
     this.peerTakesCompact = this.compactFrames && acceptsCompactFrames(sdp);
     this.peerTakesOffload = this.takesOffload && acceptsOffloadFrames(sdp);
+    this.peerTakesProbes = this.aqm !== null && acceptsProbes(sdp);
     this.updateFraming();
   }
 
@@ -476,6 +521,7 @@ export class Link {
   private updateFraming(): void {
     const compact = this.peerTakesCompact && this.compactOpen;
     this.sendsOffload = compact && this.peerTakesOffload;
+    if (this.aqm !== null) this.aqm.active = compact && this.peerTakesProbes;
     if (compact === this.sendsCompact) return;
     this.sendsCompact = compact;
     this.log.debug({ framing: compact ? 'compact' : 'full' }, 'framing');
@@ -490,6 +536,8 @@ export class Link {
     if (this.counters.packetsOut !== this.sampledOut) {
       this.sampledOut = this.counters.packetsOut;
       this.lastTxMs = now;
+    } else {
+      this.aqm?.idle(); // sent nothing since the last sample: the next packet probes first
     }
   }
 
@@ -526,7 +574,9 @@ export class Link {
         bytes_in: c.bytesIn, bytes_out: c.bytesOut, packets_in: c.packetsIn, packets_out: c.packetsOut,
         drops_backpressure: c.dropsBackpressure, drops_spoofed: c.dropsSpoofed, drops_malformed: c.dropsMalformed,
         compact_in: c.compactIn, compact_out: c.compactOut,
+        drops_aqm: c.dropsAqm, probes_out: c.probesOut, probes_answered: c.probesAnswered, probes_echoed: c.probesEchoed, probes_bad: c.probesBad,
       },
+      queue_delay_ms: this.queueDelayMs,
       framing: this.sendsCompact ? 'compact' : 'full',
     };
   }

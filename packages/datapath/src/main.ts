@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
+import { DEFAULT_AQM_SETTINGS } from './aqm.js';
 import { Datapath } from './datapath.js';
 import {
   DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER, checkSctpSendBuffer, parseIcePortRange, type IcePortRange,
@@ -21,6 +22,9 @@ const program = new Command()
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .option('--no-offload', 'no TUN segmentation offload (on by default): the vNIC hands over TCP super-packets, sent whole to peers that take them and segmented in software for any other (docs/architecture.md); off with --no-compact-frames')
   .option('--offload', 'the default: accepted, does nothing')
+  .option('--no-aqm', 'no delay-based limit on the links\' send queues (on by default): neither probe a link\'s queueing delay nor drop when it stays above target, nor echo the peer\'s probes (docs/architecture.md, "Latency under load")')
+  .option('--aqm-target <ms>', 'queueing delay above the path\'s baseline that the delay-based limit tolerates before it drops (0.5–1000)', parseAqmTarget, DEFAULT_AQM_SETTINGS.targetMs)
+  .option('--aqm-interval <ms>', 'how long the delay-based limit waits with the queueing delay above target before it drops, and the base of its drop spacing (interval / √drops; 5–1000)', parseAqmInterval, DEFAULT_AQM_SETTINGS.intervalMs)
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
   .addOption(new Option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)")
     .argParser(parseIcePorts).default(DEFAULT_ICE_PORTS, `${DEFAULT_ICE_PORTS.begin}-${DEFAULT_ICE_PORTS.end}`))
@@ -33,6 +37,18 @@ function parseIcePorts(v: string): IcePortRange {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+function parseAqmTarget(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0.5 && n <= 1000)) throw new InvalidArgumentError('expected milliseconds, 0.5–1000');
+  return n;
+}
+
+function parseAqmInterval(v: string): number {
+  const n = Number(v);
+  if (!(n >= 5 && n <= 1000)) throw new InvalidArgumentError('expected milliseconds, 5–1000');
+  return n;
 }
 
 function parseLanes(v: string): number {
@@ -61,7 +77,7 @@ function parseWatchdog(v: string): number {
   return r.data;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload: boolean; lanes: number; icePorts: IcePortRange; watchdog: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 const missingFlags = missingNodeFlags(process.execArgv);
 if (missingFlags.length) {
@@ -75,6 +91,7 @@ try {
     compactFrames: opts.compactFrames,
     // Nothing could go whole without compact frames: segmenting every super-packet in software costs more than it saves.
     offload: opts.offload && opts.compactFrames,
+    aqm: opts.aqm && opts.compactFrames ? { targetMs: opts.aqmTarget, intervalMs: opts.aqmInterval } : null,
     lanes: opts.lanes,
     icePorts: opts.icePorts,
     watchdogS: opts.watchdog,

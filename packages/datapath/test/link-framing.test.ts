@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { acceptsCompactFrames, uidFromIp4, type SessionDescription } from '@tincan/protocol';
+import { acceptsCompactFrames, acceptsProbes, uidFromIp4, type SessionDescription } from '@tincan/protocol';
+import { DEFAULT_AQM_SETTINGS } from '../src/aqm.js';
 import { loadIdentity, type NodeIdentity } from '../src/identity.js';
 import { DEFAULT_ICE_PORTS, Link } from '../src/link.js';
 import { RtcLibrary } from '../src/rtc.js';
@@ -30,12 +31,12 @@ describe('link: compact-frame capability in the signaled descriptions', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function link(role: 'offerer' | 'answerer', compactFrames: boolean): Link {
+  function link(role: 'offerer' | 'answerer', compactFrames: boolean, aqm = false): Link {
     const l = new Link({
       rtc, uid: uidFromIp4(`10.254.0.${links.length + 1}`), jid: null, role, stun: [], turn: [],
       certificatePemFile: identity.certificatePemFile, keyPemFile: identity.keyPemFile,
       rtcMtu: 1500, icePorts: DEFAULT_ICE_PORTS, maxBufferedBytes: 65536, gatherTimeoutMs: 300, excludeAddress: () => false, compactFrames,
-      logger: pino({ level: 'silent' }),
+      ...(aqm ? { aqm: DEFAULT_AQM_SETTINGS } : {}), logger: pino({ level: 'silent' }),
     }, { onFrame: () => undefined, onCompactFrame: () => undefined, onState: () => undefined });
     links.push(l);
     return l;
@@ -86,5 +87,16 @@ describe('link: compact-frame capability in the signaled descriptions', () => {
     const answerC = await c.localDescription(await link('offerer', true).localDescription());
     expect(c.peerOffersCompact).toBe(false);
     expect(answerC.sdp).not.toMatch(/x-tincan-frame/);
+  });
+
+  it('with the delay-based limit it also says it echoes probes (and not with compact frames off)', async () => {
+    const a = link('offerer', true, true);
+    const offer = await a.localDescription();
+    expect(offer.sdp).toMatch(/^a=x-tincan-frame:compact probe\r?$/m);
+    expect(acceptsProbes(offer.sdp)).toBe(true);
+    const b = link('answerer', true);
+    expect(acceptsProbes((await b.localDescription(offer)).sdp)).toBe(false); // without it: an older node
+    const c = link('offerer', false, true);
+    expect((await c.localDescription()).sdp).not.toMatch(/x-tincan-frame/);
   });
 });

@@ -40,7 +40,7 @@ describe('watchdog: options', () => {
   it('a lane init carries the timeout, validated the same way', () => {
     const init = {
       t: 'init', lane: 1, uid: 'a'.repeat(40), vnic: { name: 'tincan0', mtu: 1280 }, certificatePemFile: '/c', keyPemFile: '/k',
-      maxBufferedBytes: 65536, compactFrames: true, offload: false, logLevel: 'info', rtcLogLevel: 'Warning',
+      maxBufferedBytes: 65536, compactFrames: true, offload: false, aqm: null, logLevel: 'info', rtcLogLevel: 'Warning',
       icePorts: { begin: 49152, end: 57343 }, sctpSendBufferBytes: 131072,
     };
     expect(LaneInit.safeParse({ ...init, watchdogS: 30 }).success).toBe(true);

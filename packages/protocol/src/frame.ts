@@ -46,14 +46,27 @@ export const COMPACT_FRAMING = 'compact';
 export const OFFLOAD_FRAMING = 'offload';
 
 /**
- * Adds `a=x-tincan-frame:compact` (and ` offload` with `offload`) at the session level of `sdp`
+ * Latency probes (docs/architecture.md, "Latency under load"): a node that echoes probes on the compact
+ * channel says `probe` besides `compact`. Only such a peer is sent probes; an older one never sees them.
+ */
+export const PROBE_FRAMING = 'probe';
+
+/** What a node says it takes besides compact frames (advertiseCompactFrames). */
+export interface CompactFramings {
+  offload?: boolean;
+  probe?: boolean;
+}
+
+/**
+ * Adds `a=x-tincan-frame:compact` (and ` offload`, ` probe` as asked) at the session level of `sdp`
  * (before the first media section), keeping the description's line endings. A description that
  * already takes compact frames is returned as it is.
  */
-export function advertiseCompactFrames(sdp: string, offload = false): string {
+export function advertiseCompactFrames(sdp: string, framings: CompactFramings = {}): string {
   if (acceptsCompactFrames(sdp)) return sdp;
   const eol = sdp.includes('\r\n') ? '\r\n' : '\n';
-  const line = `a=${FRAME_SDP_ATTRIBUTE}:${COMPACT_FRAMING}${offload ? ` ${OFFLOAD_FRAMING}` : ''}`;
+  const extra = `${framings.offload === true ? ` ${OFFLOAD_FRAMING}` : ''}${framings.probe === true ? ` ${PROBE_FRAMING}` : ''}`;
+  const line = `a=${FRAME_SDP_ATTRIBUTE}:${COMPACT_FRAMING}${extra}`;
   const media = sdp.search(/(^|\n)m=/);
   if (media < 0) return sdp.endsWith(eol) || sdp === '' ? `${sdp}${line}${eol}` : `${sdp}${eol}${line}${eol}`;
   const at = sdp[media] === '\n' ? media + 1 : media;
@@ -86,4 +99,42 @@ export function acceptsCompactFrames(sdp: string): boolean {
 export function acceptsOffloadFrames(sdp: string): boolean {
   const framings = sessionFramings(sdp);
   return framings !== null && framings.includes(COMPACT_FRAMING) && framings.includes(OFFLOAD_FRAMING);
+}
+
+/** Whether the description also echoes latency probes (PROBE_FRAMING) on the compact channel. */
+export function acceptsProbes(sdp: string): boolean {
+  const framings = sessionFramings(sdp);
+  return framings !== null && framings.includes(COMPACT_FRAMING) && framings.includes(PROBE_FRAMING);
+}
+
+/**
+ * Latency probes and their echoes, on the compact channel (PROBE_FRAMING). Their first byte has the
+ * high nibble 0xf, which no compact message can have (an IP packet starts with 4 or 6, a
+ * [virtio_net_hdr] message with 0), and they never go on the full-frame channel (whose messages start
+ * with a UID, any byte at all).
+ *
+ *   probe: [0xf1][0][0][0][seq: u32 BE]      8 bytes
+ *   echo:  [0xf2][0][0][0][seq: u32 BE]      8 bytes, sent back at once by the probe's receiver
+ *
+ * The prober keeps each probe's send time itself: an echo carries nothing it has to trust.
+ */
+export const PROBE_TYPE = 0xf1;
+export const PROBE_ECHO_TYPE = 0xf2;
+export const PROBE_LEN = 8;
+
+/** True for a compact-channel message that is a probe or an echo (or claims to be one). */
+export function isProbeMessage(msg: Uint8Array): boolean {
+  return msg.length > 0 && msg[0]! >> 4 === 0xf;
+}
+
+/** Writes a probe (PROBE_TYPE) or an echo (PROBE_ECHO_TYPE) of `seq` into `buf` (PROBE_LEN bytes from 0); no allocation. */
+export function writeProbe(buf: Buffer, type: typeof PROBE_TYPE | typeof PROBE_ECHO_TYPE, seq: number): void {
+  buf.writeUInt32BE(type << 24 >>> 0, 0);
+  buf.writeUInt32BE(seq >>> 0, 4);
+}
+
+/** The sequence number of a well-formed message of `type` (a probe or an echo), else -1. */
+export function readProbe(msg: Buffer, type: typeof PROBE_TYPE | typeof PROBE_ECHO_TYPE): number {
+  if (msg.length !== PROBE_LEN || msg.readUInt32BE(0) !== type << 24 >>> 0) return -1;
+  return msg.readUInt32BE(4);
 }

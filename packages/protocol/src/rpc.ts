@@ -293,6 +293,15 @@ export const LinkStats = z.strictObject({
   /** Of packets_in / packets_out: compact frames (bare IP packets on the compact channel, frame.ts). */
   compact_in: z.number(),
   compact_out: z.number(),
+  /**
+   * The delay-based limit (docs/architecture.md, "Latency under load"): packets it dropped, probes
+   * sent, echoes of ours received, echoes sent for the peer's probes, probe messages refused.
+   */
+  drops_aqm: z.number(),
+  probes_out: z.number(),
+  probes_answered: z.number(),
+  probes_echoed: z.number(),
+  probes_bad: z.number(),
 });
 
 export const LinkInfo = z.strictObject({
@@ -307,6 +316,8 @@ export const LinkInfo = z.strictObject({
   local_address: z.string().nullable(),
   remote_address: z.string().nullable(),
   rtt_ms: z.number().nullable(),
+  /** The last queueing delay (ms) that this node's latency probes measured on the link; null without. */
+  queue_delay_ms: z.number().nullable(),
   created_ms: z.number(),
   connected_ms: z.number().nullable(),
   last_rx_ms: z.number().nullable(),

@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import type { Uid } from '@tincan/protocol';
+import { addProbeCounters, zeroProbeCounters } from '../aqm.js';
 import type { LinkCounters } from '../link.js';
 import { withNodeFlags } from '../node-flags.js';
 import { FromLane, type LaneInit, type LaneLinkStats, type ToLane } from './lane-ipc.js';
@@ -21,7 +22,7 @@ export interface LaneChildHandlers {
 export type LaneTotals = LinkCounters & { routePacketsOut: number };
 
 function zeroTotals(): LaneTotals {
-  return { bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0, dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0, routePacketsOut: 0 };
+  return { bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0, dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0, routePacketsOut: 0, ...zeroProbeCounters() };
 }
 
 function addInto(into: LaneTotals, c: LaneTotals): void {
@@ -29,6 +30,7 @@ function addInto(into: LaneTotals, c: LaneTotals): void {
   into.dropsBackpressure += c.dropsBackpressure; into.dropsSpoofed += c.dropsSpoofed; into.dropsMalformed += c.dropsMalformed;
   into.compactIn += c.compactIn; into.compactOut += c.compactOut;
   into.routePacketsOut += c.routePacketsOut;
+  addProbeCounters(into, c);
 }
 
 /**

@@ -35,6 +35,8 @@ export const LaneInit = z.strictObject({
   compactFrames: z.boolean(),
   /** The primary's `--offload`: the lane's queue, Inside, Outside and lane links take it alike. */
   offload: z.boolean(),
+  /** The primary's delay-based limit (aqm.ts): its settings, or null when off (`--no-aqm`). */
+  aqm: z.strictObject({ targetMs: z.number().positive(), intervalMs: z.number().positive() }).nullable(),
   logLevel: z.string(),
   rtcLogLevel: z.enum(['Verbose', 'Debug', 'Info', 'Warning', 'Error', 'Fatal']),
   /** This lane's share of the datapath's ICE ports (link.ts lanePorts). */
@@ -70,6 +72,7 @@ export const LaneLinkStats = z.strictObject({
   bytesIn: z.number(), bytesOut: z.number(), packetsIn: z.number(), packetsOut: z.number(),
   dropsBackpressure: z.number(), dropsSpoofed: z.number(), dropsMalformed: z.number(),
   compactIn: z.number(), compactOut: z.number(),
+  dropsAqm: z.number(), probesOut: z.number(), probesAnswered: z.number(), probesEchoed: z.number(), probesBad: z.number(),
   /** vNIC packets sent to this peer on its route's lane link (get_state routes[].packets_out). */
   routePacketsOut: z.number(),
 });

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { FRAME_HEADER_LEN, cidrContains, ip4ToNumber, parseCidr, uidToBytes, type Uid } from '@tincan/protocol';
+import { addProbeCounters, zeroProbeCounters } from '../aqm.js';
 import { Counters } from '../counters.js';
 import { ForwardingTable } from '../forwarding-table.js';
 import { Inside, type UnmappedSink } from '../inside.js';
@@ -176,7 +177,11 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     outside.setTransit(this.transitOn);
     vnic.onPackets(inside.onPackets);
     vnic.onError((err) => this.log.error({ err }, 'vNIC queue read error'));
-    this.statsTimer = setInterval(() => this.sendStats(), STATS_INTERVAL_MS);
+    this.statsTimer = setInterval(() => {
+      const now = Date.now();
+      for (const e of this.links.values()) e.link.sample(now); // liveness, and the probes' idle reset
+      this.sendStats();
+    }, STATS_INTERVAL_MS);
     this.log.info({ lane: msg.lane, vnic: vnic.name }, 'lane attached to its vNIC queue');
     this.send({ t: 'ready' });
   }
@@ -205,6 +210,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
         excludeAddress: (address) => this.isOverlayAddress(address),
         compactFrames: config.compactFrames,
         offload: config.offload,
+        aqm: config.aqm,
         logger: this.log.child({ component: 'lane-link', peer: msg.peer.slice(0, 12) }),
       },
       {
@@ -281,10 +287,14 @@ export class LaneWorker implements UnmappedSink, TransitSink {
 }
 
 function addCounters(a: LinkCounters | undefined, b: LinkCounters | undefined): LinkCounters {
-  const z = { bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0, dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0 };
+  const z = { bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0, dropsBackpressure: 0, dropsSpoofed: 0, dropsMalformed: 0, compactIn: 0, compactOut: 0, ...zeroProbeCounters() };
   const x = a ?? z;
   const y = b ?? z;
+  const probes = zeroProbeCounters();
+  addProbeCounters(probes, x);
+  addProbeCounters(probes, y);
   return {
+    ...probes,
     bytesIn: x.bytesIn + y.bytesIn, bytesOut: x.bytesOut + y.bytesOut,
     packetsIn: x.packetsIn + y.packetsIn, packetsOut: x.packetsOut + y.packetsOut,
     dropsBackpressure: x.dropsBackpressure + y.dropsBackpressure,

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { FRAME_DST_OFFSET, FRAME_HEADER_LEN, FRAME_SRC_OFFSET, UID_BYTES, type LinkInfo, type SessionDescription, type Uid } from '@tincan/protocol';
 import type { PacketBatch } from '@tincan/tun';
+import type { AqmSettings } from '../aqm.js';
 import type { Counters } from '../counters.js';
 import { nextHop, type ForwardingTable } from '../forwarding-table.js';
 import { lanePorts, type IcePortRange, type Link } from '../link.js';
@@ -20,6 +21,8 @@ export interface LanesOptions {
   compactFrames: boolean;
   /** `--offload` (datapath.ts): every lane opens its queue and makes its lane links with it. */
   offload: boolean;
+  /** The delay-based limit's settings (aqm.ts), or null when off: lane links get the same. */
+  aqm: AqmSettings | null;
   logLevel: string;
   rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
   /** The datapath's ICE port range (`--ice-ports`); each lane gets its own share of it (lanePorts). */
@@ -88,6 +91,7 @@ export class Lanes implements PeerLanesHost {
             maxBufferedBytes: this.opts.maxBufferedBytes,
             compactFrames: this.opts.compactFrames,
             offload: this.opts.offload,
+            aqm: this.opts.aqm,
             logLevel: this.logLevel,
             rtcLogLevel: this.opts.rtcLogLevel,
             icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
@@ -292,6 +296,8 @@ export class Lanes implements PeerLanesHost {
       s.bytes_in += t.bytesIn; s.bytes_out += t.bytesOut; s.packets_in += t.packetsIn; s.packets_out += t.packetsOut;
       s.drops_backpressure += t.dropsBackpressure; s.drops_spoofed += t.dropsSpoofed; s.drops_malformed += t.dropsMalformed;
       s.compact_in += t.compactIn; s.compact_out += t.compactOut;
+      s.drops_aqm += t.dropsAqm; s.probes_out += t.probesOut; s.probes_answered += t.probesAnswered;
+      s.probes_echoed += t.probesEchoed; s.probes_bad += t.probesBad;
     }
     return { ...info, stats: s, lanes_up: up, lanes };
   }
