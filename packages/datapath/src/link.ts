@@ -427,6 +427,7 @@ export class Link {
     if (this.state !== 'up') return false;
     if (dc.bufferedAmount() > this.maxBuffered) {
       this.counters.dropsBackpressure++;
+      if (dc === this.compactDc) this.aqm?.backpressureDrop();
       return false;
     }
     try {
@@ -476,7 +477,7 @@ export class Link {
   /** The queueing delay the probes measured last (ms above the baseline), or null (no samples, or off). */
   get queueDelayMs(): number | null {
     const d = this.aqm?.control.lastDelayMs ?? NaN;
-    return Number.isNaN(d) ? null : d;
+    return Number.isNaN(d) ? null : Math.round(d * 100) / 100;
   }
 
   /** The compact channel: negotiated like the full-frame one, same unordered, no-retransmit mode. */

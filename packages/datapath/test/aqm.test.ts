@@ -79,6 +79,32 @@ describe('DelayControl: CoDel\'s control law on probe round trips', () => {
     expect(e.intervalMs).toBe(40);
   });
 
+  it('the target is the setting, or 5% of the interval on a longer path', () => {
+    const short = new DelayControl(SETTINGS);
+    short.sample(0.7, 0);
+    expect(short.targetMs).toBe(2);
+    const long = new DelayControl(SETTINGS);
+    long.sample(42, 0);
+    expect(long.intervalMs).toBe(100);
+    expect(long.targetMs).toBeCloseTo(5);
+    // 4 ms above a 42-ms baseline: under target, no drops; 6 ms: drops.
+    expect(drops(long, 5, 1000, 5, () => 46)).toEqual([]);
+    expect(drops(long, 1000, 2000, 5, () => 48).length).toBeGreaterThan(3);
+  });
+
+  it('a back-pressure drop while dropping stands for the drop that was due (the flows get one, not two)', () => {
+    const c = new DelayControl(SETTINGS);
+    feed(c, 0, 100, 5, () => 30);
+    feed(c, 100, 200, 5, () => 60);
+    c.sample(60, 200);
+    expect(c.dropping).toBe(true);
+    c.otherDrop(201); // the first drop, due at 200, was a back-pressure drop
+    expect(c.dropDue(202)).toBe(false);
+    expect(c.dropDue(301)).toBe(true); // one interval later (100/√1)
+    c.otherDrop(302); // not due yet: changes nothing
+    expect(c.dropDue(301 + 100 / Math.sqrt(2) + 1)).toBe(true);
+  });
+
   it('without samples for four intervals it stops dropping (echoes lost, peer gone quiet)', () => {
     const c = new DelayControl(SETTINGS);
     feed(c, 0, 100, 5, () => 30);
