@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type * as z from 'zod';
 import { LinkStats } from '@tincan/protocol';
-import { TinCanNode, inHost, labServers, linkNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
+import { TinCanNode, eventuallyValue, inHost, labServers, linkNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
 
 const { ice, xmpp } = labServers();
 const MTU = 1376;
@@ -79,5 +79,43 @@ describe('delay-based limit (the default)', () => {
     expect(s1.probes_out + s2.probes_out + s1.probes_echoed + s2.probes_echoed + s1.drops_aqm + s2.drops_aqm).toBe(0);
     expect(s1.drops_malformed + s2.drops_malformed).toBe(0);
     expect(s1.queue).toBeNull();
+  });
+});
+
+describe('delay-based limit with --lanes 2', () => {
+  const args = ['--lanes', '2'];
+  const h1 = node('h1', '10.254.10.9', 63, args);
+  const pub = node('pub', '10.254.10.10', 64, args);
+
+  useNodes([h1, pub], xmpp);
+
+  it('every lane link probes its own queue while it sends, and the link still carries flows both ways', async () => {
+    await linkNodes(h1, pub);
+    await Promise.all([linkUp(h1, pub), linkUp(pub, h1)]);
+    await eventuallyValue(async () => (await linkOf(h1, pub)).lanes_up === 1, 20_000, 'h1\'s lane link');
+    await eventuallyValue(async () => (await linkOf(pub, h1)).lanes_up === 1, 20_000, 'pub\'s lane link');
+    await pings(h1, pub);
+    // New sets of 8 flows until both lanes carried some: the kernel puts each flow on a queue by its hash.
+    let lanes: { bytes_out: number; probes_answered: number }[] = [];
+    for (let i = 0; i < 3; i++) {
+      const server = inHost(pub.spec.host, ['iperf3', '-s', '-1', '-B', pub.spec.ip4], 30_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const client = await inHost(h1.spec.host, ['iperf3', '-c', pub.spec.ip4, '-t', '3', '-P', '8', '-J'], 30_000);
+      await server;
+      expect(JSON.parse(client.stdout).end.sum_received.bits_per_second / 1e6).toBeGreaterThan(1);
+      await new Promise((r) => setTimeout(r, 1500)); // lanes report their counters once a second
+      lanes = (await linkOf(h1, pub)).lanes ?? [];
+      if (lanes.length === 2 && lanes.every((l) => l.bytes_out > 10e6)) break;
+    }
+    console.log(`h1 lanes with --lanes 2: ${JSON.stringify(lanes)}`);
+    expect(lanes.length).toBe(2);
+    for (const l of lanes) {
+      expect(l.bytes_out).toBeGreaterThan(10e6);
+      expect(l.probes_answered).toBeGreaterThan(10);
+    }
+    const [s1, s2] = await Promise.all([stats(h1, pub), stats(pub, h1)]);
+    expect(s1.probes_answered).toBe(lanes[0]!.probes_answered + lanes[1]!.probes_answered);
+    expect(s1.probes_bad + s2.probes_bad + s1.drops_malformed + s2.drops_malformed).toBe(0);
+    await pings(pub, h1);
   });
 });

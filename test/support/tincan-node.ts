@@ -209,6 +209,8 @@ export interface LinkLike {
   queue_delay_ms?: number | null;
   /** --lanes > 1: lane links up to this peer (the primary link not counted). */
   lanes_up?: number;
+  /** --lanes > 1: per lane (0: the link itself), its traffic and its delay-based limit's counters. */
+  lanes?: { lane: number; bytes_out: number; probes_answered: number; drops_aqm: number }[];
 }
 export interface StateLike {
   node: Record<string, unknown>;

@@ -25,7 +25,7 @@ function state(links: LinkInfo[]): StateResult {
   });
 }
 
-const lane = (n: number, up: boolean) => ({ lane: n, up, bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0 });
+const lane = (n: number, up: boolean) => ({ lane: n, up, bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0, drops_aqm: 0, probes_answered: 0 });
 
 describe('tincanctl status table', () => {
   it('shows each link with its path, framing, counters and summed drops, and no LANES column without lanes', () => {

@@ -341,6 +341,9 @@ export const LinkInfo = z.strictObject({
     bytes_out: z.number(),
     packets_in: z.number(),
     packets_out: z.number(),
+    /** The delay-based limit on this lane's link: its drops, and echoes of its probes received. */
+    drops_aqm: z.number(),
+    probes_answered: z.number(),
   })).optional(),
 });
 export type LinkInfo = z.infer<typeof LinkInfo>;

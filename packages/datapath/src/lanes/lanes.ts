@@ -280,6 +280,7 @@ export class Lanes implements PeerLanesHost {
     const lanes: NonNullable<LinkInfo['lanes']> = [{
       lane: 0, up: info.state === 'up',
       bytes_in: own.bytes_in, bytes_out: own.bytes_out, packets_in: own.packets_in, packets_out: own.packets_out,
+      drops_aqm: own.drops_aqm, probes_answered: own.probes_answered,
     }];
     if (!this.peers.has(info.uid)) return { ...info, lanes_up: 0, lanes };
     let up = 0;
@@ -291,6 +292,7 @@ export class Lanes implements PeerLanesHost {
       lanes.push({
         lane: c.lane, up: isUp,
         bytes_in: t?.bytesIn ?? 0, bytes_out: t?.bytesOut ?? 0, packets_in: t?.packetsIn ?? 0, packets_out: t?.packetsOut ?? 0,
+        drops_aqm: t?.dropsAqm ?? 0, probes_answered: t?.probesAnswered ?? 0,
       });
       if (!t) continue;
       s.bytes_in += t.bytesIn; s.bytes_out += t.bytesOut; s.packets_in += t.packetsIn; s.packets_out += t.packetsOut;
