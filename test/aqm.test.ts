@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type * as z from 'zod';
 import { LinkStats } from '@tincan/protocol';
-import { TinCanNode, eventuallyValue, inHost, labServers, linkNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
+import { TinCanNode, eventuallyValue, inHost, labServers, connectNodes, linkOf, useNodes } from './support/tincan-node.js';
 
 const { ice, xmpp } = labServers();
 const MTU = 1376;
@@ -46,8 +46,7 @@ describe('delay-based limit (the default)', () => {
   useNodes([h1, h2, lan1, lan2], xmpp);
 
   it('both ends with it: the sender probes its busy link in band, the peer echoes, nothing is refused', async () => {
-    await linkNodes(h1, h2);
-    await Promise.all([linkUp(h1, h2), linkUp(h2, h1)]);
+    await connectNodes(h1, h2);
     await pings(h1, h2);
     const idle = await stats(h1, h2);
     const t = await transfer(h1, h2);
@@ -66,8 +65,7 @@ describe('delay-based limit (the default)', () => {
   });
 
   it('a link to a peer without it (--no-aqm): TCP and pings as ever, no probe sent, nothing malformed', async () => {
-    await linkNodes(lan1, lan2);
-    await Promise.all([linkUp(lan1, lan2), linkUp(lan2, lan1)]);
+    await connectNodes(lan1, lan2);
     await pings(lan1, lan2);
     await pings(lan2, lan1);
     const forward = await transfer(lan1, lan2);
@@ -90,8 +88,7 @@ describe('delay-based limit with --lanes 2', () => {
   useNodes([h1, pub], xmpp);
 
   it('every lane link probes its own queue while it sends, and the link still carries flows both ways', async () => {
-    await linkNodes(h1, pub);
-    await Promise.all([linkUp(h1, pub), linkUp(pub, h1)]);
+    await connectNodes(h1, pub);
     await eventuallyValue(async () => (await linkOf(h1, pub)).lanes_up === 1, 20_000, 'h1\'s lane link');
     await eventuallyValue(async () => (await linkOf(pub, h1)).lanes_up === 1, 20_000, 'pub\'s lane link');
     await pings(h1, pub);
