@@ -1,0 +1,98 @@
+import { nativeHeap, type NativeHeapStats } from '@tincan/tun';
+import type { Logger } from 'pino';
+
+/**
+ * The C heap of a datapath (and of each lane process): glibc malloc, which node and every native
+ * library in the process allocate from (libdatachannel, usrsctp, OpenSSL, libjuice). What a link
+ * costs there and why these two measures, with figures: docs/architecture.md, "Memory".
+ *
+ * - **Arenas**: glibc gives each thread that allocates an arena of its own (up to 8 per core), and each
+ *   arena keeps its own free memory. libdatachannel's threads (its worker pool, libjuice's poller,
+ *   usrsctp's timer) would get ~5 more; the datapath caps the process at DATAPATH_MALLOC_ARENAS from
+ *   inside, at start, before node-datachannel is loaded (no environment variable on the launchers).
+ * - **Trim**: a link's setup (ICE gathering, the DTLS handshake, SCTP's INIT) allocates and frees in
+ *   bursts; malloc keeps the freed pages resident. TRIM_AFTER_LINK_CHANGE_MS after the last link went
+ *   up, down or closed, the datapath gives the free pages of every arena back (malloc_trim(0)), once.
+ *   Nothing of this runs on the per-packet path.
+ */
+export const DATAPATH_MALLOC_ARENAS = 2;
+
+/** Quiet time after the last link change before the C heap is trimmed. */
+export const TRIM_AFTER_LINK_CHANGE_MS = 5000;
+
+/** The C heap as the datapath uses it: @tincan/tun's nativeHeap (an interface so that tests can count calls). */
+export interface NativeHeapControl {
+  readonly supported: boolean;
+  limitArenas(arenas: number): boolean;
+  trim(): boolean;
+  stats(): NativeHeapStats | null;
+}
+
+/** get_state's `memory`: the arena limit in force and the trims so far. */
+export interface NativeHeapState {
+  /** The arena limit this process set (null: none set, e.g. not glibc). */
+  mallocArenaLimit: number | null;
+  /** Trims run so far. */
+  trims: number;
+  /** malloc's totals now (null without glibc). */
+  stats: NativeHeapStats | null;
+}
+
+/**
+ * Caps the process's malloc arenas at `arenas`; call it first thing at start. Returns the limit set, or
+ * null (with a warning) when glibc did not take it, so a datapath that runs without the cap says so.
+ */
+export function limitMallocArenas(log: Logger, heap: NativeHeapControl = nativeHeap, arenas = DATAPATH_MALLOC_ARENAS): number | null {
+  if (!heap.supported) {
+    log.warn('not on glibc malloc: the C heap is neither capped in arenas nor trimmed (docs/architecture.md, "Memory")');
+    return null;
+  }
+  if (!heap.limitArenas(arenas)) {
+    log.warn({ arenas }, 'glibc refused the malloc arena limit: the datapath may keep more C heap resident (docs/architecture.md, "Memory")');
+    return null;
+  }
+  return arenas;
+}
+
+/** Trims the C heap once links have stopped changing for a while (see the top of this file). */
+export class NativeHeapTrimmer {
+  private timer: NodeJS.Timeout | null = null;
+  private trims = 0;
+
+  constructor(
+    private readonly heap: NativeHeapControl,
+    private readonly mallocArenaLimit: number | null,
+    private readonly log: Logger,
+    private readonly delayMs = TRIM_AFTER_LINK_CHANGE_MS,
+  ) {}
+
+  /** A link came up, went down or was closed: trim `delayMs` after the last such change. */
+  linkChanged(): void {
+    if (!this.heap.supported) return;
+    if (this.timer) {
+      this.timer.refresh();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.trimNow();
+    }, this.delayMs);
+    this.timer.unref();
+  }
+
+  /** Trims now. */
+  trimNow(): void {
+    this.heap.trim();
+    this.trims++;
+    this.log.debug({ trims: this.trims }, 'C heap trimmed');
+  }
+
+  state(): NativeHeapState {
+    return { mallocArenaLimit: this.mallocArenaLimit, trims: this.trims, stats: this.heap.stats() };
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
