@@ -12,8 +12,8 @@ import type { Logger } from 'pino';
  *   inside, at start, before node-datachannel is loaded (no environment variable on the launchers).
  * - **Trim**: a link's setup (ICE gathering, the DTLS handshake, SCTP's INIT) allocates and frees in
  *   bursts; malloc keeps the freed pages resident. TRIM_AFTER_LINK_CHANGE_MS after the last link went
- *   up, down or closed, the datapath gives the free pages of every arena back (malloc_trim(0)), once.
- *   Nothing of this runs on the per-packet path.
+ *   up, down or closed, the datapath gives the free pages of every arena back (malloc_trim(0)), once,
+ *   on a thread of libuv's pool. Nothing of this runs on the per-packet path.
  */
 export const DATAPATH_MALLOC_ARENAS = 2;
 
@@ -24,7 +24,7 @@ export const TRIM_AFTER_LINK_CHANGE_MS = 5000;
 export interface NativeHeapControl {
   readonly supported: boolean;
   limitArenas(arenas: number): boolean;
-  trim(): boolean;
+  trimInBackground(): Promise<boolean>;
   stats(): NativeHeapStats | null;
 }
 
@@ -32,7 +32,7 @@ export interface NativeHeapControl {
 export interface NativeHeapState {
   /** The arena limit this process set (null: none set, e.g. not glibc). */
   mallocArenaLimit: number | null;
-  /** Trims run so far. */
+  /** Trims done so far. */
   trims: number;
   /** malloc's totals now (null without glibc). */
   stats: NativeHeapStats | null;
@@ -58,6 +58,7 @@ export function limitMallocArenas(log: Logger, heap: NativeHeapControl = nativeH
 export class NativeHeapTrimmer {
   private timer: NodeJS.Timeout | null = null;
   private trims = 0;
+  private trimming = false;
 
   constructor(
     private readonly heap: NativeHeapControl,
@@ -75,16 +76,27 @@ export class NativeHeapTrimmer {
     }
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.trimNow();
+      void this.trimNow();
     }, this.delayMs);
     this.timer.unref();
   }
 
-  /** Trims now. */
-  trimNow(): void {
-    this.heap.trim();
-    this.trims++;
-    this.log.debug({ trims: this.trims }, 'C heap trimmed');
+  /**
+   * Trims now, on a thread of libuv's pool (the madvise calls take ~1 ms per MB given back; the main
+   * thread goes on meanwhile). One at a time: a trim asked for while one runs is dropped.
+   */
+  trimNow(): Promise<void> {
+    if (this.trimming) return Promise.resolve();
+    this.trimming = true;
+    return this.heap.trimInBackground().then(
+      () => {
+        this.trims++;
+        this.log.debug({ trims: this.trims }, 'C heap trimmed');
+      },
+      (err: unknown) => this.log.warn({ err }, 'C heap trim failed'),
+    ).finally(() => {
+      this.trimming = false;
+    });
   }
 
   state(): NativeHeapState {

@@ -19,19 +19,23 @@ function capturingLogger(): { log: pino.Logger; lines: Record<string, unknown>[]
   return { log: pino({ level: 'debug' }, stream), lines };
 }
 
-/** nativeHeap, with its calls counted (and, for `refuse`, glibc refusing the limit). */
-function countingHeap(opts: { supported?: boolean; refuse?: boolean } = {}): NativeHeapControl & { calls: string[] } {
+/** nativeHeap, with its calls counted and its trims' promises kept (and, for `refuse`, glibc refusing the limit). */
+function countingHeap(opts: { supported?: boolean; refuse?: boolean } = {}): NativeHeapControl & { calls: string[]; trims: Promise<boolean>[] } {
   const calls: string[] = [];
+  const trims: Promise<boolean>[] = [];
   return {
     calls,
+    trims,
     supported: opts.supported ?? true,
     limitArenas: (n) => {
       calls.push(`limit ${n}`);
       return !opts.refuse;
     },
-    trim: () => {
+    trimInBackground: () => {
       calls.push('trim');
-      return nativeHeap.trim();
+      const p = nativeHeap.trimInBackground();
+      trims.push(p);
+      return p;
     },
     stats: () => nativeHeap.stats(),
   };
@@ -59,7 +63,7 @@ describe('limitMallocArenas', () => {
 });
 
 describe('NativeHeapTrimmer', () => {
-  it('trims once, the delay after the last of a burst of link changes', () => {
+  it('trims once (off the main thread), the delay after the last of a burst of link changes', async () => {
     vi.useFakeTimers();
     const heap = countingHeap();
     const trimmer = new NativeHeapTrimmer(heap, 2, capturingLogger().log, 5000);
@@ -72,6 +76,9 @@ describe('NativeHeapTrimmer', () => {
     expect(heap.calls).toEqual([]);
     vi.advanceTimersByTime(1);
     expect(heap.calls).toEqual(['trim']);
+    expect(trimmer.state().trims).toBe(0); // counted once done
+    await Promise.all(heap.trims);
+    await Promise.resolve();
     vi.advanceTimersByTime(60_000);
     expect(heap.calls).toEqual(['trim']);
     const state = trimmer.state();
@@ -80,6 +87,18 @@ describe('NativeHeapTrimmer', () => {
     // the next change arms it again
     trimmer.linkChanged();
     vi.advanceTimersByTime(5000);
+    await Promise.all(heap.trims);
+    await Promise.resolve();
+    expect(trimmer.state().trims).toBe(2);
+  });
+
+  it('runs one trim at a time', async () => {
+    const heap = countingHeap();
+    const trimmer = new NativeHeapTrimmer(heap, 2, capturingLogger().log, 5000);
+    await Promise.all([trimmer.trimNow(), trimmer.trimNow()]);
+    expect(heap.calls).toEqual(['trim']);
+    await trimmer.trimNow();
+    expect(heap.calls).toEqual(['trim', 'trim']);
     expect(trimmer.state().trims).toBe(2);
   });
 

@@ -82,6 +82,7 @@ interface NativeBinding {
     supported: boolean;
     limitArenas(n: number): boolean;
     trim(): boolean;
+    trimInBackground(): Promise<boolean>;
     stats(): NativeHeapStats | null;
   };
 }
@@ -446,6 +447,14 @@ export const nativeHeap = {
    */
   trim(): boolean {
     return native().nativeHeap.trim();
+  },
+
+  /**
+   * trim() on a thread of libuv's pool: the main thread goes on meanwhile (a thread that allocates from
+   * the arena being trimmed waits for its lock). Resolves with trim()'s answer; false without glibc.
+   */
+  trimInBackground(): Promise<boolean> {
+    return native().nativeHeap.trimInBackground();
   },
 
   /** malloc's totals (mallinfo2), or null without glibc. */

@@ -59,4 +59,11 @@ describe('nativeHeap', () => {
     expect(r.released).toBe(true);
     expect((r.beforeKb as number) - (r.afterKb as number)).toBeGreaterThan(40_000);
   });
+
+  it('trimInBackground does the same on a thread of the pool and resolves with the answer', async () => {
+    const r = await fixture(['--expose-gc', 'trim.mjs', 'background']);
+    expect(r.freeBytes as number).toBeGreaterThan(50e6);
+    expect(r.released).toBe(true);
+    expect((r.beforeKb as number) - (r.afterKb as number)).toBeGreaterThan(40_000);
+  });
 });
