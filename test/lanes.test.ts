@@ -76,7 +76,8 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
   const all = [h1, pub, lan1];
 
   beforeAll(async () => {
-    await Promise.all([h1, pub].map((n) => n.start({ datapathArgs: ['--lanes', '2'] })));
+    // h1 with the malloc arena cap (off by default), which its lane process must take too
+    await Promise.all([h1, pub].map((n) => n.start({ datapathArgs: ['--lanes', '2', ...(n === h1 ? ['--malloc-arenas', '2'] : [])] })));
     await lan1.start(); // --lanes 1, the default
     await Promise.all(all.map((n) => n.configure(xmpp)));
   });
@@ -139,7 +140,7 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     expect(h1.datapath.log.join('\n')).not.toContain('"missing"');
   });
 
-  it('caps the malloc arenas of the datapath and of its lane process, each carrying a link (native-heap.ts)', async () => {
+  it('caps the malloc arenas of the datapath and of its lane process with --malloc-arenas, each carrying a link (native-heap.ts)', async () => {
     const [lane] = await lanePids(h1);
     // each has node-datachannel loaded and its threads running (the first test's lane links are up)
     for (const pid of [h1.datapath.child.pid!, lane!]) {

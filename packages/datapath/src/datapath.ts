@@ -17,13 +17,13 @@ import {
   type StateResult,
   type Uid,
 } from '@tincan/protocol';
+import { nativeHeap } from '@tincan/tun';
 import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
 import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, type IcePortRange } from './link.js';
 import { RtcLibrary } from './rtc.js';
-import { nativeHeap } from '@tincan/tun';
 import { NativeHeapTrimmer, type NativeHeapState } from './native-heap.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';

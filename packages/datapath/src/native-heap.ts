@@ -6,16 +6,19 @@ import type { Logger } from 'pino';
  * library in the process allocate from (libdatachannel, usrsctp, OpenSSL, libjuice). What a link
  * costs there and why these two measures, with figures: docs/architecture.md, "Memory".
  *
- * - **Arenas**: glibc gives each thread that allocates an arena of its own (up to 8 per core), and each
- *   arena keeps its own free memory. libdatachannel's threads (its worker pool, libjuice's poller,
- *   usrsctp's timer) would get ~5 more; the datapath caps the process at DATAPATH_MALLOC_ARENAS from
- *   inside, at start, before node-datachannel is loaded (no environment variable on the launchers).
+ * - **Arenas** (`--malloc-arenas N`, off by default): glibc gives each thread that allocates an arena of
+ *   its own (up to 8 per core), and each arena keeps its own free memory. libdatachannel's threads (its
+ *   worker pool, libjuice's poller, usrsctp's timer) get ~5 more; with N > 0 the datapath caps the
+ *   process from inside, at start, before node-datachannel is loaded (no environment variable on the
+ *   launchers), and they share the arenas that exist. It saved 0.2–0.9 MB at 11 links but cost a
+ *   link's TCP throughput a median 7% in interleaved rounds (threads that allocate per packet then
+ *   share arena locks), so DEFAULT_MALLOC_ARENAS is 0: glibc's default.
  * - **Trim**: a link's setup (ICE gathering, the DTLS handshake, SCTP's INIT) allocates and frees in
  *   bursts; malloc keeps the freed pages resident. TRIM_AFTER_LINK_CHANGE_MS after the last link went
  *   up, down or closed, the datapath gives the free pages of every arena back (malloc_trim(0)), once,
  *   on a thread of libuv's pool. Nothing of this runs on the per-packet path.
  */
-export const DATAPATH_MALLOC_ARENAS = 2;
+export const DEFAULT_MALLOC_ARENAS = 0;
 
 /** Quiet time after the last link change before the C heap is trimmed. */
 export const TRIM_AFTER_LINK_CHANGE_MS = 5000;
@@ -42,7 +45,7 @@ export interface NativeHeapState {
  * Caps the process's malloc arenas at `arenas`; call it first thing at start. Returns the limit set, or
  * null (with a warning) when glibc did not take it, so a datapath that runs without the cap says so.
  */
-export function limitMallocArenas(log: Logger, heap: NativeHeapControl = nativeHeap, arenas = DATAPATH_MALLOC_ARENAS): number | null {
+export function limitMallocArenas(log: Logger, heap: NativeHeapControl, arenas: number): number | null {
   if (!heap.supported) {
     log.warn('not on glibc malloc: the C heap is neither capped in arenas nor trimmed (docs/architecture.md, "Memory")');
     return null;

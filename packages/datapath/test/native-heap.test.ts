@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { nativeHeap } from '@tincan/tun';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { DATAPATH_MALLOC_ARENAS, NativeHeapTrimmer, limitMallocArenas, type NativeHeapControl } from '../src/native-heap.js';
+import { DEFAULT_MALLOC_ARENAS, NativeHeapTrimmer, limitMallocArenas, type NativeHeapControl } from '../src/native-heap.js';
 
 function capturingLogger(): { log: pino.Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
@@ -46,9 +46,13 @@ afterEach(() => {
 });
 
 describe('limitMallocArenas', () => {
-  it('sets the default limit and says which (real glibc: this process gets capped too, harmless in a test)', () => {
+  it('is off by default (glibc\'s own arenas: the cap cost link throughput)', () => {
+    expect(DEFAULT_MALLOC_ARENAS).toBe(0);
+  });
+
+  it('sets the limit asked for and says which (real glibc: this process gets capped too, harmless in a test)', () => {
     const { log, lines } = capturingLogger();
-    expect(limitMallocArenas(log)).toBe(DATAPATH_MALLOC_ARENAS);
+    expect(limitMallocArenas(log, nativeHeap, 2)).toBe(2);
     expect(lines.filter((l) => l.level === 40)).toEqual([]);
   });
 

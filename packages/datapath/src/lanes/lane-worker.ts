@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { FRAME_HEADER_LEN, cidrContains, ip4ToNumber, parseCidr, uidToBytes, type Uid } from '@tincan/protocol';
+import { nativeHeap } from '@tincan/tun';
 import { Counters } from '../counters.js';
 import { ForwardingTable } from '../forwarding-table.js';
 import { Inside, type UnmappedSink } from '../inside.js';
@@ -8,7 +9,6 @@ import { RtcLibrary } from '../rtc.js';
 import { Outside, type TransitSink } from '../outside.js';
 import { Vnic } from '../vnic.js';
 import { Watchdog } from '../watchdog.js';
-import { nativeHeap } from '@tincan/tun';
 import { NativeHeapTrimmer, limitMallocArenas } from '../native-heap.js';
 import { FromLane, ToLane, applyTableOp, type LaneInit, type LaneLinkStats } from './lane-ipc.js';
 
