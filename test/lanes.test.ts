@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
+import { ARENAS_BEFORE_CAP, threadArenas } from './support/arenas.js';
 import { CTL_BIN, TinCanNode, eventuallyValue, connectNodes, linkUp } from './support/tincan-node.js';
 import { labInfo } from './harness/lab.js';
 import { ns } from './harness/namespace.js';
@@ -75,7 +76,8 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
   const all = [h1, pub, lan1];
 
   beforeAll(async () => {
-    await Promise.all([h1, pub].map((n) => n.start({ datapathArgs: ['--lanes', '2'] })));
+    // h1 with the malloc arena cap (off by default), which its lane process must take too
+    await Promise.all([h1, pub].map((n) => n.start({ datapathArgs: ['--lanes', '2', ...(n === h1 ? ['--malloc-arenas', '2'] : [])] })));
     await lan1.start(); // --lanes 1, the default
     await Promise.all(all.map((n) => n.configure(xmpp)));
   });
@@ -135,6 +137,15 @@ describe('tincan-datapath --lanes 2 in the lab', () => {
     }
     expect(laneArgv.some((a) => a.endsWith('/lane-main.js'))).toBe(true);
     expect(h1.datapath.log.join('\n')).not.toContain('"missing"');
+  });
+
+  it('caps the malloc arenas of the datapath and of its lane process with --malloc-arenas, each carrying a link (native-heap.ts)', async () => {
+    const [lane] = await lanePids(h1);
+    // each has node-datachannel loaded and its threads running (the first test's lane links are up)
+    for (const pid of [h1.datapath.child.pid!, lane!]) {
+      expect(readFileSync(`/proc/${pid}/maps`, 'utf8')).toContain('node_datachannel');
+      expect(threadArenas(pid), `thread arenas of ${pid}`).toBeLessThanOrEqual(ARENAS_BEFORE_CAP);
+    }
   });
 
   it('keeps traffic flowing when a lane process dies, and restarts it', async () => {

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "tincan_tun",
-      "sources": ["native/tun.c"],
+      "sources": ["native/tun.c", "native/native_heap.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]

@@ -12,7 +12,8 @@
 // BENCH_SCALE_STAGGER_MS (100: pause between starting two nodes), BENCH_SCALE_PINGS (10 pairs),
 // BENCH_SCALE_TIMEOUT_S (300: convergence limit), BENCH_SCALE_MECHANISM (PLAIN | SCRAM-SHA-1),
 // BENCH_SCALE_KEEP=1 (keep the nodes' configs and logs), BENCH_DATAPATH_NODE_FLAGS (node's own flags for the
-// datapaths instead of DATAPATH_NODE_FLAGS; empty: none, lib/lab-nodes.mjs), TINCAN_LAB_PREFIX / TINCAN_LAB_DIR.
+// datapaths instead of DATAPATH_NODE_FLAGS; empty: none, lib/lab-nodes.mjs), BENCH_DATAPATH_ARGS (more datapath
+// arguments, e.g. `--malloc-arenas 0`), TINCAN_LAB_PREFIX / TINCAN_LAB_DIR.
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, getPriority, loadavg, setPriority, tmpdir } from 'node:os';

@@ -18,12 +18,14 @@ import {
   type Uid,
 } from '@tincan/protocol';
 import { DEFAULT_AQM_SETTINGS, type AqmSettings } from './aqm.js';
+import { nativeHeap } from '@tincan/tun';
 import { Counters } from './counters.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
 import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, type IcePortRange } from './link.js';
 import { RtcLibrary } from './rtc.js';
+import { NativeHeapTrimmer, type NativeHeapState } from './native-heap.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
 import { Vnic, type VnicConfig } from './vnic.js';
@@ -84,6 +86,11 @@ export interface DatapathOptions {
    * absent: no watchdog.
    */
   watchdogS?: number;
+  /**
+   * `--malloc-arenas`: the malloc arena limit main.ts set at start (native-heap.ts), reported in
+   * get_state and handed to lane processes; null or absent: none set (glibc's default).
+   */
+  mallocArenaLimit?: number | null;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
@@ -142,6 +149,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private watchdog: Watchdog | null = null;
   /** node-datachannel, loaded by the first link: an idle datapath does without it (rtc.ts). */
   private readonly rtc: RtcLibrary;
+  /** Gives the C heap's free pages back once links stop changing (native-heap.ts). */
+  private readonly heapTrimmer: NativeHeapTrimmer;
 
   private constructor(
     readonly counters: Counters,
@@ -153,6 +162,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.rtc = new RtcLibrary(opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER);
     this.inside = new Inside(this.table, this, this.counters, opts.offload === true);
     this.outside = new Outside(this.table, this, this.counters, opts.offload === true);
+    this.heapTrimmer = new NativeHeapTrimmer(nativeHeap, opts.mallocArenaLimit ?? null, log.child({ component: 'native-heap' }));
     this.lanes = this.makeLanes();
     this.sampler = setInterval(() => {
       const now = Date.now();
@@ -486,6 +496,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private onLinkState(link: Link, state: LinkState, reason?: string): void {
     if (this.links.get(link.uid) !== link) return;
     if (state === 'up') this.pendingOffers.delete(link.uid);
+    this.heapTrimmer.linkChanged();
     this.rpc.event({ event: 'link', uid: link.uid, state, ...(reason ? { reason } : {}) });
   }
 
@@ -500,6 +511,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private closeLink(link: Link): void {
     this.lanes?.linkClosed(link);
     link.close();
+    this.heapTrimmer.linkChanged();
     if (this.links.get(link.uid) === link) this.links.delete(link.uid);
     this.pendingOffers.delete(link.uid);
     const peer = this.table.peer(link.uid);
@@ -659,6 +671,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
         sctpSendBufferBytes: this.opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
         watchdogS: this.opts.watchdogS ?? 0,
+        mallocArenas: this.opts.mallocArenaLimit ?? 0,
         logger: this.log,
       },
       {
@@ -711,6 +724,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),
       transit: this.outside.transit,
+      memory: memoryState(this.heapTrimmer.state()),
       counters: this.counters.snapshot({
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
         ...this.trickleCounters,
@@ -723,6 +737,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    this.heapTrimmer.stop();
     await this.lanes?.stop();
     for (const l of [...this.links.values()]) this.closeLink(l);
     if (this.xmpp) await this.xmpp.stop().catch(() => undefined);
@@ -732,6 +747,17 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     // Last: a close above that deadlocks in libdatachannel still gets the process killed.
     this.watchdog?.stop();
   }
+}
+
+/** get_state's `memory`: this process's C heap (native-heap.ts) and resident memory. */
+function memoryState(heap: NativeHeapState): StateResult['memory'] {
+  const s = heap.stats;
+  return {
+    rss_bytes: process.memoryUsage.rss(),
+    malloc_arena_limit: heap.mallocArenaLimit,
+    native_heap_trims: heap.trims,
+    native_heap: s ? { heap_bytes: s.heapBytes, mmapped_bytes: s.mmappedBytes, in_use_bytes: s.inUseBytes, free_bytes: s.freeBytes } : null,
+  };
 }
 
 function prefixed(prefix: string, o: Record<string, number>): Record<string, number> {

@@ -27,7 +27,7 @@ describe('--sctp-send-buffer', () => {
     const init = {
       t: 'init', lane: 1, uid: 'a'.repeat(40), vnic: { name: 'tincan0', mtu: 1280 }, certificatePemFile: '/c', keyPemFile: '/k',
       maxBufferedBytes: 65536, compactFrames: true, offload: false, aqm: null, logLevel: 'info', rtcLogLevel: 'Warning',
-      icePorts: { begin: 49152, end: 57343 }, watchdogS: 0, sctpSendBufferBytes: 131072,
+      icePorts: { begin: 49152, end: 57343 }, watchdogS: 0, sctpSendBufferBytes: 131072, mallocArenas: 2,
     };
     expect(LaneInit.safeParse(init).success).toBe(true);
     expect(LaneInit.safeParse({ ...init, sctpSendBufferBytes: undefined }).success).toBe(false);

@@ -358,6 +358,23 @@ export type PeerInfo = z.infer<typeof PeerInfo>;
 
 export const DatapathCounters = z.record(z.string(), z.number());
 
+/**
+ * The datapath process's memory: its resident set, and its C heap (glibc malloc, which node and the
+ * native libraries share): the arena limit it set at start (null: none, glibc's default), the trims
+ * after link changes, malloc's totals (null when not on glibc).
+ */
+export const DatapathMemory = z.strictObject({
+  rss_bytes: z.number(),
+  malloc_arena_limit: z.number().int().nullable(),
+  native_heap_trims: z.number().int(),
+  native_heap: z.strictObject({
+    heap_bytes: z.number(),
+    mmapped_bytes: z.number(),
+    in_use_bytes: z.number(),
+    free_bytes: z.number(),
+  }).nullable(),
+});
+
 /** An installed overlay route; `packets_out`: vNIC packets this node sent to `uid` through `via`. */
 export const RouteInfo = z.strictObject({
   uid: Uid,
@@ -396,6 +413,7 @@ export const StateResult = z.strictObject({
   routes: z.array(RouteInfo),
   subnets: z.array(SubnetInfo),
   transit: z.boolean(),
+  memory: DatapathMemory.optional(),
   counters: DatapathCounters,
 });
 export type StateResult = z.infer<typeof StateResult>;

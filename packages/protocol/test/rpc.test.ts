@@ -166,6 +166,25 @@ describe('RPC request schemas', () => {
     expect(StateResult.safeParse({ ...state, routes: [{ uid, via: null, packets_out: 0 }] }).success).toBe(false);
   });
 
+  it("get_state's memory: optional (older datapaths), strict when present", () => {
+    const state = {
+      node: { uid: null, vnic: null, ip4: null, ip6: null, mtu: null, offload: true, fingerprint: 'fp', uptime_s: 1, controller: null },
+      xmpp: { state: 'unregistered', jid: null, overlay: null },
+      links: [], peers: [], routes: [], subnets: [], transit: false, counters: {},
+    };
+    const memory = {
+      rss_bytes: 58e6, malloc_arena_limit: 2, native_heap_trims: 3,
+      native_heap: { heap_bytes: 9e6, mmapped_bytes: 4e6, in_use_bytes: 10e6, free_bytes: 3e6 },
+    };
+    expect(StateResult.safeParse(state).success).toBe(true);
+    expect(StateResult.safeParse({ ...state, memory }).success).toBe(true);
+    expect(StateResult.safeParse({ ...state, memory: { ...memory, malloc_arena_limit: null, native_heap: null } }).success).toBe(true);
+    expect(StateResult.safeParse({ ...state, memory: { ...memory, malloc_arena_limit: 1.5 } }).success).toBe(false);
+    expect(StateResult.safeParse({ ...state, memory: { ...memory, extra: 1 } }).success).toBe(false);
+    const { native_heap_trims: _, ...withoutTrims } = memory;
+    expect(StateResult.safeParse({ ...state, memory: withoutTrims }).success).toBe(false);
+  });
+
   it('validates events', () => {
     expect(RpcEvent.safeParse({ event: 'link', uid: 'b'.repeat(40), state: 'up' }).success).toBe(true);
     expect(RpcEvent.safeParse({ event: 'link', uid: 'b'.repeat(40), state: 'sideways' }).success).toBe(false);

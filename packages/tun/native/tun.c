@@ -21,6 +21,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "native_heap.h"
+
 typedef struct {
   napi_env env;
   int fd;
@@ -433,5 +435,6 @@ NAPI_MODULE_INIT() {
       {"writePackets", NULL, tun_write_packets, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  native_heap_init(env, exports);
   return exports;
 }

@@ -78,6 +78,13 @@ interface NativeBinding {
   write(h: NativeHandle, buf: Uint8Array, offset: number, length: number, raw: boolean): boolean;
   writeBatch(h: NativeHandle, bufs: readonly Uint8Array[], count: number): number;
   writePackets(h: NativeHandle, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  nativeHeap: {
+    supported: boolean;
+    limitArenas(n: number): boolean;
+    trim(): boolean;
+    trimInBackground(): Promise<boolean>;
+    stats(): NativeHeapStats | null;
+  };
 }
 
 let binding: NativeBinding | undefined;
@@ -387,3 +394,71 @@ export async function removeRoute(name: string, cidr: string): Promise<boolean> 
     throw err;
   }
 }
+
+/** glibc malloc's totals over all arenas (mallinfo2), in bytes. */
+export interface NativeHeapStats {
+  /** Taken from the kernel for the heaps (sbrk and arena heaps), mmapped blocks not counted. */
+  heapBytes: number;
+  /** In blocks malloc mmapped on their own (large ones). */
+  mmappedBytes: number;
+  /** Allocated, mmapped blocks included. */
+  inUseBytes: number;
+  /** Free inside the heaps: kept by malloc for reuse, resident until trimmed or reused. */
+  freeBytes: number;
+  /** Free at the top of the main heap, what a plain trim of it could give back. */
+  topReleasableBytes: number;
+}
+
+/** The most malloc arenas limitArenas takes. */
+export const MAX_MALLOC_ARENAS = 64;
+
+/**
+ * The process's C heap (glibc malloc), through the addon's native_heap.c: every native library in the
+ * process (libdatachannel, usrsctp, OpenSSL, libjuice, node itself) allocates from it. Without glibc
+ * (`supported` false) the calls do nothing: limitArenas and trim return false, stats null.
+ */
+export const nativeHeap = {
+  /** The process runs on glibc malloc, so the calls below act. Loads the addon. */
+  get supported(): boolean {
+    return native().nativeHeap.supported;
+  },
+
+  /**
+   * Caps the number of malloc arenas at `arenas` (mallopt M_ARENA_MAX): threads that first allocate after
+   * this share the existing arenas once there are that many, instead of each getting one of its own
+   * (glibc's default: up to 8 per core, each keeping its own free memory). Takes effect only if called
+   * before the process has 9 arenas (when glibc fixes its default), so call it at start, before a library
+   * starts threads. True when glibc took it. `arenas`: a whole number, 1..MAX_MALLOC_ARENAS.
+   */
+  limitArenas(arenas: number): boolean {
+    if (!Number.isInteger(arenas) || arenas < 1 || arenas > MAX_MALLOC_ARENAS) {
+      throw Object.assign(new RangeError(`nativeHeap.limitArenas takes a whole number of arenas, 1..${MAX_MALLOC_ARENAS}, got ${String(arenas)}`), {
+        code: 'ERR_OUT_OF_RANGE',
+      });
+    }
+    return native().nativeHeap.limitArenas(arenas);
+  },
+
+  /**
+   * Gives the free pages of every arena back to the kernel (malloc_trim(0)); true when glibc madvised any
+   * (it says so for pages given back before, too: not a measure of what was freed). Costs a
+   * walk over the free lists with each arena locked in turn, and later allocations fault the pages back in:
+   * for after a burst of work, not for the per-packet path.
+   */
+  trim(): boolean {
+    return native().nativeHeap.trim();
+  },
+
+  /**
+   * trim() on a thread of libuv's pool: the main thread goes on meanwhile (a thread that allocates from
+   * the arena being trimmed waits for its lock). Resolves with trim()'s answer; false without glibc.
+   */
+  trimInBackground(): Promise<boolean> {
+    return native().nativeHeap.trimInBackground();
+  },
+
+  /** malloc's totals (mallinfo2), or null without glibc. */
+  stats(): NativeHeapStats | null {
+    return native().nativeHeap.stats();
+  },
+};

@@ -174,7 +174,7 @@ export function groupPair({
     host, index, ip4, uid: uidOf(ip4), account, dir, stateDir, configFile, procs,
     /** Starts the datapath, then the controller (which waits for the datapath by itself). */
     start() {
-      spawnNode('datapath', [...DATAPATH_FLAGS, DATAPATH, '--state-dir', stateDir, '--log-level', 'warn']);
+      spawnNode('datapath', [...DATAPATH_FLAGS, DATAPATH, '--state-dir', stateDir, '--log-level', 'warn', ...(process.env.BENCH_DATAPATH_ARGS ?? '').split(' ').filter(Boolean)]);
       spawnNode('groupvpn', [GROUPVPN, '--config', configFile]);
     },
     pids() {

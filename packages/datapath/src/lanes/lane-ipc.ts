@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { MAX_MALLOC_ARENAS } from '@tincan/tun';
 import { LinkState, MAX_LANES, SessionDescription, TurnServer, Uid, ip4ToNumber } from '@tincan/protocol';
 import type { ForwardingTable } from '../forwarding-table.js';
 import { MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER } from '../link.js';
@@ -45,6 +46,8 @@ export const LaneInit = z.strictObject({
   watchdogS: WatchdogSeconds,
   /** The primary's `--sctp-send-buffer` bytes (link.ts). */
   sctpSendBufferBytes: z.number().int().min(MIN_SCTP_SEND_BUFFER).max(MAX_SCTP_SEND_BUFFER),
+  /** The primary's malloc arena limit (native-heap.ts), set by the lane before its first link; 0: none. */
+  mallocArenas: z.number().int().min(0).max(MAX_MALLOC_ARENAS),
 });
 export type LaneInit = z.infer<typeof LaneInit>;
 

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { FRAME_HEADER_LEN, cidrContains, ip4ToNumber, parseCidr, uidToBytes, type Uid } from '@tincan/protocol';
 import { addProbeCounters, zeroProbeCounters } from '../aqm.js';
+import { nativeHeap } from '@tincan/tun';
 import { Counters } from '../counters.js';
 import { ForwardingTable } from '../forwarding-table.js';
 import { Inside, type UnmappedSink } from '../inside.js';
@@ -9,6 +10,7 @@ import { RtcLibrary } from '../rtc.js';
 import { Outside, type TransitSink } from '../outside.js';
 import { Vnic } from '../vnic.js';
 import { Watchdog } from '../watchdog.js';
+import { NativeHeapTrimmer, limitMallocArenas } from '../native-heap.js';
 import { FromLane, ToLane, applyTableOp, type LaneInit, type LaneLinkStats } from './lane-ipc.js';
 
 /** At most this many fallback packets per event-loop turn go to the primary; more are counted drops. */
@@ -88,6 +90,8 @@ export class LaneWorker implements UnmappedSink, TransitSink {
   private watchdog: Watchdog | null = null;
   /** node-datachannel, loaded by this lane's first link (rtc.ts); made by init. */
   private rtc: RtcLibrary | null = null;
+  /** Gives the C heap's free pages back once lane links stop changing (native-heap.ts). */
+  private heapTrimmer: NativeHeapTrimmer | null = null;
   badMessages = 0;
 
   constructor(private readonly send: SendToPrimary, private readonly log: Logger) {
@@ -163,6 +167,9 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // A lane loads node-datachannel too and can hang the same way: it kills itself, the primary
     // restarts it (lane-child.ts).
     this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
+    // Before node-datachannel loads (with the first link) and starts its threads.
+    const arenaLimit = msg.mallocArenas > 0 ? limitMallocArenas(this.log, nativeHeap, msg.mallocArenas) : null;
+    this.heapTrimmer = new NativeHeapTrimmer(nativeHeap, arenaLimit, this.log.child({ component: 'native-heap' }));
     this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }), msg.sctpSendBufferBytes);
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6, offload: msg.offload });
     this.vnic = vnic;
@@ -218,6 +225,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
         onCompactFrame: outside.onCompactFrame,
         onState: (l, state) => {
           if (this.links.get(l.uid)?.link !== l) return;
+          this.heapTrimmer?.linkChanged();
           this.send({ t: 'state', peer: l.uid, attempt, state });
         },
       },
@@ -241,6 +249,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     const e = this.links.get(peer);
     if (e) {
       e.link.close();
+      this.heapTrimmer?.linkChanged();
       this.links.delete(peer);
       const p = this.table.peer(peer);
       if (p?.link === e.link) p.link = null;
@@ -278,6 +287,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
 
   stop(): void {
     if (this.statsTimer) clearInterval(this.statsTimer);
+    this.heapTrimmer?.stop();
     for (const uid of [...this.links.keys()]) this.closeLink(uid, true);
     this.vnic?.close();
     this.rtc?.cleanup();
