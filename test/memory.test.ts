@@ -6,7 +6,7 @@
 // stops working (a refused mallopt, a library loaded before it) fails here and not only in get_state.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ARENAS_BEFORE_CAP, threadArenas } from './support/arenas.js';
-import { eventuallyValue, labServers, linkNodes, linkUp, scriptedNode, type TinCanNode } from './support/tincan-node.js';
+import { eventuallyValue, labServers, connectNodes, scriptedNode, type TinCanNode } from './support/tincan-node.js';
 
 const servers = labServers();
 
@@ -53,10 +53,9 @@ describe('the datapath C heap (malloc arenas, trim) in the lab', () => {
 
   it("with the cap, gives node-datachannel's threads no arenas of their own; by default each gets one", async () => {
     // Two links each: node-datachannel loaded, its threads allocating.
-    await linkNodes(capped, peer);
-    await linkNodes(uncapped, peer);
-    await linkNodes(capped, uncapped);
-    await Promise.all([linkUp(capped, peer), linkUp(uncapped, peer), linkUp(capped, uncapped), linkUp(peer, capped), linkUp(peer, uncapped), linkUp(uncapped, capped)]);
+    await connectNodes(capped, peer);
+    await connectNodes(uncapped, peer);
+    await connectNodes(capped, uncapped);
     const arenasCapped = threadArenas(capped.datapath.child.pid!);
     const arenasUncapped = threadArenas(uncapped.datapath.child.pid!);
     console.log(`thread arenas before links / with two links: --malloc-arenas 2: ${arenasBefore.get(capped)} / ${arenasCapped}, default: ${arenasBefore.get(uncapped)} / ${arenasUncapped}`);
