@@ -89,7 +89,7 @@ function parseWatchdog(v: string): number {
 const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 // First, before node-datachannel (loaded with the first link) starts its threads: native-heap.ts.
-const mallocArenaLimit = opts.mallocArenas > 0 ? limitMallocArenas(logger, nativeHeap, opts.mallocArenas) : null;
+const mallocArenaLimit = limitMallocArenas(logger, nativeHeap, opts.mallocArenas);
 const missingFlags = missingNodeFlags(process.execArgv);
 if (missingFlags.length) {
   logger.warn({ missing: missingFlags }, `node was started without ${missingFlags.join(' ')}: the datapath may keep ~7 MB more resident (docs/deployment.md)`);

@@ -42,10 +42,12 @@ export interface NativeHeapState {
 }
 
 /**
- * Caps the process's malloc arenas at `arenas`; call it first thing at start. Returns the limit set, or
- * null (with a warning) when glibc did not take it, so a datapath that runs without the cap says so.
+ * Caps the process's malloc arenas at `arenas` (`--malloc-arenas`; 0: no cap, glibc's default); call it
+ * first thing at start. Returns the limit set, or null: none asked for, or (with a warning) glibc did
+ * not take it, so a datapath that runs without the cap it was asked for says so.
  */
 export function limitMallocArenas(log: Logger, heap: NativeHeapControl, arenas: number): number | null {
+  if (arenas <= 0) return null;
   if (!heap.supported) {
     log.warn('not on glibc malloc: the C heap is neither capped in arenas nor trimmed (docs/architecture.md, "Memory")');
     return null;

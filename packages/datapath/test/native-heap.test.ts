@@ -56,6 +56,15 @@ describe('limitMallocArenas', () => {
     expect(lines.filter((l) => l.level === 40)).toEqual([]);
   });
 
+  it('0 (the default) asks for no cap: null, no call, no warning, on any C library', () => {
+    for (const heap of [countingHeap({}), countingHeap({ supported: false })]) {
+      const { log, lines } = capturingLogger();
+      expect(limitMallocArenas(log, heap, DEFAULT_MALLOC_ARENAS)).toBeNull();
+      expect(lines).toEqual([]);
+      expect(heap.calls).toEqual([]);
+    }
+  });
+
   it('returns null with a warning when glibc refuses the limit, or the C library is not glibc', () => {
     for (const heap of [countingHeap({ refuse: true }), countingHeap({ supported: false })]) {
       const { log, lines } = capturingLogger();

@@ -168,7 +168,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // restarts it (lane-child.ts).
     this.watchdog = Watchdog.start({ timeoutS: msg.watchdogS, logger: this.log });
     // Before node-datachannel loads (with the first link) and starts its threads.
-    const arenaLimit = msg.mallocArenas > 0 ? limitMallocArenas(this.log, nativeHeap, msg.mallocArenas) : null;
+    const arenaLimit = limitMallocArenas(this.log, nativeHeap, msg.mallocArenas);
     this.heapTrimmer = new NativeHeapTrimmer(nativeHeap, arenaLimit, this.log.child({ component: 'native-heap' }));
     this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }), msg.sctpSendBufferBytes);
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6, offload: msg.offload });
