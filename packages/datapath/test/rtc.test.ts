@@ -28,9 +28,13 @@ describe('libdatachannel through RtcLibrary', () => {
 
   it('sends its log to the logger at the pino level matching its own, from the configured level up', async () => {
     const pc = new (rtc.get().PeerConnection)('rtc-log-test', { iceServers: [] });
-    pc.createDataChannel('x', { negotiated: true, id: 0 });
+    const dc = pc.createDataChannel('x', { negotiated: true, id: 0 });
     pc.setLocalDescription();
     await new Promise((r) => setTimeout(r, 300));
+    // Closed before its PeerConnection, as the datapath does (link.ts): node-datachannel's cleanup()
+    // aborted or hung the process in ~half of the runs when a channel was left open while the library
+    // still logged at Debug (its channel wrapper released a callback already gone).
+    dc.close();
     pc.close();
     const byRtc = new Map(lines.map((l) => [l.rtc, l.level]));
     expect(byRtc.get('Info'), 'an Info message (state changes)').toBe(30);
