@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "native_heap.h"
+#include "usrsctp_sysctl.h"
 
 typedef struct {
   napi_env env;
@@ -436,5 +437,6 @@ NAPI_MODULE_INIT() {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   native_heap_init(env, exports);
+  usrsctp_sysctl_init(env, exports);
   return exports;
 }

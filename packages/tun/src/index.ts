@@ -85,6 +85,10 @@ interface NativeBinding {
     trimInBackground(): Promise<boolean>;
     stats(): NativeHeapStats | null;
   };
+  usrsctpSysctl: {
+    get(marker: string, name: string): number | null;
+    set(marker: string, name: string, value: number): boolean;
+  };
 }
 
 let binding: NativeBinding | undefined;
@@ -460,5 +464,33 @@ export const nativeHeap = {
   /** malloc's totals (mallinfo2), or null without glibc. */
   stats(): NativeHeapStats | null {
     return native().nativeHeap.stats();
+  },
+};
+
+/** The part of a loaded module's file path that names node-datachannel's native addon. */
+export const NODE_DATACHANNEL_ADDON = 'node_datachannel';
+
+/**
+ * usrsctp's settings ("sysctls", e.g. `sack_freq_default`) inside node-datachannel's native addon, through
+ * the addon's usrsctp_sysctl.c: node-datachannel links usrsctp in with hidden symbols, and libdatachannel's
+ * own SctpSettings do not reach every setting. The addon finds usrsctp's getter and setter in the loaded
+ * node-datachannel addon's symbol table and calls them only after checking that the code in memory is the
+ * code in that file. `get` returns null and `set` false when it cannot (node-datachannel not loaded yet,
+ * a stripped build, a setting usrsctp does not have). usrsctp_init resets every setting, so set them after
+ * libdatachannel has initialised usrsctp (node-datachannel's `preload()`); each new SCTP association takes
+ * the values in force when it starts. Not for the per-packet path: each call reads the symbol table.
+ */
+export const usrsctpSysctl = {
+  /** The setting's value, or null when it cannot be reached. `name`: letters, digits and _. */
+  get(name: string): number | null {
+    return native().usrsctpSysctl.get(NODE_DATACHANNEL_ADDON, name);
+  },
+
+  /** Sets it; true when usrsctp took the value (it checks the range) and reads it back. */
+  set(name: string, value: number): boolean {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+      throw Object.assign(new RangeError(`usrsctpSysctl.set takes a whole number 0..2^32-1, got ${String(value)}`), { code: 'ERR_OUT_OF_RANGE' });
+    }
+    return native().usrsctpSysctl.set(NODE_DATACHANNEL_ADDON, name, value);
   },
 };
