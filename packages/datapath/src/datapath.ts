@@ -24,7 +24,7 @@ import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
 import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, type IcePortRange } from './link.js';
-import { RtcLibrary } from './rtc.js';
+import { DEFAULT_SCTP_SACK_FREQ, RtcLibrary } from './rtc.js';
 import { NativeHeapTrimmer, type NativeHeapState } from './native-heap.js';
 import { Outside, type TransitSink } from './outside.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
@@ -54,6 +54,11 @@ export interface DatapathOptions {
    * own bounded queue takes over (link.ts DEFAULT_SCTP_SEND_BUFFER); process-wide, lanes too.
    */
   sctpSendBufferBytes?: number;
+  /**
+   * `--sctp-sack-freq`: data packets a link's SCTP receiver takes per acknowledgement (rtc.ts
+   * DEFAULT_SCTP_SACK_FREQ); process-wide, lanes too.
+   */
+  sctpSackFreq?: number;
   /**
    * Compact frames on direct links (frame.ts), default true. false: this node neither offers nor sends
    * them (full frames only, as a node that predates them); for comparisons and interop tests.
@@ -159,7 +164,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     private readonly opts: DatapathOptions,
     private readonly log: Logger,
   ) {
-    this.rtc = new RtcLibrary(opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER);
+    this.rtc = new RtcLibrary(
+      opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
+      opts.sctpSackFreq ?? DEFAULT_SCTP_SACK_FREQ,
+    );
     this.inside = new Inside(this.table, this, this.counters, opts.offload === true);
     this.outside = new Outside(this.table, this, this.counters, opts.offload === true);
     this.heapTrimmer = new NativeHeapTrimmer(nativeHeap, opts.mallocArenaLimit ?? null, log.child({ component: 'native-heap' }));
@@ -670,6 +678,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
         sctpSendBufferBytes: this.opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
+        sctpSackFreq: this.opts.sctpSackFreq ?? DEFAULT_SCTP_SACK_FREQ,
         watchdogS: this.opts.watchdogS ?? 0,
         mallocArenas: this.opts.mallocArenaLimit ?? 0,
         logger: this.log,
@@ -725,6 +734,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       subnets: this.table.subnets(),
       transit: this.outside.transit,
       memory: memoryState(this.heapTrimmer.state()),
+      sctp: this.rtc.sctpState(),
       counters: this.counters.snapshot({
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
         ...this.trickleCounters,

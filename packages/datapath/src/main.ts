@@ -9,6 +9,7 @@ import {
   DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER, checkSctpSendBuffer, parseIcePortRange, type IcePortRange,
 } from './link.js';
 import { missingNodeFlags } from './node-flags.js';
+import { DEFAULT_SCTP_SACK_FREQ, MAX_SCTP_SACK_FREQ, USRSCTP_SACK_FREQ, checkSctpSackFreq } from './rtc.js';
 import { DEFAULT_MALLOC_ARENAS, limitMallocArenas } from './native-heap.js';
 import { DEFAULT_WATCHDOG_S, MAX_WATCHDOG_S, WatchdogSeconds } from './watchdog.js';
 
@@ -21,6 +22,7 @@ const program = new Command()
   .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error (logged at the matching --log-level)", 'Warning')
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--sctp-send-buffer <bytes>', `bytes SCTP holds per link, unsent and in flight, before the data channel's bounded queue takes over (${MIN_SCTP_SEND_BUFFER}–${MAX_SCTP_SEND_BUFFER}): smaller cuts delay under load but caps a link at bytes / RTT`, parseSctpSendBuffer, DEFAULT_SCTP_SEND_BUFFER)
+  .option('--sctp-sack-freq <packets>', `data packets a link's SCTP receiver takes per acknowledgement (1–${MAX_SCTP_SACK_FREQ}; ${USRSCTP_SACK_FREQ}: usrsctp's stock settings): fewer acknowledgements, fewer bytes and less CPU per transfer (docs/architecture.md, "SCTP acknowledgements")`, parseSctpSackFreq, DEFAULT_SCTP_SACK_FREQ)
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .option('--no-offload', 'no TUN segmentation offload (on by default): the vNIC hands over TCP super-packets, sent whole to peers that take them and segmented in software for any other (docs/architecture.md); off with --no-compact-frames')
   .option('--offload', 'the default: accepted, does nothing')
@@ -80,13 +82,21 @@ function parseSctpSendBuffer(v: string): number {
   }
 }
 
+function parseSctpSackFreq(v: string): number {
+  try {
+    return checkSctpSackFreq(/^\d+$/.test(v) ? Number(v) : NaN);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
 function parseWatchdog(v: string): number {
   const r = WatchdogSeconds.safeParse(/^\d+$/.test(v) ? Number(v) : NaN);
   if (!r.success) throw new InvalidArgumentError(`expected whole seconds, 0–${MAX_WATCHDOG_S} (0: no watchdog)`);
   return r.data;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 // First, before node-datachannel (loaded with the first link) starts its threads: native-heap.ts.
 const mallocArenaLimit = limitMallocArenas(logger, nativeHeap, opts.mallocArenas);
@@ -99,6 +109,7 @@ try {
   const datapath = await Datapath.start({
     rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
     sctpSendBufferBytes: opts.sctpSendBuffer,
+    sctpSackFreq: opts.sctpSackFreq,
     compactFrames: opts.compactFrames,
     // Nothing could go whole without compact frames: segmenting every super-packet in software costs more than it saves.
     offload: opts.offload && opts.compactFrames,

@@ -2,6 +2,7 @@
 // that a link really holds no more than that in SCTP.
 import { describe, expect, it } from 'vitest';
 import { LaneInit } from '../src/lanes/lane-ipc.js';
+import { VALID_LANE_INIT } from './fixtures/lane-init.js';
 import pino from 'pino';
 import { DEFAULT_SCTP_SEND_BUFFER, checkSctpSendBuffer } from '../src/link.js';
 import { RtcLibrary } from '../src/rtc.js';
@@ -24,11 +25,7 @@ describe('--sctp-send-buffer', () => {
   });
 
   it('reaches lane processes in their init, validated the same way', () => {
-    const init = {
-      t: 'init', lane: 1, uid: 'a'.repeat(40), vnic: { name: 'tincan0', mtu: 1280 }, certificatePemFile: '/c', keyPemFile: '/k',
-      maxBufferedBytes: 65536, compactFrames: true, offload: false, aqm: null, logLevel: 'info', rtcLogLevel: 'Warning',
-      icePorts: { begin: 49152, end: 57343 }, watchdogS: 0, sctpSendBufferBytes: 131072, mallocArenas: 2,
-    };
+    const init = VALID_LANE_INIT;
     expect(LaneInit.safeParse(init).success).toBe(true);
     expect(LaneInit.safeParse({ ...init, sctpSendBufferBytes: undefined }).success).toBe(false);
     expect(LaneInit.safeParse({ ...init, sctpSendBufferBytes: 1024 }).success).toBe(false);

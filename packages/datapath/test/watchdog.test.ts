@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { LaneInit } from '../src/lanes/lane-ipc.js';
+import { VALID_LANE_INIT } from './fixtures/lane-init.js';
 import { fatalLine, Watchdog, WatchdogSeconds } from '../src/watchdog.js';
 
 const log = pino({ level: 'silent' });
@@ -38,11 +39,7 @@ describe('watchdog: options', () => {
   });
 
   it('a lane init carries the timeout, validated the same way', () => {
-    const init = {
-      t: 'init', lane: 1, uid: 'a'.repeat(40), vnic: { name: 'tincan0', mtu: 1280 }, certificatePemFile: '/c', keyPemFile: '/k',
-      maxBufferedBytes: 65536, compactFrames: true, offload: false, aqm: null, logLevel: 'info', rtcLogLevel: 'Warning',
-      icePorts: { begin: 49152, end: 57343 }, sctpSendBufferBytes: 131072, mallocArenas: 2,
-    };
+    const { watchdogS: _, ...init } = VALID_LANE_INIT;
     expect(LaneInit.safeParse({ ...init, watchdogS: 30 }).success).toBe(true);
     expect(LaneInit.safeParse(init).success).toBe(false);
     expect(LaneInit.safeParse({ ...init, watchdogS: -1 }).success).toBe(false);

@@ -375,6 +375,17 @@ export const DatapathMemory = z.strictObject({
   }).nullable(),
 });
 
+/**
+ * usrsctp's acknowledgement settings in this process, read back from the library once it loaded (null
+ * before, or where the datapath could not reach them): the receiver's SACK frequency in packets, slow
+ * start's byte-counting limit in packets, the sender's burst limit in packets per SACK.
+ */
+export const DatapathSctp = z.strictObject({
+  sack_freq: z.number().int().nullable(),
+  abc_l: z.number().int().nullable(),
+  max_burst: z.number().int().nullable(),
+});
+
 /** An installed overlay route; `packets_out`: vNIC packets this node sent to `uid` through `via`. */
 export const RouteInfo = z.strictObject({
   uid: Uid,
@@ -414,6 +425,7 @@ export const StateResult = z.strictObject({
   subnets: z.array(SubnetInfo),
   transit: z.boolean(),
   memory: DatapathMemory.optional(),
+  sctp: DatapathSctp.optional(),
   counters: DatapathCounters,
 });
 export type StateResult = z.infer<typeof StateResult>;

@@ -3,6 +3,7 @@ import { MAX_MALLOC_ARENAS } from '@tincan/tun';
 import { LinkState, MAX_LANES, SessionDescription, TurnServer, Uid, ip4ToNumber } from '@tincan/protocol';
 import type { ForwardingTable } from '../forwarding-table.js';
 import { MAX_SCTP_SEND_BUFFER, MIN_SCTP_SEND_BUFFER } from '../link.js';
+import { MAX_SCTP_SACK_FREQ } from '../rtc.js';
 import { WatchdogSeconds } from '../watchdog.js';
 
 /**
@@ -46,6 +47,8 @@ export const LaneInit = z.strictObject({
   watchdogS: WatchdogSeconds,
   /** The primary's `--sctp-send-buffer` bytes (link.ts). */
   sctpSendBufferBytes: z.number().int().min(MIN_SCTP_SEND_BUFFER).max(MAX_SCTP_SEND_BUFFER),
+  /** The primary's `--sctp-sack-freq` (rtc.ts). */
+  sctpSackFreq: z.number().int().min(1).max(MAX_SCTP_SACK_FREQ),
   /** The primary's malloc arena limit (native-heap.ts), set by the lane before its first link; 0: none. */
   mallocArenas: z.number().int().min(0).max(MAX_MALLOC_ARENAS),
 });

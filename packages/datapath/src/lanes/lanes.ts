@@ -31,6 +31,8 @@ export interface LanesOptions {
   watchdogS: number;
   /** The primary's `--sctp-send-buffer` (link.ts): lane links get the same. */
   sctpSendBufferBytes: number;
+  /** The primary's `--sctp-sack-freq` (rtc.ts): lane links get the same. */
+  sctpSackFreq: number;
   /** The malloc arena limit for the lane processes (native-heap.ts); 0: none. */
   mallocArenas: number;
   logger: Logger;
@@ -99,6 +101,7 @@ export class Lanes implements PeerLanesHost {
             icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
             watchdogS: this.opts.watchdogS,
             sctpSendBufferBytes: this.opts.sctpSendBufferBytes,
+            sctpSackFreq: this.opts.sctpSackFreq,
             mallocArenas: this.opts.mallocArenas,
           },
           snapshot: { t: 'table', ops: snapshotOps(this.host.table, this.host.transitOn()) },
