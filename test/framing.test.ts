@@ -2,7 +2,7 @@
 // Real datapaths at vNIC MTU 1376 (RtcConfig mtu 1500): a full-size packet fits one SCTP packet only
 // as a compact frame; full frames (relayed, multi-hop) are split by SCTP and must still arrive.
 import { describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, inHost, labServers, connectNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, inHost, iperfTcp, labServers, connectNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
 import { eventually } from './support/group-node.js';
 
 const { ice, xmpp } = labServers();
@@ -20,14 +20,6 @@ async function fullSizePing(from: TinCanNode, to: TinCanNode): Promise<string> {
   expect(stdout).toMatch(new RegExp(`${Number(FULL_PING) + 8} bytes from`));
   expect(stdout).toMatch(/5 received/);
   return stdout;
-}
-
-async function iperf(from: TinCanNode, to: TinCanNode): Promise<number> {
-  const server = inHost(to.spec.host, ['iperf3', '-s', '-1', '-B', to.spec.ip4], 30_000);
-  await new Promise((r) => setTimeout(r, 500));
-  const client = await inHost(from.spec.host, ['iperf3', '-c', to.spec.ip4, '-t', '3', '-J'], 30_000);
-  await server;
-  return JSON.parse(client.stdout).end.sum_received.bits_per_second / 1e6;
 }
 
 async function framingIs(n: TinCanNode, peer: TinCanNode, framing: 'compact' | 'full'): Promise<void> {
@@ -55,7 +47,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
     await fullSizePing(h2, h1);
     const ping6 = await inHost('h2', ['ping', '-6', '-M', 'do', '-s', String(MTU - 48), '-c', '3', '-i', '0.2', '-W', '2', h1.ip6]);
     expect(ping6.stdout).toMatch(/3 received/);
-    const mbps = await iperf(h1, h2);
+    const mbps = await iperfTcp(h1, h2);
     console.log(`iperf3 TCP h1→h2, compact frames, vNIC MTU ${MTU}: ${mbps.toFixed(0)} Mbit/s`);
     expect(mbps).toBeGreaterThan(1);
     const out = await linkOf(h1, h2);
@@ -83,7 +75,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
     const out = await fullSizePing(h1, pub);
     expect(out).toMatch(/ttl=63/); // one overlay hop
     await fullSizePing(pub, h1);
-    const mbps = await iperf(h1, pub);
+    const mbps = await iperfTcp(h1, pub);
     console.log(`iperf3 TCP h1→pub relayed by h2, full frames, vNIC MTU ${MTU}: ${mbps.toFixed(0)} Mbit/s`);
     expect(mbps).toBeGreaterThan(1);
     const after = (await h2.state()).counters;

@@ -304,6 +304,15 @@ export function inHost(host: string, cmd: string[], timeoutMs = 30_000): Promise
   return execFileP('ip', ['netns', 'exec', ns(host), ...cmd], { timeout: timeoutMs });
 }
 
+/** iperf3 TCP for 3 s from `from` to `to` over their virtual IPv4 addresses: Mbit/s received. */
+export async function iperfTcp(from: TinCanNode, to: TinCanNode): Promise<number> {
+  const server = inHost(to.spec.host, ['iperf3', '-s', '-1', '-B', to.spec.ip4], 30_000);
+  await new Promise((r) => setTimeout(r, 500));
+  const client = await inHost(from.spec.host, ['iperf3', '-c', to.spec.ip4, '-t', '3', '-J'], 30_000);
+  await server;
+  return JSON.parse(client.stdout).end.sum_received.bits_per_second / 1e6;
+}
+
 /** `n`'s link to `peer`, from get_state. */
 export async function linkOf(n: TinCanNode, peer: TinCanNode): Promise<LinkLike> {
   const l = (await n.state()).links.find((x) => x.uid === peer.uid);

@@ -20,12 +20,15 @@ const RTC_LOG_LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'er
  * wire bytes and a share of two CPU-bound ends' time. At 8: wire/payload 1.116 → 1.089 and one TCP flow
  * 10–20 % faster in the lab (docs/architecture.md, "SCTP acknowledgements"). 2 leaves usrsctp's stock
  * settings; any other value also sets the two sender-side settings that go with it (sctpAckSettings).
+ * At most 8: a receiver that waits for more packets than its peer sends per SACK stalls the link (one
+ * burst per 20 ms timer), and a peer with usrsctp's stock settings (an older TinCan, or
+ * `--sctp-sack-freq 2`) sends at most libdatachannel's 10 per SACK; 8 leaves it room.
  */
 export const DEFAULT_SCTP_SACK_FREQ = 8;
 export const USRSCTP_SACK_FREQ = 2;
-export const MAX_SCTP_SACK_FREQ = 16;
+export const MAX_SCTP_SACK_FREQ = 8;
 
-/** An --sctp-sack-freq: a whole number 1–16; throws on anything else. */
+/** An --sctp-sack-freq: a whole number 1–8; throws on anything else. */
 export function checkSctpSackFreq(packets: number): number {
   if (!Number.isInteger(packets) || packets < 1 || packets > MAX_SCTP_SACK_FREQ) {
     throw new Error(`expected a whole number of packets, 1–${MAX_SCTP_SACK_FREQ}, got ${String(packets)}`);
