@@ -18,7 +18,7 @@ const RTC_LOG_LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'er
  * timer when fewer arrive). During a bulk transfer every SACK is one more ~93-byte packet to encrypt,
  * send, receive and decrypt at both ends: at 2, one reverse packet per two forward packets, ~3.5 % of the
  * wire bytes and a share of two CPU-bound ends' time. At 8: wire/payload 1.116 → 1.089 and one TCP flow
- * 10–20 % faster in the lab (docs/architecture.md, "SCTP acknowledgements"). 2 leaves usrsctp's stock
+ * 20–55 % faster in interleaved A/B rounds in the lab (docs/architecture.md, "SCTP acknowledgements"). 2 leaves usrsctp's stock
  * settings; any other value also sets the two sender-side settings that go with it (sctpAckSettings).
  * At most 8: a receiver that waits for more packets than its peer sends per SACK stalls the link (one
  * burst per 20 ms timer), and a peer with usrsctp's stock settings (an older TinCan, or
