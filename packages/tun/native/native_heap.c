@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <node_api.h>
 
+#include "addon_object.h"
 #include "native_heap.h"
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
@@ -134,9 +135,6 @@ static napi_value heap_stats(napi_env env, napi_callback_info info) {
 }
 
 napi_status native_heap_init(napi_env env, napi_value exports) {
-  napi_value heap;
-  napi_status st = napi_create_object(env, &heap);
-  if (st != napi_ok) return st;
   napi_property_descriptor props[] = {
       {"supported", NULL, NULL, NULL, NULL, make_bool(env, HAVE_GLIBC_MALLOC), napi_enumerable, NULL},
       {"limitArenas", NULL, heap_limit_arenas, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -144,7 +142,5 @@ napi_status native_heap_init(napi_env env, napi_value exports) {
       {"trimInBackground", NULL, heap_trim_in_background, NULL, NULL, NULL, napi_enumerable, NULL},
       {"stats", NULL, heap_stats, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  st = napi_define_properties(env, heap, sizeof props / sizeof props[0], props);
-  if (st != napi_ok) return st;
-  return napi_set_named_property(env, exports, "nativeHeap", heap);
+  return export_object(env, exports, "nativeHeap", props, sizeof props / sizeof props[0]);
 }

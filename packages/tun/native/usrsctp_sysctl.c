@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <node_api.h>
 
+#include "addon_object.h"
 #include "usrsctp_sysctl.h"
 
 #define MAX_NAME 64
@@ -213,14 +214,9 @@ static napi_value sysctl_set(napi_env env, napi_callback_info info) {
 }
 
 napi_status usrsctp_sysctl_init(napi_env env, napi_value exports) {
-  napi_value obj;
-  napi_status st = napi_create_object(env, &obj);
-  if (st != napi_ok) return st;
   napi_property_descriptor props[] = {
       {"get", NULL, sysctl_get, NULL, NULL, NULL, napi_enumerable, NULL},
       {"set", NULL, sysctl_set, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  st = napi_define_properties(env, obj, sizeof props / sizeof props[0], props);
-  if (st != napi_ok) return st;
-  return napi_set_named_property(env, exports, "usrsctpSysctl", obj);
+  return export_object(env, exports, "usrsctpSysctl", props, sizeof props / sizeof props[0]);
 }
