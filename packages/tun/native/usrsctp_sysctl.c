@@ -68,7 +68,7 @@ static bool in_text(const module_t *m, uintptr_t addr, size_t len) {
 
 // The file offset of virtual address `vaddr` (from a PT_LOAD segment of the file's program headers).
 static bool vaddr_to_offset(const uint8_t *file, size_t size, const ElfW(Ehdr) *eh, ElfW(Addr) vaddr, size_t len, size_t *off) {
-  if (eh->e_phoff > size || (size - eh->e_phoff) / sizeof(ElfW(Phdr)) < eh->e_phnum) return false;
+  if (eh->e_phentsize != sizeof(ElfW(Phdr)) || eh->e_phoff > size || (size - eh->e_phoff) / sizeof(ElfW(Phdr)) < eh->e_phnum) return false;
   const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(file + eh->e_phoff);
   for (ElfW(Half) i = 0; i < eh->e_phnum; i++) {
     if (ph[i].p_type != PT_LOAD) continue;
@@ -117,6 +117,8 @@ static bool resolve(const module_t *m, const char *const *names, void **out, int
       const ElfW(Sym) *sym = &syms[k];
       if (ELF64_ST_TYPE(sym->st_info) != STT_FUNC || sym->st_shndx == SHN_UNDEF || sym->st_name >= strs->sh_size) continue;
       const char *name = strtab + sym->st_name;
+      size_t room = strs->sh_size - sym->st_name;
+      if (strnlen(name, room) == room) continue;  // not terminated inside the string table
       for (int i = 0; i < count; i++) {
         if (out[i] || strcmp(name, names[i]) != 0) continue;
         size_t len = sym->st_size < 16 ? (size_t)sym->st_size : 16;
@@ -136,8 +138,8 @@ done:
   return ok;
 }
 
-// Reads (name, marker) from the call's arguments: name is [a-z0-9_]+ (a usrsctp sysctl, e.g.
-// "sack_freq_default"); fills the getter and setter's symbol names. Throws and returns false on bad input.
+// Reads a setting's name from the call's arguments: letters, digits and _ (a usrsctp sysctl, e.g.
+// "sack_freq_default", "L2_abc_variable"); fills the getter and setter's symbol names. Throws and returns false on bad input.
 static bool symbol_names(napi_env env, napi_value arg, char get[], char set[], size_t cap) {
   char name[MAX_NAME + 1];
   size_t n = 0;
