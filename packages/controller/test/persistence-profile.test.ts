@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { AddressPool } from '../src/address-pool.js';
 import { ManualClock } from '../src/clock.js';
 import { PersistentJsonFile, StateFileError, readStateFileSync } from '../src/state-file.js';
@@ -76,6 +76,7 @@ describe('TrafficProfile', () => {
 describe('PersistentJsonFile', () => {
   it('writes atomically (0600), coalescing updates; reads back; rejects broken files', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'state-file-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'sub', 'state.json');
     const clock = new ManualClock();
     const f = new PersistentJsonFile(path, clock, pino({ level: 'silent' }));

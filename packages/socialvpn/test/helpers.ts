@@ -1,4 +1,5 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { onTestFinished } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SocialVpnState, Uid } from '@tincan/protocol';
@@ -17,6 +18,13 @@ export function jidOf(user: string): string {
   return `${user}@${DOMAIN}`;
 }
 
+/** A fresh state directory, removed when the test that asked for it ends (call it inside a test). */
+function tempStateDir(user: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `socialvpn-${user}-`));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 export function settings(user: string, over: Partial<SocialVpnSettings> = {}): SocialVpnSettings {
   return {
     xmpp: { host: 'xmpp.test', port: 5222, jid: jidOf(user), password: 'pw', mechanism: 'PLAIN' },
@@ -29,7 +37,7 @@ export function settings(user: string, over: Partial<SocialVpnSettings> = {}): S
     social_profile: { proactive_links: 4, min_score: 1.5, half_life_days: 7, active_day_packets: 50 },
     own_devices: true,
     datapath: '127.0.0.1:5801',
-    state_dir: mkdtempSync(join(tmpdir(), `socialvpn-${user}-`)),
+    state_dir: tempStateDir(user),
     log_level: 'info',
     ...over,
   };
