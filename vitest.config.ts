@@ -18,6 +18,7 @@ export default defineConfig({
           name: 'lab',
           include: ['test/**/*.test.ts'],
           globalSetup: ['test/harness/global-setup.ts'],
+          setupFiles: ['test/harness/stray-processes.ts'],
           fileParallelism: false,
           testTimeout: 120_000,
           hookTimeout: 180_000,

@@ -1,16 +1,10 @@
 // Issue 4 acceptance, in the lab: real tincan-datapath + tincan-groupvpn pairs in lab hosts behind
 // cone, symmetric and no NAT, with the lab's prosody and coturn.
 import { readFileSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GroupNode, eventually, type LabInfo } from './support/group-node.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GroupNode, eventually, printLogsOnFailure, type LabInfo } from './support/group-node.js';
 
 const lab = JSON.parse(readFileSync(`${process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab'}/lab.json`, 'utf8')) as LabInfo;
-
-function printLogsOnFailure(nodes: () => GroupNode[]) {
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const n of nodes()) console.log(n.logs());
-  });
-}
 
 async function allPairsPing(nodes: GroupNode[]): Promise<string[]> {
   const failures: string[] = [];

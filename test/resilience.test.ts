@@ -4,8 +4,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GroupNode, eventually, type LabInfo } from './support/group-node.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GroupNode, eventually, printLogsOnFailure, type LabInfo } from './support/group-node.js';
 import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
@@ -41,12 +41,6 @@ async function pingGap(node: GroupNode, address: string, seconds: number, during
 }
 
 const connectedMs = (l: unknown) => (l as { connected_ms?: number | null } | undefined)?.connected_ms;
-
-function printLogsOnFailure(nodes: () => GroupNode[]) {
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const n of nodes()) console.log(n.logs());
-  });
-}
 
 describe('GroupVPN under faults and mobility', () => {
   const a = new GroupNode({ host: 'h1', ip4: '10.254.6.1', account: 'node41', networkId: 'gv-faults' }, lab);

@@ -4,8 +4,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GroupNode, eventually, type LabInfo } from './support/group-node.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GroupNode, eventually, printLogsOnFailure, type LabInfo } from './support/group-node.js';
 import { REPO_ROOT } from './harness/lab.js';
 import { ns } from './harness/namespace.js';
 
@@ -13,12 +13,6 @@ const run = promisify(execFile);
 const LAB_DIR = process.env.TINCAN_LAB_DIR ?? '/tmp/tincan-lab';
 const lab = JSON.parse(readFileSync(`${LAB_DIR}/lab.json`, 'utf8')) as LabInfo;
 const ip = (...args: string[]) => run('ip', args, { timeout: 10_000 });
-
-function printLogsOnFailure(nodes: () => GroupNode[]) {
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const n of nodes()) console.log(n.logs());
-  });
-}
 
 const ttlOf = (pingOutput: string): number => Number(/ttl=(\d+)/.exec(pingOutput)?.[1] ?? NaN);
 

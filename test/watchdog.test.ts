@@ -9,14 +9,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GroupNode, type LabInfo } from './support/group-node.js';
-import { eventuallyValue, inHost, labServers, connectNodes, linkUp, scriptedNode, type NsProcess, type TinCanNode } from './support/tincan-node.js';
+import { eventuallyValue, inHost, labServers, connectNodes, linkUp, scriptedNode, watchdogLines, type NsProcess, type TinCanNode } from './support/tincan-node.js';
 
 const servers = labServers();
-
-/** The datapath's (or lane's) fatal watchdog line, from stderr (pino's own logs go to stdout). */
-function watchdogLines(p: NsProcess): Record<string, unknown>[] {
-  return p.log.filter((l) => l.startsWith('[err] ') && l.includes('"component":"watchdog"')).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>);
-}
 
 interface Hang {
   /** gdb's output once it has ended (when the hung process died, or the sleep returned). */
@@ -183,9 +178,9 @@ describe('a hung datapath under its controller: the watchdog kills it, its super
     await within(dead.waitExit(), 20_000, 'the hung datapath to be killed');
     expect(dead.child.signalCode).toBe('SIGKILL');
     expect(watchdogLines(dead)).toHaveLength(1);
-    // systemd's part (Restart=on-failure, RestartSec=2): a death by SIGKILL is a failure.
-    await new Promise((r) => setTimeout(r, 2000));
-    a.startDatapath();
+    // systemd's part (Restart=on-failure, RestartSec=2), played by GroupNode's supervision.
+    await eventuallyValue(async () => a.datapath !== dead, 10_000, 'the supervisor to restart the datapath');
+    expect(a.watchdogRestarts).toBe(1);
     // The controller's part: it finds the new datapath (new token), re-drives it, the link is re-made.
     await eventuallyValue(async () => (await a.upLinks()).has(b.uid), 60_000, 'a relinked to b');
     await eventuallyValue(async () => (await a.ping(b.spec.ip4)) && (await b.ping(a.spec.ip4)), 30_000, 'a and b ping each other again');

@@ -3,12 +3,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { afterAll, afterEach } from 'vitest';
 import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 import { ip6FromUid, uidFromIp4 } from '@tincan/protocol';
-import { CTL_BIN, DATAPATH_BIN, NsProcess, type StateLike } from './tincan-node.js';
+import { CTL_BIN, DATAPATH_BIN, NsProcess, watchdogLines, type StateLike } from './tincan-node.js';
 import { ns } from '../harness/namespace.js';
 
 const run = promisify(execFile);
+/** systemd's RestartSec in scripts/systemd/tincan-datapath@.service. */
+const RESTART_DELAY_MS = 2_000;
+
 export const GROUPVPN_BIN = DATAPATH_BIN.replace('/datapath/dist/bin/tincan-datapath.js', '/groupvpn/dist/bin/tincan-groupvpn.js');
 
 export interface LabInfo {
@@ -53,6 +57,11 @@ export class GroupNode {
   readonly uid: string;
   readonly ip6: string;
   datapath: NsProcess | null = null;
+  /** Datapaths this node ran before `datapath` (their logs stay readable). */
+  private readonly earlierDatapaths: NsProcess[] = [];
+  /** How often the supervision in startDatapath restarted a datapath its watchdog had killed. */
+  watchdogRestarts = 0;
+  private stopping = false;
   controller: NsProcess | null = null;
 
   constructor(readonly spec: GroupNodeSpec, private readonly lab: LabInfo) {
@@ -108,8 +117,26 @@ export class GroupNode {
     return ns(this.spec.host);
   }
 
+  /**
+   * Starts the datapath, supervised as systemd supervises it in production (Restart=on-failure,
+   * RestartSec=2) for the one failure a test cannot do anything about: its liveness watchdog killed it
+   * (docs/deployment.md, "Liveness watchdog": a libdatachannel deadlock). The restart is announced on
+   * the test's output and counted in `watchdogRestarts`. Any other death (a crash, or a test's own
+   * kill) is left alone.
+   */
   startDatapath(): void {
-    this.datapath = this.spawn('datapath', [...DATAPATH_NODE_FLAGS, DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(this.spec.datapathArgs ?? [])]);
+    const p = this.spawn('datapath', [...DATAPATH_NODE_FLAGS, DATAPATH_BIN, '--state-dir', this.stateDir, '--log-level', 'debug', ...(this.spec.datapathArgs ?? [])]);
+    if (this.datapath) this.earlierDatapaths.push(this.datapath);
+    this.datapath = p;
+    this.stopping = false;
+    p.child.on('close', () => {
+      if (this.datapath !== p || this.stopping || watchdogLines(p).length === 0) return;
+      this.watchdogRestarts++;
+      console.warn(`${this.spec.host}: the datapath's watchdog killed it (its main thread stalled); restarting it in ${RESTART_DELAY_MS} ms, as systemd would`);
+      setTimeout(() => {
+        if (this.datapath === p && !this.stopping) this.startDatapath();
+      }, RESTART_DELAY_MS);
+    });
   }
 
   startController(): void {
@@ -171,13 +198,16 @@ export class GroupNode {
   }
 
   logs(): string {
+    const exit = (p: NsProcess | null) => (!p ? 'not started' : p.running ? 'running' : `exited (code ${p.child.exitCode}, signal ${p.child.signalCode})`);
     return [
-      `----- ${this.spec.host} datapath -----`, ...(this.datapath?.log ?? []).slice(-150),
-      `----- ${this.spec.host} groupvpn -----`, ...(this.controller?.log ?? []).slice(-150),
+      ...this.earlierDatapaths.flatMap((p, i) => [`----- ${this.spec.host} datapath, run ${i + 1}, ${exit(p)} -----`, ...p.log.slice(-50)]),
+      `----- ${this.spec.host} datapath, ${exit(this.datapath)} -----`, ...(this.datapath?.log ?? []).slice(-150),
+      `----- ${this.spec.host} groupvpn, ${exit(this.controller)} -----`, ...(this.controller?.log ?? []).slice(-150),
     ].join('\n');
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     await Promise.all([this.controller?.stop(), this.datapath?.stop()]);
   }
 
@@ -186,6 +216,24 @@ export class GroupNode {
     if (this.files) rmSync(this.files.dir, { recursive: true, force: true });
     this.files = null;
   }
+}
+
+/**
+ * Prints every node's logs when a test of the suite fails, or when the suite's setup (beforeAll)
+ * throws: then no test runs, and an afterEach would print nothing.
+ */
+export function printLogsOnFailure(nodes: () => GroupNode[]): void {
+  let printed = false;
+  const print = () => {
+    printed = true;
+    for (const n of nodes()) console.log(n.logs());
+  };
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') print();
+  });
+  afterAll(({}, suite) => { // vitest wants the context destructured
+    if (!printed && suite.result?.state === 'fail') print();
+  });
 }
 
 /** Polls `check` until it returns true or the time is up. */

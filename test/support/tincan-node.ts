@@ -52,6 +52,11 @@ export class NsProcess {
   }
 }
 
+/** The datapath's (or lane's) fatal watchdog line, from stderr (pino's own logs go to stdout). */
+export function watchdogLines(p: NsProcess): Record<string, unknown>[] {
+  return p.log.filter((l) => l.startsWith('[err] ') && l.includes('"component":"watchdog"')).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>);
+}
+
 export interface NodeSpec {
   host: string; // lab host name (namespace tc-HOST)
   ip4: string; // virtual IPv4, e.g. 10.254.0.1
