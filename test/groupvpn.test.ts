@@ -25,11 +25,13 @@ describe('GroupVPN, proactive: a full mesh across cone, symmetric and no NAT', (
   printLogsOnFailure(() => nodes);
 
   beforeAll(async () => {
+    const t0 = Date.now();
     for (const n of nodes) n.start();
     await eventually(async () => {
       const counts = await Promise.all(nodes.map(async (n) => (await n.upLinks()).size));
       return counts.every((c) => c === nodes.length - 1);
     }, 90_000, 'a full mesh (every node with 5 links up)');
+    console.log(`proactive full mesh of ${nodes.length} up ${Date.now() - t0} ms after the processes were started`);
   });
 
   afterAll(async () => {
@@ -39,6 +41,12 @@ describe('GroupVPN, proactive: a full mesh across cone, symmetric and no NAT', (
   it('every member pings every other member by virtual IP, and IPv6 works too', async () => {
     expect(await allPairsPing(nodes)).toEqual([]);
     expect(await h2.ping(h1.ip6)).toBe(true);
+  });
+
+  it('every first link trickled both descriptions: each member announced trickle in its presence', async () => {
+    await eventually(async () => nodes.every((n) => (n.controllerStatus()?.trickle.descriptions_trickled ?? 0) >= nodes.length - 1),
+      10_000, 'every node\'s status file counting a trickled description per link');
+    for (const n of nodes) expect(n.controllerStatus()!.trickle.descriptions_whole, n.spec.host).toBe(0);
   });
 
   it('relays the NATed-to-symmetric-NAT pairs through TURN, links the others directly, the LAN pair by host candidates', async () => {

@@ -128,8 +128,8 @@ afterAll(() => {
 });
 
 describe('XmppSession against the lab XMPP server', () => {
-  it('two nodes behind NATs see each other with UIDs and exchange signals both ways (SCRAM-SHA-1 and PLAIN)', async () => {
-    const a = peer('node1', 'h1', { credentials: creds(1), uid: UID1, overlay: 'e2e' });
+  it('two nodes behind NATs see each other with UIDs (and capabilities) and exchange signals both ways (SCRAM-SHA-1 and PLAIN)', async () => {
+    const a = peer('node1', 'h1', { credentials: creds(1), uid: UID1, overlay: 'e2e', caps: ['trickle'] });
     const b = peer('node2', 'h2', { credentials: creds(2, { mechanism: 'PLAIN' }), uid: UID2, overlay: 'e2e' });
     await Promise.all([a, b].map((p) => p.waitFor((l) => l.ev === 'state' && l.state === 'online', 'online')));
     const rosterA = await a.waitFor((l) => l.ev === 'roster' && l.full === true, 'roster');
@@ -140,7 +140,8 @@ describe('XmppSession against the lab XMPP server', () => {
     const jidA = (await a.cmd('jid')) as string;
     const jidB = (await b.cmd('jid')) as string;
     expect(seenByA).toMatchObject({ jid: jidB, overlay: 'e2e' });
-    expect(seenByB).toMatchObject({ jid: jidA, overlay: 'e2e' });
+    expect(seenByA.caps).toBeUndefined(); // b announces none
+    expect(seenByB).toMatchObject({ jid: jidA, overlay: 'e2e', caps: ['trickle'] });
     expect(jidA).toBe('node1@vpn.test/tincan-11111111');
 
     const data = { fpr: 'sha-256 AB:CD', cas: 'candidate:1 1 udp 2122260223 10.1.0.2 5000 typ host', n: [1, null, true] };

@@ -4,7 +4,8 @@
 // until the datapath reports the link up. Direct (two cone NATs) and relayed (symmetric NAT) pairs,
 // each in three modes, alternating run by run: "full" (descriptions wait for ICE gathering),
 // "trickle" (both descriptions at once, candidates after them as con_cand: create_link {trickle}) and
-// "answer" (the offer waits for gathering, the answer trickles: a controller's first link to a peer).
+// "answer" (the offer waits for gathering, the answer trickles: a controller's first link to an older
+// peer, one whose presence announces no capabilities; to a current peer every link trickles).
 // Writes docs/bench/setup.csv and docs/bench/setup-cdf.svg; prints median, p75, p99 and the ratio.
 // A setup not up within SETUP_TIMEOUT_MS is a failure: counted per mode, in the CSV (outcome
 // "timeout", no time) and in the p99 over all attempts as longer than the timeout.

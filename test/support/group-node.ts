@@ -40,6 +40,7 @@ export interface GroupNodeSpec {
 /** The parts of groupvpn-status.json the tests read. */
 export interface GroupVpnStatusLike {
   links: number;
+  trickle: { descriptions_trickled: number; descriptions_whole: number; con_cand_sent: number };
   peers: { uid: string; link: string }[];
   routing: {
     multihop: boolean;

@@ -16,7 +16,7 @@ import {
 } from '@tincan/protocol';
 import { Backoff } from './backoff.js';
 import type { Clock, TimerHandle } from './clock.js';
-import { errorMessage, type DatapathPort } from './datapath-port.js';
+import { errorMessage, rpcErrorCode, type DatapathPort } from './datapath-port.js';
 import { DatapathSupervisor } from './datapath-supervisor.js';
 import { PacketQueue } from './packet-queue.js';
 import type { OverlayCounters, OverlayHostOptions, OverlayPolicy, OverlaySettings, OverlayTuning, RefusalCounts } from './overlay-policy.js';
@@ -194,7 +194,7 @@ export class OverlayController<C extends OverlayCounters> {
       ip6: `${this.ip6}/64`,
       mtu: this.settings.vnic.mtu,
     });
-    await this.supervisor.call('register_svc', { xmpp: this.settings.xmpp, overlay: this.policy.overlay });
+    await this.registerSvc();
     await this.policy.attached?.();
     this.ready = true;
     this.sync(state, seq);
@@ -213,6 +213,8 @@ export class OverlayController<C extends OverlayCounters> {
       // enough for everyone's presence to arrive again after a reconnect.
       const settled = this.xmppOnlineSince !== null && now - this.xmppOnlineSince > this.tuning.presenceGraceMs;
       this.handlePresence(this.peers.syncOnline(state.peers, now, this.tuning.presenceGraceMs, settled));
+      // What peers announced before we (re)started and their presence events reached us.
+      for (const p of state.peers) if (p.caps) this.signaling.peerAnnounced(p.uid, p.caps);
       policy.syncedPresences?.(state);
     }
 
@@ -339,6 +341,23 @@ export class OverlayController<C extends OverlayCounters> {
     this.markDirty();
   }
 
+  /**
+   * register_svc with our capabilities in presence. A datapath older than `caps` refuses the field
+   * (bad_request): register without it then; our peers' first offers to us wait for gathering, as
+   * they did before.
+   */
+  private async registerSvc(): Promise<void> {
+    const base = { xmpp: this.settings.xmpp, overlay: this.policy.overlay };
+    const caps = this.signaling.caps();
+    try {
+      await this.supervisor.call('register_svc', { ...base, ...(caps.length > 0 ? { caps } : {}) });
+    } catch (err) {
+      if (caps.length === 0 || rpcErrorCode(err) !== 'bad_request' || !errorMessage(err).includes('caps')) throw err;
+      this.log.warn({ err: errorMessage(err) }, 'the datapath takes no capabilities (an older version): presence announces none');
+      await this.supervisor.call('register_svc', base);
+    }
+  }
+
   // --- events ---------------------------------------------------------------------------------------
 
   private onEvent(e: RpcEvent): void {
@@ -346,6 +365,7 @@ export class OverlayController<C extends OverlayCounters> {
     const now = this.clock.now();
     switch (e.event) {
       case 'presence':
+        if (e.online && e.caps) this.signaling.peerAnnounced(e.uid, e.caps);
         this.policy.presenceEvent?.(e);
         this.handlePresence(this.peers.presence(e, now));
         break;

@@ -91,6 +91,12 @@ export interface SignalingOptions {
 
 /** Trickle ICE counters (cumulative). */
 export interface TrickleCounters {
+  /**
+   * Our offers and answers made with trickle (candidates follow as con_cand), and made whole (after
+   * gathering: trickle off, or a peer that neither announced nor said that it takes con_cand).
+   */
+  descriptions_trickled: number;
+  descriptions_whole: number;
   /** con_cand signals sent, and the candidates in them. */
   con_cand_sent: number;
   candidates_sent: number;
@@ -149,7 +155,7 @@ export interface Session {
   adopted: boolean;
   timer: TimerHandle | null;
   timerKind: 'offer' | 'connect' | 'down' | null;
-  /** The peer said it takes con_cand (learned from its con_req / con_resp; survives attempts). */
+  /** The peer said it takes con_cand (in its con_req / con_resp; survives attempts). */
   peerTrickles: boolean;
   trickle: TrickleState;
   /** con_cand for attempts of the peer's whose con_req has not arrived yet (XMPP reordering). */
@@ -176,6 +182,8 @@ const EARLY_ATTEMPTS_MAX = 2;
  */
 export class Signaling {
   private readonly sessions = new Map<Uid, Session>();
+  /** Peers whose presence announced `trickle` (apart from sessions: an announcement makes none). */
+  private readonly announcedTrickle = new Set<Uid>();
   private readonly offerTimeoutMs: number;
   private readonly connectTimeoutMs: number;
   private readonly downGraceMs: number;
@@ -187,6 +195,7 @@ export class Signaling {
   private readonly candidateBatchMs: number;
   private readonly log: Logger;
   readonly trickleCounters: TrickleCounters = {
+    descriptions_trickled: 0, descriptions_whole: 0,
     con_cand_sent: 0, candidates_sent: 0, candidates_applied: 0, candidates_buffered: 0, candidates_dropped: 0,
     local_candidates_dropped: 0,
   };
@@ -223,6 +232,25 @@ export class Signaling {
     return n;
   }
 
+  /** What our presence announces: `trickle` when we take con_cand. */
+  caps(): string[] {
+    return this.trickleEnabled ? ['trickle'] : [];
+  }
+
+  /**
+   * The capabilities a peer's presence announced. One that announces `trickle` gets a trickled offer
+   * from the first link on. Announcing nothing teaches nothing: an older node announces nothing, yet
+   * its con_req / con_resp may say it takes candidates (kept until a link fails).
+   */
+  peerAnnounced(uid: Uid, caps: readonly string[]): void {
+    if (caps.includes('trickle')) this.announcedTrickle.add(uid);
+  }
+
+  /** Whether our next offer to `uid` trickles: the peer announced or said that it takes con_cand. */
+  offersTrickled(uid: Uid): boolean {
+    return this.trickleEnabled && (this.sessions.get(uid)?.peerTrickles === true || this.announcedTrickle.has(uid));
+  }
+
   /** Starts an offer to `uid` if nothing is under way with it; false if a session is active. */
   connect(uid: Uid): boolean {
     const s = this.ensure(uid);
@@ -236,7 +264,7 @@ export class Signaling {
 
   private async offer(s: Session, gen: number): Promise<void> {
     const { uid } = s;
-    const trickle = this.trickleEnabled && s.peerTrickles;
+    const trickle = this.offersTrickled(uid);
     let result;
     try {
       result = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), ...(trickle ? { trickle } : {}) });
@@ -257,6 +285,7 @@ export class Signaling {
     }
     s.myOffer = result.description;
     s.trickle.local = trickle;
+    this.countDescription(trickle);
     s.linkSeq = this.seq();
     await this.sendReq(s, gen);
   }
@@ -327,6 +356,7 @@ export class Signaling {
       if (!r.description || r.description.type !== 'answer') throw new Error('create_link returned no answer');
       s.myAnswer = r.description;
       s.trickle.local = trickle;
+      this.countDescription(trickle);
       s.linkSeq = this.seq();
       if (s.state === 'answering') s.state = 'connecting';
     } catch (err) {
@@ -388,6 +418,11 @@ export class Signaling {
   }
 
   // --- trickle ICE ---------------------------------------------------------------------------------
+
+  private countDescription(trickled: boolean): void {
+    if (trickled) this.trickleCounters.descriptions_trickled++;
+    else this.trickleCounters.descriptions_whole++;
+  }
 
   /**
    * A verified con_cand from `uid`: the peer's candidates for one link attempt. Those for the current
@@ -606,6 +641,7 @@ export class Signaling {
 
   /** Drops the record of an idle session (the peer is gone for good). */
   forget(uid: Uid): void {
+    this.announcedTrickle.delete(uid);
     const s = this.sessions.get(uid);
     if (s && s.state === 'idle' && s.trimsInFlight === 0) this.sessions.delete(uid);
   }
@@ -682,7 +718,10 @@ export class Signaling {
 
   private fail(s: Session, reason: CloseReason, detail: string): void {
     // The next attempt gathers in full before it offers, in case trickling was the trouble.
-    if (reason === 'failed' || reason === 'timeout') s.peerTrickles = false;
+    if (reason === 'failed' || reason === 'timeout') {
+      s.peerTrickles = false;
+      this.announcedTrickle.delete(s.uid);
+    }
     this.log.info({ peer: short(s.uid), state: s.state, reason, detail }, 'link attempt closed');
     this.close(s, reason, detail, true);
   }

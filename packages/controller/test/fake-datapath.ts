@@ -66,12 +66,16 @@ export class FakeDatapath {
   vnic: { name: string; ip4?: string; ip6?: string; mtu: number } | null = null;
   xmppState: 'unregistered' | 'connecting' | 'online' | 'offline' = 'unregistered';
   overlay: string | null = null;
+  /** What register_svc asked this node's presence to announce. */
+  caps: string[] = [];
+  /** Plays a datapath older than presence capabilities: register_svc with `caps` is a bad_request. */
+  refusesCaps = false;
   jid: string;
   readonly links = new Map<Uid, FakeLink>();
   readonly map4 = new Map<string, Uid>();
   readonly map6 = new Map<string, Uid>();
   /** Online TinCan peers seen over "XMPP" (get_state peers). */
-  readonly presences = new Map<string, { uid: Uid; jid: string; overlay: string | null; last_heard_ms: number }>();
+  readonly presences = new Map<string, { uid: Uid; jid: string; overlay: string | null; last_heard_ms: number; caps?: string[] }>();
   readonly calls: CallRecord[] = [];
   readonly injected: Buffer[] = [];
   controller: string | null = null;
@@ -117,6 +121,7 @@ export class FakeDatapath {
     this.vnic = null;
     this.xmppState = 'unregistered';
     this.overlay = null;
+    this.caps = [];
     this.controller = null;
     this.eventSink = null;
     this.packetSink = null;
@@ -188,10 +193,12 @@ export class FakeDatapath {
         return { vnic: p.name };
       }
       case 'register_svc': {
-        const p = params as { overlay?: string };
+        const p = params as { overlay?: string; caps?: string[] };
         if (!this.uid) throw new FakeRpcError('bad_state', 'set_local_ip first');
-        const again = this.xmppState !== 'unregistered' && this.overlay === (p.overlay ?? null);
+        if (this.refusesCaps && p.caps !== undefined) throw new FakeRpcError('bad_request', '✖ Unrecognized key: "caps"');
+        const again = this.xmppState !== 'unregistered' && this.overlay === (p.overlay ?? null) && this.caps.join(' ') === (p.caps ?? []).join(' ');
         this.overlay = p.overlay ?? null;
+        this.caps = p.caps ?? [];
         if (!again) {
           this.xmppState = 'connecting';
           if (this.autoOnline) this.goOnline();
@@ -339,8 +346,8 @@ export class FakeDatapath {
   }
 
   /** Presence of another node, as the XMPP session would report it. */
-  presence(p: { uid: Uid; jid: string; overlay: string | null; online: boolean }): void {
-    if (p.online) this.presences.set(p.jid, { uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: this.net.clock.now() });
+  presence(p: { uid: Uid; jid: string; overlay: string | null; online: boolean; caps?: string[] }): void {
+    if (p.online) this.presences.set(p.jid, { uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: this.net.clock.now(), ...(p.caps ? { caps: p.caps } : {}) });
     else this.presences.delete(p.jid);
     this.emit({ event: 'presence', ...p });
   }
@@ -441,8 +448,8 @@ export class FakeNet {
   online(dp: FakeDatapath): void {
     for (const n of this.nodes) {
       if (n === dp || n.xmppState !== 'online' || !n.uid || !dp.uid) continue;
-      n.presence({ uid: dp.uid, jid: dp.jid, overlay: dp.overlay, online: true });
-      dp.presence({ uid: n.uid, jid: n.jid, overlay: n.overlay, online: true });
+      n.presence({ uid: dp.uid, jid: dp.jid, overlay: dp.overlay, online: true, ...(dp.caps.length ? { caps: dp.caps } : {}) });
+      dp.presence({ uid: n.uid, jid: n.jid, overlay: n.overlay, online: true, ...(n.caps.length ? { caps: n.caps } : {}) });
     }
   }
 

@@ -293,6 +293,43 @@ describe('Signaling with trickle ICE', () => {
     expect(hi.closed).toEqual([]);
   });
 
+  it('a peer that announced trickle in presence gets a trickled offer from the first link on; one that announces none, a whole one', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    expect(lo.sig.caps()).toEqual(['trickle']);
+    lo.sig.peerAnnounced(hi.uid, ['trickle']);
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(trickledCreates(lo)).toEqual([true]);
+    expect(trickledCreates(hi)).toEqual([true]);
+    expect(types().filter((t) => t === 'con_cand').length).toBe(2); // one each way
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+
+    expect(lo.sig.trickleCounters).toMatchObject({ descriptions_trickled: 1, descriptions_whole: 0 });
+    expect(hi.sig.trickleCounters).toMatchObject({ descriptions_trickled: 1, descriptions_whole: 0 });
+  });
+
+  it('announcing nothing (or something else) teaches nothing: the first offer to such a peer is whole', async () => {
+    const { lo, hi } = await pair({ trickle: true });
+    lo.sig.peerAnnounced(hi.uid, ['x-other']);
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(trickledCreates(lo)).toEqual([false]);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(lo.sig.trickleCounters).toMatchObject({ descriptions_trickled: 0, descriptions_whole: 1 });
+  });
+
+  it('without trickle, nothing is announced and announcements change nothing', async () => {
+    const { lo, hi } = await pair();
+    expect(lo.sig.caps()).toEqual([]);
+    lo.sig.peerAnnounced(hi.uid, ['trickle']);
+    lo.sig.connect(hi.uid);
+    await clock.advance(1000);
+    expect(trickledCreates(lo)).toEqual([false]);
+    expect(types()).toEqual(['con_req', 'con_resp']);
+    expect(lo.sig.state(hi.uid)).toBe('up');
+  });
+
   it('the link needs the trickled candidates: without con_cand it never comes up (the fake is strict)', async () => {
     const { lo, hi } = await pair({ trickle: true });
     net.drop = (s) => s.type === 'con_cand';

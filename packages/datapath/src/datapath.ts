@@ -323,7 +323,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   private async registerSvc(req: RequestOf<'register_svc'>): Promise<unknown> {
     if (!this.local) throw new RpcError('bad_state', 'set_local_ip first: presence carries the node UID');
-    const key = JSON.stringify([req.xmpp, req.overlay ?? null, this.local.uid]);
+    const key = JSON.stringify([req.xmpp, req.overlay ?? null, req.caps ?? [], this.local.uid]);
     if (this.xmpp && key === this.xmppKey) return { state: this.xmpp.state };
     if (this.xmpp) await this.xmpp.stop();
     this.xmppKey = key;
@@ -332,6 +332,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       credentials: req.xmpp,
       uid: this.local.uid,
       ...(req.overlay !== undefined ? { overlay: req.overlay } : {}),
+      ...(req.caps !== undefined ? { caps: req.caps } : {}),
       logger: this.log.child({ component: 'xmpp' }),
     });
     session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
@@ -728,7 +729,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       },
       links,
       peers: this.xmpp
-        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs }))
+        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}) }))
         : [],
       routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),

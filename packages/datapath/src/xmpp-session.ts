@@ -46,6 +46,8 @@ export interface XmppSessionOptions {
   uid: string;
   /** Network id announced in presence (GroupVPN admission). */
   overlay?: string;
+  /** Capabilities announced in presence (the controller's, e.g. trickle). */
+  caps?: readonly string[];
   /** Presence re-broadcast (and server ping) period; the paper's two minutes by default. */
   livenessIntervalMs?: number;
   logger: Logger;
@@ -67,6 +69,8 @@ export interface XmppPresence {
   uid: string;
   overlay: string | null;
   online: boolean;
+  /** What the peer announced (online, and only when it announced something). */
+  caps?: string[];
 }
 
 export interface XmppSignalIn {
@@ -94,6 +98,7 @@ export interface XmppPeer {
   jid: string;
   uid: string;
   overlay: string | null;
+  caps: string[];
   /** ms since the epoch of the last presence or signal from that JID. */
   lastHeardMs: number;
 }
@@ -159,6 +164,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private readonly creds: XmppCredentials;
   private readonly uid: string;
   private readonly overlay: string | null;
+  private readonly caps: readonly string[];
   private readonly own: ParsedJid;
   private readonly livenessMs: number;
   private readonly backoffInitialMs: number;
@@ -185,6 +191,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     this.creds = XmppCredentials.parse(opts.credentials);
     this.uid = Uid.parse(opts.uid);
     this.overlay = opts.overlay ? opts.overlay : null;
+    this.caps = opts.caps ?? [];
     const jid = parseJid(this.creds.jid);
     if (!jid || !jid.local) throw new Error(`not a user JID: ${this.creds.jid}`);
     const resource = jid.resource || defaultResource(this.uid);
@@ -265,7 +272,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   }
 
   peers(): XmppPeer[] {
-    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, lastHeardMs: r.lastHeardMs }));
+    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, lastHeardMs: r.lastHeardMs }));
   }
 
   jidOfUid(uid: string): string | undefined {
@@ -386,7 +393,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
 
   private async announce(att: Attempt): Promise<boolean> {
     try {
-      await att.conn.entity.send(buildPresence(this.uid, this.overlay));
+      await att.conn.entity.send(buildPresence(this.uid, this.overlay, this.caps));
       this.ctr.presence_out++;
       return !att.done;
     } catch (err) {
@@ -431,7 +438,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     switch (p.kind) {
       case 'available':
         if (p.jid.full === this.boundJid) return;
-        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay));
+        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps));
         return;
       case 'unavailable':
         if (p.jid.full === this.boundJid) return;
@@ -463,7 +470,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private emitChanges(changes: PresenceChange[]): void {
     for (const c of changes) {
       this.log.debug(c, c.online ? 'peer online' : 'peer offline');
-      this.emit('presence', { jid: c.jid, uid: c.uid, overlay: c.overlay, online: c.online });
+      this.emit('presence', { jid: c.jid, uid: c.uid, overlay: c.overlay, online: c.online, ...(c.online && c.caps?.length ? { caps: c.caps } : {}) });
     }
   }
 

@@ -69,6 +69,8 @@ describe('presence', () => {
     const node = back.getChild('node', PRESENCE_NS);
     expect(node?.attrs).toMatchObject({ uid: UID_A, overlay: 'net1' });
     expect(buildPresence(UID_A).getChild('node', PRESENCE_NS)?.attrs.overlay).toBeUndefined();
+    expect(buildPresence(UID_A, 'net1').getChild('node', PRESENCE_NS)?.attrs.caps).toBeUndefined();
+    expect(one(buildPresence(UID_A, 'net1', ['trickle', 'x-future']).toString()).getChild('node', PRESENCE_NS)?.attrs.caps).toBe('trickle x-future');
     expect(buildUnavailable().toString()).toBe('<presence type="unavailable"/>');
   });
 
@@ -78,6 +80,24 @@ describe('presence', () => {
     if (p.kind === 'available') expect(p.jid.full).toBe(PEER);
     const noOverlay = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}"/></presence>`));
     expect(noOverlay).toMatchObject({ kind: 'available', overlay: null });
+  });
+
+  it('reads the capabilities a peer announces, skipping what it cannot read, never the presence', () => {
+    const caps = (attr: string) => {
+      const p = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}" caps="${attr}"/></presence>`));
+      expect(p.kind).toBe('available');
+      return p.kind === 'available' ? p.caps : null;
+    };
+    expect(caps('trickle')).toEqual(['trickle']);
+    expect(caps('  trickle   x-later\tthird ')).toEqual(['trickle', 'x-later', 'third']);
+    expect(caps('trickle trickle')).toEqual(['trickle']);
+    expect(caps('TRICKLE 9lives -x a_b trickle')).toEqual(['trickle']);
+    expect(caps(`${'a'.repeat(33)} trickle`)).toEqual(['trickle']);
+    expect(caps('a b c d e f g h i j trickle')).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']); // the first 8
+    expect(caps(`trickle ${'x'.repeat(600)}`)).toEqual([]); // an attribute this long is not read at all
+    expect(caps('')).toEqual([]);
+    const none = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}"/></presence>`));
+    expect(none).toMatchObject({ kind: 'available', caps: [] });
   });
 
   it('takes unavailable and error presence as unavailable', () => {
@@ -260,14 +280,18 @@ describe('peer table', () => {
   it('reports first sight and changes, not repeats', () => {
     let now = 1000;
     const t = new PeerTable(() => now);
-    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true }]);
+    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [] }]);
     now = 2000;
     expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([]);
     expect(t.list()[0]?.lastHeardMs).toBe(2000);
-    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true }]);
+    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [] }]);
+    // New capabilities (the peer's controller was upgraded) are news too; the same ones again are not.
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'] }]);
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([]);
+    expect(t.list()[0]?.caps).toEqual(['trickle']);
     expect(t.available(jid(PEER), UID_A, 'other')).toEqual([
       { jid: PEER, uid: UID_B, overlay: 'other', online: false },
-      { jid: PEER, uid: UID_A, overlay: 'other', online: true },
+      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [] },
     ]);
     expect(t.uidOf(PEER)).toBe(UID_A);
   });

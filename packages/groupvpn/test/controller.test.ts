@@ -365,9 +365,13 @@ describe('GroupVpnController: admission', () => {
     const { lo, hi } = order(a, b);
     await clock.advance(1000);
     expect(linkState(lo, hi)).toBe('up');
-    // The first offer waits for gathering; the answer trickles, and the fake needs its candidates.
+    // Both announced trickle in presence: even the first link trickles both ways, and the fake needs
+    // the candidates.
+    expect(a.dp.callsOf('register_svc')[0]!.params.caps).toEqual(['trickle']);
     const cands = net.signals.filter((s) => s.type === 'con_cand');
-    expect(cands.map((s) => s.from)).toEqual([hi.uid]);
+    expect(cands.map((s) => s.from).sort()).toEqual([lo.uid, hi.uid].sort());
+    const described = (n: TestNode) => n.dp.callsOf('create_link').filter((c) => (c.params.remote as { type?: string } | undefined)?.type !== 'answer');
+    expect([...described(lo), ...described(hi)].map((c) => c.params.trickle)).toEqual([true, true]);
     expect(lo.dp.callsOf('add_candidate').length).toBe(1);
     const garbage: unknown[] = [null, {}, { attempt: 'zz' }, { attempt: '0011223344556677', candidates: [{ candidate: 'x', mid: '0' }] },
       { attempt: '0011223344556677', candidates: 'no' }];
@@ -382,7 +386,36 @@ describe('GroupVpnController: admission', () => {
     expect(hi.ctl.status().trickle.con_cand_sent).toBe(1);
     expect(hi.ctl.status().trickle.candidates_sent).toBeGreaterThan(0);
     expect(lo.ctl.status().trickle.candidates_applied).toBe(hi.ctl.status().trickle.candidates_sent);
-    expect(lo.ctl.status().trickle.con_cand_sent).toBe(0);
+    expect(lo.ctl.status().trickle.con_cand_sent).toBe(1);
+  });
+
+  it('a restarted controller learns what peers announced from get_state, with no presence event', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    expect(linkState(a, b)).toBe('up');
+    // The fake, like the datapath, sends no presence event again to a new controller: only get_state's
+    // peers (read as the controller attaches, then every 5 s) carry b's capabilities.
+    await a.restartController();
+    await clock.advance(100);
+    expect(a.ctl.signaling.offersTrickled(b.uid)).toBe(true);
+  });
+
+  it('a datapath older than presence capabilities: registered without them; peers\' first offers to it wait for gathering', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const old = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' }, {}, (dp) => {
+      dp.refusesCaps = true;
+    });
+    await clock.advance(1000);
+    expect(old.dp.callsOf('register_svc').map((c) => c.params.caps)).toEqual([['trickle'], undefined]);
+    expect(old.dp.xmppState).toBe('online');
+    expect(old.lines.some((l) => String(l.msg).startsWith('the datapath takes no capabilities'))).toBe(true);
+    expect(linkState(a, old)).toBe('up');
+    // Whoever offered: an offer to `old` is whole (it announced nothing); an answer to a con_req that
+    // said trickle is trickled.
+    const offerer = a.uid < old.uid ? a : old;
+    const offers = offerer.dp.callsOf('create_link').filter((c) => c.params.remote === undefined);
+    expect(offers.map((c) => c.params.trickle === true)).toEqual([offerer !== a]);
   });
 
   it('two JIDs announcing one address: reported (log + status), neither linked until one leaves', async () => {

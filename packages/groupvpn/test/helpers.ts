@@ -45,9 +45,12 @@ export async function node(
   ip4: string,
   over: Partial<GroupVpnSettings> = {},
   tuning: Partial<GroupVpnTuning> = {},
+  /** Adjusts the fake datapath before the controller starts. */
+  setupDatapath?: (dp: FakeDatapath) => void,
 ): Promise<TestNode> {
   const config = settings(ip4, over);
   const dp = new FakeDatapath(net, `${config.xmpp.jid}/tincan`);
+  setupDatapath?.(dp);
   const { logger, lines } = captureLogger();
   const make = () =>
     new GroupVpnController({

@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { Uid, ip4ToNumber, ip6ToBytes, parseCidr } from './uid.js';
+import { NODE_CAPS_MAX, NodeCap } from './signal.js';
 
 /**
  * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
@@ -117,12 +118,16 @@ export const SetLocalIpRequest = z.strictObject({
   mtu: z.number().int().min(576).max(9000).default(1280),
 });
 
-/** Connects the datapath's XMPP session; `overlay` is announced in presence (GroupVPN network id). */
+/**
+ * Connects the datapath's XMPP session; `overlay` (GroupVPN network id) and `caps` (what the
+ * controller takes, e.g. `trickle`) are announced in presence.
+ */
 export const RegisterSvcRequest = z.strictObject({
   ...base,
   m: z.literal('register_svc'),
   xmpp: XmppCredentials,
   overlay: z.string().max(64).optional(),
+  caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
 });
 
 /**
@@ -353,6 +358,8 @@ export const PeerInfo = z.strictObject({
   jid: z.string(),
   overlay: z.string().nullable(),
   last_heard_ms: z.number(),
+  /** The capabilities its presence announced (absent when none). */
+  caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
 });
 export type PeerInfo = z.infer<typeof PeerInfo>;
 
@@ -439,6 +446,8 @@ export const PresenceEvent = z.strictObject({
   jid: z.string(),
   overlay: z.string().nullable(),
   online: z.boolean(),
+  /** The capabilities the peer announced (online only; absent when it announced none). */
+  caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
 });
 export const SignalEvent = z.strictObject({
   event: z.literal('signal'),

@@ -2,13 +2,22 @@ import * as z from 'zod';
 import { Uid } from './uid.js';
 
 /**
- * What TinCan puts on XMPP. Presence carries <node xmlns=PRESENCE_NS uid=… overlay=…/>; a signal is a
+ * What TinCan puts on XMPP. Presence carries <node xmlns=PRESENCE_NS uid=… overlay=… caps=…/>; a signal is a
  * message stanza carrying <signal xmlns=SIGNAL_NS> whose text is one JSON document of this schema.
  * The datapath validates the envelope; `data` belongs to the controllers (see controller messages).
  */
 export const PRESENCE_NS = 'urn:tincan:node:1';
 export const SIGNAL_NS = 'urn:tincan:signal:1';
 export const MAX_SIGNAL_BYTES = 32_768;
+
+/**
+ * A capability a node announces in its presence (`caps="trickle"`, space-separated), so that a peer
+ * can use it from the first message on. Today: `trickle` (the controller takes con_cand).
+ */
+export const NodeCap = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a capability: a lower-case token of 1–32 letters, digits and -');
+export type NodeCap = z.infer<typeof NodeCap>;
+/** Most capabilities a presence carries (the register_svc limit; a peer's extra ones are ignored). */
+export const NODE_CAPS_MAX = 8;
 
 export const XmppSignal = z.strictObject({
   v: z.literal(1),

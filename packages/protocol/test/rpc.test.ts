@@ -66,6 +66,7 @@ describe('RPC request schemas', () => {
       { m: 'echo', data: 'x' },
       { m: 'set_local_ip', uid, name: 'tincan0', ip4: '10.254.0.1/16', ip6: 'fd50::1/64' },
       { m: 'register_svc', xmpp: { host: 'h', jid: 'n@vpn.test', password: 'p' }, overlay: 'lab' },
+      { m: 'register_svc', xmpp: { host: 'h', jid: 'n@vpn.test', password: 'p' }, caps: ['trickle', 'x-later'] },
       { m: 'create_link', uid },
       { m: 'create_link', uid, remote: { type: 'offer', sdp: 'v=0' }, turn: [{ address: 'h:3478', username: 'u', password: 'p' }] },
       { m: 'trim_link', uid },
@@ -91,6 +92,14 @@ describe('RPC request schemas', () => {
     expect(x.m === 'register_svc' && x.xmpp).toMatchObject({ port: 5222, mechanism: 'SCRAM-SHA-1' });
     const sub = RpcRequest.parse({ tid: 1, token, m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24' });
     expect(sub.m === 'set_remote_subnet' && sub.remove).toBe(false);
+  });
+
+  it('register_svc takes at most 8 capabilities, each a lower-case token', () => {
+    const xmpp = { host: 'h', jid: 'n@vpn.test', password: 'p' };
+    for (const caps of [['Trickle'], ['has space'], [''], ['x'.repeat(33)], ['a_b'], 'trickle', Array.from({ length: 9 }, (_, i) => `c${i}`)]) {
+      expect(RpcRequest.safeParse({ tid: 1, token, m: 'register_svc', xmpp, caps }).success, JSON.stringify(caps)).toBe(false);
+    }
+    expect(RpcRequest.safeParse({ tid: 1, token, m: 'register_svc', xmpp, caps: [] }).success).toBe(true);
   });
 
   it('validates the routing verbs: via required (null removes), boolean transit, subnets without host bits', () => {

@@ -7,8 +7,8 @@ import { median, quantile } from './lab-nodes.mjs';
 import { figure } from './results.mjs';
 
 const MODE_LABEL = {
-  trickle: 'trickle ICE both ways (controllers, after the first link to a peer)',
-  answer: 'only the answer trickles (a controller\'s first link to a peer)',
+  trickle: 'trickle ICE both ways (controllers: every link to a peer that announces trickle)',
+  answer: 'only the answer trickles (a first link to an older peer, which announces nothing)',
   full: 'whole descriptions (no trickle)',
 };
 

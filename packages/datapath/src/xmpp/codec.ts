@@ -3,12 +3,12 @@
  * The TinCan stanza codec: what the datapath puts on XMPP and how it reads what comes back.
  * Pure functions over ltx elements (no connection), so every garbage case is unit-testable.
  *
- *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=…/></presence>
+ *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=…/></presence>
  *  - signal:   <message to=FULL type="normal"><signal xmlns=SIGNAL_NS>JSON</signal>
  *              <no-store xmlns="urn:xmpp:hints"/></message>, JSON = XmppSignal {v:1, uid, type, data}
  */
 import { xml, type XmlElement } from '@xmpp/client-core';
-import { MAX_SIGNAL_BYTES, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal } from '@tincan/protocol';
+import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal } from '@tincan/protocol';
 
 export type { XmlElement } from '@xmpp/client-core';
 
@@ -17,6 +17,8 @@ export const NS_ROSTER = 'jabber:iq:roster';
 export const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 /** Longest overlay id we accept in a peer's presence (the RPC's register_svc allows 64). */
 export const MAX_OVERLAY_LEN = 64;
+/** Longest caps attribute we read in a peer's presence (NODE_CAPS_MAX tokens of 32 and spaces). */
+export const MAX_CAPS_ATTR_LEN = 512;
 /**
  * Our presence priority. Negative (RFC 6121 §4.7.2.3): the server never hands this resource a
  * message addressed to the bare JID, so a user's chats don't land in the datapath and a signal
@@ -62,12 +64,12 @@ export function defaultResource(uid: string): string {
 // ---------------------------------------------------------------------------------------------
 // Outgoing
 
-export function buildPresence(uid: string, overlay?: string | null): XmlElement {
+export function buildPresence(uid: string, overlay?: string | null, caps: readonly string[] = []): XmlElement {
   return xml(
     'presence',
     {},
     xml('priority', {}, String(PRESENCE_PRIORITY)),
-    xml('node', { xmlns: PRESENCE_NS, uid, ...(overlay ? { overlay } : {}) }),
+    xml('node', { xmlns: PRESENCE_NS, uid, ...(overlay ? { overlay } : {}), ...(caps.length > 0 ? { caps: caps.join(' ') } : {}) }),
   );
 }
 
@@ -106,7 +108,7 @@ export function buildSignalMessage(to: string, json: string, id?: string): XmlEl
 
 export type PresenceParse =
   /** An available TinCan node. */
-  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null }
+  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[] }
   /** type="unavailable", or type="error" (treated alike; see design.md). `jid` may be bare. */
   | { kind: 'unavailable'; jid: ParsedJid; error: boolean }
   /** Not for us: subscription requests, probes, presence without the TinCan child, no sender. */
@@ -130,7 +132,21 @@ export function parsePresence(stanza: XmlElement): PresenceParse {
   if (overlay !== undefined && (overlay.length === 0 || overlay.length > MAX_OVERLAY_LEN)) {
     return { kind: 'malformed', reason: 'TinCan presence with a bad overlay' };
   }
-  return { kind: 'available', jid: from, uid: uid as string, overlay: overlay ?? null };
+  return { kind: 'available', jid: from, uid: uid as string, overlay: overlay ?? null, caps: parseCaps(node.attrs.caps) };
+}
+
+/**
+ * A peer's announced capabilities: its well-formed tokens, each once, the first NODE_CAPS_MAX. A
+ * token we cannot read is skipped, not the presence: a newer node may announce more than we know.
+ */
+export function parseCaps(attr: string | undefined): string[] {
+  if (typeof attr !== 'string' || attr.length > MAX_CAPS_ATTR_LEN) return [];
+  const caps: string[] = [];
+  for (const token of attr.split(/\s+/)) {
+    if (caps.length === NODE_CAPS_MAX) break;
+    if (NodeCap.safeParse(token).success && !caps.includes(token)) caps.push(token);
+  }
+  return caps;
 }
 
 // ---------------------------------------------------------------------------------------------

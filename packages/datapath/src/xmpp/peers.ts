@@ -11,6 +11,8 @@ export interface PeerRecord {
   bare: string;
   uid: string;
   overlay: string | null;
+  /** Capabilities announced in its presence. */
+  caps: string[];
   /** Wall-clock time (ms since the epoch) of the last presence or accepted signal from this JID. */
   lastHeardMs: number;
   /** Known from before our last reconnect and not re-announced since. */
@@ -22,6 +24,8 @@ export interface PresenceChange {
   uid: string;
   overlay: string | null;
   online: boolean;
+  /** What the peer announced (online changes only). */
+  caps?: string[];
 }
 
 export class PeerTable {
@@ -29,15 +33,15 @@ export class PeerTable {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** An available TinCan presence: reports the peer on first sight or when its uid/overlay change. */
-  available(jid: ParsedJid, uid: string, overlay: string | null): PresenceChange[] {
+  /** An available TinCan presence: reports the peer on first sight or when its uid/overlay/caps change. */
+  available(jid: ParsedJid, uid: string, overlay: string | null, caps: string[] = []): PresenceChange[] {
     const prev = this.#byJid.get(jid.full);
-    const rec: PeerRecord = { jid: jid.full, bare: jid.bare, uid, overlay, lastHeardMs: this.now(), stale: false };
+    const rec: PeerRecord = { jid: jid.full, bare: jid.bare, uid, overlay, caps, lastHeardMs: this.now(), stale: false };
     this.#byJid.set(jid.full, rec);
-    if (prev && prev.uid === uid && prev.overlay === overlay) return [];
+    if (prev && prev.uid === uid && prev.overlay === overlay && prev.caps.join(' ') === caps.join(' ')) return [];
     const out: PresenceChange[] = [];
     if (prev && prev.uid !== uid) out.push({ jid: prev.jid, uid: prev.uid, overlay: prev.overlay, online: false });
-    out.push({ jid: rec.jid, uid, overlay, online: true });
+    out.push({ jid: rec.jid, uid, overlay, online: true, caps });
     return out;
   }
 
@@ -90,7 +94,7 @@ export class PeerTable {
   }
 
   list(): PeerRecord[] {
-    return [...this.#byJid.values()].map((r) => ({ ...r }));
+    return [...this.#byJid.values()].map((r) => ({ ...r, caps: [...r.caps] }));
   }
 
   get size(): number {
