@@ -95,9 +95,10 @@ export function figure({ samples, baseline, target, ...rest }) {
   return f;
 }
 
+/** git's output without its trailing newline (not trimmed at the start: porcelain lines begin with a space). */
 function git(args) {
   try {
-    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trimEnd();
   } catch {
     return null;
   }
