@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SOCIAL_OVERLAY, SocialVpnState, ip6FromUid, uidToBytes, type Uid } from '@tincan/protocol';
 import { ManualClock, StateFileError, utcDay } from '@tincan/controller';
 import { SocialVpnController, STATE_FILE } from '../src/controller.js';
-import { FakeDatapath, FakeNet, captureLogger, jidOf, logged, settings, socialNode, unmappedFrame, type SocialNode } from './helpers.js';
+import { FakeDatapath, FakeNet, captureLogger, jidOf, logged, removeStateDirs, settings, socialNode, unmappedFrame, type SocialNode } from './helpers.js';
 
 let clock: ManualClock;
 let net: FakeNet;
@@ -14,6 +14,8 @@ beforeEach(() => {
   clock = new ManualClock();
   net = new FakeNet(clock);
 });
+
+afterAll(removeStateDirs);
 
 function linkState(n: SocialNode, peer: SocialNode): string {
   return n.ctl.signaling.state(peer.uid);

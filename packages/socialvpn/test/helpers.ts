@@ -1,5 +1,4 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { onTestFinished } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SocialVpnState, Uid } from '@tincan/protocol';
@@ -18,11 +17,22 @@ export function jidOf(user: string): string {
   return `${user}@${DOMAIN}`;
 }
 
-/** A fresh state directory, removed when the test that asked for it ends (call it inside a test). */
+const stateDirs: string[] = [];
+
+/** A fresh state directory; removeStateDirs() removes them all. */
 function tempStateDir(user: string): string {
   const dir = mkdtempSync(join(tmpdir(), `socialvpn-${user}-`));
-  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  stateDirs.push(dir);
   return dir;
+}
+
+/**
+ * Removes every state directory settings() made: call it in the test file's afterAll. Not at the end
+ * of each test: a controller the test left running may still finish a state-file write (which makes
+ * the directory again).
+ */
+export function removeStateDirs(): void {
+  for (const dir of stateDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 export function settings(user: string, over: Partial<SocialVpnSettings> = {}): SocialVpnSettings {
