@@ -33,7 +33,7 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
   if (s.peers.length > 0) {
     lines.push('', 'online peers (XMPP):');
     for (const p of s.peers) {
-      lines.push(`  ${p.uid.slice(0, 12)}  ${p.jid}${p.overlay ? `  overlay ${p.overlay}` : ''}  heard ${Math.max(0, Math.round((now - p.last_heard_ms) / 1000))}s ago`);
+      lines.push(`  ${p.uid.slice(0, 12)}  ${p.jid}${p.overlay ? `  overlay ${p.overlay}` : ''}${p.caps ? `  caps ${p.caps.join(',')}` : ''}  heard ${Math.max(0, Math.round((now - p.last_heard_ms) / 1000))}s ago`);
     }
   }
   if (s.transit || s.routes.length > 0 || s.subnets.length > 0) {

@@ -17,11 +17,11 @@ function link(uid: string, extra: Partial<LinkInfo> = {}): LinkInfo {
 }
 
 /** A get_state result, validated by its schema so the test cannot drift from the wire contract. */
-function state(links: LinkInfo[]): StateResult {
+function state(links: LinkInfo[], peers: StateResult['peers'] = []): StateResult {
   return StateResult.parse({
     node: { uid: UID_A, vnic: 'tincan0', ip4: '10.254.0.1/16', ip6: null, mtu: 1280, offload: true, fingerprint: 'AB:CD', uptime_s: 5, controller: null },
     xmpp: { state: 'online', jid: 'a@x/y', overlay: 'o' },
-    links, peers: [], routes: [], subnets: [], transit: false, counters: {},
+    links, peers, routes: [], subnets: [], transit: false, counters: {},
   });
 }
 
@@ -35,6 +35,16 @@ describe('tincanctl status table', () => {
     expect(header).not.toContain('LANES');
     expect(out.split('\n')[0]).toMatch(/mtu 1280  offload$/);
     expect(row).toMatch(/^bbbbbbbbbbbb\s+10\.254\.0\.2\s+up\s+srflx\/host\s+compact\s+198\.18\.0\.10:4000\s+0\.5ms\s+2p 2\.0K\s+1p 100B\s+3$/);
+  });
+
+  it('lists the online peers with their overlay and the capabilities they announced', () => {
+    const now = Date.now();
+    const out = renderStatus(state([], [
+      { uid: UID_B, jid: 'b@x/tincan-bbbbbbbb', overlay: 'lab', last_heard_ms: now - 3000, caps: ['trickle'] },
+      { uid: 'c'.repeat(40), jid: 'c@x/old', overlay: null, last_heard_ms: now - 9000 },
+    ]), now);
+    expect(out).toMatch(/\n {2}bbbbbbbbbbbb {2}b@x\/tincan-bbbbbbbb {2}overlay lab {2}caps trickle {2}heard 3s ago\n/);
+    expect(out).toMatch(/\n {2}cccccccccccc {2}c@x\/old {2}heard 9s ago/);
   });
 
   it('shows lanes up of lanes run per link when the datapath runs lanes', () => {
