@@ -9,7 +9,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GroupNode, type LabInfo } from './support/group-node.js';
-import { eventuallyValue, inHost, labServers, connectNodes, linkUp, scriptedNode, watchdogLines, type NsProcess, type TinCanNode } from './support/tincan-node.js';
+import { eventuallyValue, inHost, labServers, connectNodes, linkUp, scriptedNode, useNodes, watchdogLines, type NsProcess, type TinCanNode } from './support/tincan-node.js';
 
 const servers = labServers();
 
@@ -146,6 +146,31 @@ describe('tincan-datapath --watchdog in the lab', () => {
     // The primary itself never stalled.
     expect(pub.datapath.running).toBe(true);
     expect(await pub.call('echo', { data: 'primary' })).toEqual({ data: 'primary' });
+  });
+});
+
+describe('the scripted nodes\' harness (useNodes) starts a datapath its watchdog killed again before the next test', () => {
+  const n = scriptedNode(servers, 'h3', '10.254.0.7', 7, ['--watchdog', '2']);
+  useNodes([n], servers.xmpp);
+  let firstPid = 0;
+
+  it('a test whose datapath hangs and is killed by its watchdog', async () => {
+    firstPid = n.datapath.child.pid!;
+    const hang = hangMainThread(firstPid);
+    try {
+      await within(n.datapath.waitExit(), 20_000, 'the hung datapath to be killed');
+    } finally {
+      hang.stop();
+    }
+    expect(watchdogLines(n.datapath)).toHaveLength(1);
+  });
+
+  it('the next test finds a new datapath, configured as before and online', async () => {
+    expect(n.watchdogRestarts).toBe(1);
+    expect(n.datapath.child.pid).not.toBe(firstPid);
+    const s = await n.call<{ node: { uid: string; ip4: string }; xmpp: { state: string } }>('get_state');
+    expect(s.node).toMatchObject({ uid: n.uid, ip4: '10.254.0.7/16' });
+    expect(s.xmpp.state).toBe('online');
   });
 });
 
