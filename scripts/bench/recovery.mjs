@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DATAPATH_FLAGS, ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
+import { CONTROLLER_FLAGS, DATAPATH_FLAGS, ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
 import { figure, writeResults } from './lib/results.mjs';
 
 const run = promisify(execFile);
@@ -42,7 +42,7 @@ function groupNode(lab, host, ip4, account) {
     host, ip4, uid: uidOf(ip4),
     start() {
       spawnIn([...DATAPATH_FLAGS, join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'), '--state-dir', stateDir]);
-      spawnIn([join(ROOT, 'packages/groupvpn/dist/bin/tincan-groupvpn.js'), '--config', configFile]);
+      spawnIn([...CONTROLLER_FLAGS, join(ROOT, 'packages/groupvpn/dist/bin/tincan-groupvpn.js'), '--config', configFile]);
     },
     async status() {
       const { stdout } = await run('ip', ['netns', 'exec', nsOf(host), process.execPath, CTL, '--state-dir', stateDir, 'status', '--json'], { timeout: 10_000 });

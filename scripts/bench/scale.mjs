@@ -11,7 +11,8 @@
 // where the build has it there), BENCH_SCALE_IDLE_SECONDS (30),
 // BENCH_SCALE_STAGGER_MS (100: pause between starting two nodes), BENCH_SCALE_PINGS (10 pairs),
 // BENCH_SCALE_TIMEOUT_S (300: convergence limit), BENCH_SCALE_MECHANISM (PLAIN | SCRAM-SHA-1),
-// BENCH_SCALE_KEEP=1 (keep the nodes' configs and logs), BENCH_DATAPATH_NODE_FLAGS (node's own flags for the
+// BENCH_SCALE_KEEP=1 (keep the nodes' configs and logs), BENCH_CONTROLLER_NODE_FLAGS (node's own flags for
+// the controllers; default none), BENCH_DATAPATH_NODE_FLAGS (node's own flags for the
 // datapaths instead of DATAPATH_NODE_FLAGS; empty: none, lib/lab-nodes.mjs), BENCH_DATAPATH_ARGS (more datapath
 // arguments, e.g. `--malloc-arenas 0`), TINCAN_LAB_PREFIX / TINCAN_LAB_DIR.
 import { execFile, execFileSync } from 'node:child_process';
@@ -19,7 +20,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { cpus, getPriority, loadavg, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DATAPATH_FLAGS, ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
+import { CONTROLLER_FLAGS, DATAPATH_FLAGS, ROOT, labUp, median, nsOf } from './lib/lab-nodes.mjs';
 import {
   LAB_DIR, alivePid, checkConfig, cpuSeconds, extraHosts, groupPair, labDaemonPid, machineBusySeconds, memKb, niceOf, readExtraHosts, topologyKey,
   waitExeced,
@@ -188,7 +189,8 @@ try {
   }
   const prosody = labDaemonPid('prosody');
   console.log(`${N} nodes in ${nsOf('m1')}..${nsOf(`m${N}`)}, policy ${POLICY}${TOPOLOGY ? `, topology ${TOPOLOGY}` : ''}, ` +
-    `XMPP ${MECHANISM}, started ${STAGGER_MS} ms apart, datapaths with node flags: ${DATAPATH_FLAGS.join(' ') || 'none'}; lab ${LAB_DIR}`);
+    `XMPP ${MECHANISM}, started ${STAGGER_MS} ms apart, datapaths with node flags: ${DATAPATH_FLAGS.join(' ') || 'none'}, ` +
+    `controllers: ${CONTROLLER_FLAGS.join(' ') || 'none'}; lab ${LAB_DIR}`);
 
   // --- start and converge -------------------------------------------------------------------------
   const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(' ');
@@ -389,7 +391,7 @@ try {
   const perNode = (f) => pairs.map(f);
   writeResults(outName, {
     title: `${N} GroupVPN nodes (datapath + controller each) on this one machine, ${variant}`,
-    settings: { N, policy: POLICY, topology: TOPOLOGY ?? 'none', mechanism: MECHANISM, stagger_ms: STAGGER_MS, idle_s: IDLE_S, pings: PINGS, datapath_node_flags: DATAPATH_FLAGS.join(' ') || 'none' },
+    settings: { N, policy: POLICY, topology: TOPOLOGY ?? 'none', mechanism: MECHANISM, stagger_ms: STAGGER_MS, idle_s: IDLE_S, pings: PINGS, datapath_node_flags: DATAPATH_FLAGS.join(' ') || 'none', controller_node_flags: CONTROLLER_FLAGS.join(' ') || 'none' },
     figures: [
       figure({ key: 'nodes', label: 'nodes converged into one network', unit: 'nodes', median: N, n: 1, target: { op: '>=', value: 50, text: 'N ≥ 50' } }),
       figure({ key: 'converged_s', label: 'time until converged, from the first start', unit: 's', median: convergedMs / 1000, n: 1, note: `last node started at ${fmt(lastStart / 1000, 1)} s` }),

@@ -23,6 +23,11 @@ const run = promisify(execFile);
  */
 export const DATAPATH_FLAGS = process.env.BENCH_DATAPATH_NODE_FLAGS === undefined
   ? [...DATAPATH_NODE_FLAGS] : process.env.BENCH_DATAPATH_NODE_FLAGS.split(' ').filter(Boolean);
+/**
+ * node's own flags for every controller a bench starts: none, or BENCH_CONTROLLER_NODE_FLAGS
+ * (space-separated), to measure with them (docs/architecture.md, "Memory": --optimize-for-size).
+ */
+export const CONTROLLER_FLAGS = (process.env.BENCH_CONTROLLER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 
 export async function labUp() {
   const wasUp = existsSync(join(LAB_DIR, 'lab.json'));

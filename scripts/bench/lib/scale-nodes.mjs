@@ -5,7 +5,7 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DATAPATH_FLAGS, ROOT, nsOf, uidOf } from './lab-nodes.mjs';
+import { CONTROLLER_FLAGS, DATAPATH_FLAGS, ROOT, nsOf, uidOf } from './lab-nodes.mjs';
 
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
@@ -175,7 +175,7 @@ export function groupPair({
     /** Starts the datapath, then the controller (which waits for the datapath by itself). */
     start() {
       spawnNode('datapath', [...DATAPATH_FLAGS, DATAPATH, '--state-dir', stateDir, '--log-level', 'warn', ...(process.env.BENCH_DATAPATH_ARGS ?? '').split(' ').filter(Boolean)]);
-      spawnNode('groupvpn', [GROUPVPN, '--config', configFile]);
+      spawnNode('groupvpn', [...CONTROLLER_FLAGS, GROUPVPN, '--config', configFile]);
     },
     pids() {
       return { datapath: procs.datapath?.pid, groupvpn: procs.groupvpn?.pid };
