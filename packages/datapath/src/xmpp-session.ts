@@ -229,6 +229,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
         mechanism: this.creds.mechanism,
         ca_file: this.creds.ca_file ?? null,
         overlay: this.overlay,
+        caps: this.caps,
       },
       'XMPP session starting',
     );
