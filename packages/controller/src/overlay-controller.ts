@@ -212,9 +212,10 @@ export class OverlayController<C extends OverlayCounters> {
       // Presences missing from the datapath's list are gone, but only once XMPP has been online long
       // enough for everyone's presence to arrive again after a reconnect.
       const settled = this.xmppOnlineSince !== null && now - this.xmppOnlineSince > this.tuning.presenceGraceMs;
+      // What peers announced before we (re)started, so that no presence event told us: learned from
+      // presences new to us only, or every poll would undo what a failed link made us forget.
+      for (const p of state.peers) if (p.caps && !this.peers.get(p.uid)?.claims.has(p.jid)) this.signaling.peerAnnounced(p.uid, p.caps);
       this.handlePresence(this.peers.syncOnline(state.peers, now, this.tuning.presenceGraceMs, settled));
-      // What peers announced before we (re)started and their presence events reached us.
-      for (const p of state.peers) if (p.caps) this.signaling.peerAnnounced(p.uid, p.caps);
       policy.syncedPresences?.(state);
     }
 

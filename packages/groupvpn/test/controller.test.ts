@@ -401,6 +401,19 @@ describe('GroupVpnController: admission', () => {
     expect(a.ctl.signaling.offersTrickled(b.uid)).toBe(true);
   });
 
+  it('a failed link makes the next offer gather in full, although the peer announced trickle and get_state still says so', async () => {
+    net.linksWork = false;
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    const { lo } = order(a, b);
+    await clock.advance(40_000);
+    const offers = lo.dp.callsOf('create_link').filter((c) => c.params.remote === undefined);
+    // The first offer trickles (b announced it); every retry after a failure gathers in full, although
+    // get_state's peers, polled every 5 s, still show b's announcement.
+    expect(offers.length).toBeGreaterThanOrEqual(3);
+    expect(offers.map((c) => c.params.trickle === true)).toEqual([true, ...offers.slice(1).map(() => false)]);
+  });
+
   it('a datapath older than presence capabilities: registered without them; peers\' first offers to it wait for gathering', async () => {
     const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
     const old = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' }, {}, (dp) => {
