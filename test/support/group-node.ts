@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach } from 'vitest';
 import { DATAPATH_NODE_FLAGS } from '@tincan/datapath/node-flags';
 import { ip6FromUid, uidFromIp4 } from '@tincan/protocol';
-import { CTL_BIN, DATAPATH_BIN, NsProcess, watchdogLines, type StateLike } from './tincan-node.js';
+import { CTL_BIN, DATAPATH_BIN, NsProcess, killedByWatchdog, type StateLike } from './tincan-node.js';
 import { ns } from '../harness/namespace.js';
 
 const run = promisify(execFile);
@@ -131,7 +131,7 @@ export class GroupNode {
     this.datapath = p;
     this.stopping = false;
     p.child.on('close', () => {
-      if (this.datapath !== p || this.stopping || watchdogLines(p).length === 0) return;
+      if (this.datapath !== p || this.stopping || !killedByWatchdog(p)) return;
       this.watchdogRestarts++;
       console.warn(`${this.spec.host}: the datapath's watchdog killed it (its main thread stalled); restarting it in ${RESTART_DELAY_MS} ms, as systemd would`);
       setTimeout(() => {

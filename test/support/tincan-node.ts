@@ -57,6 +57,11 @@ export function watchdogLines(p: NsProcess): Record<string, unknown>[] {
   return p.log.filter((l) => l.startsWith('[err] ') && l.includes('"component":"watchdog"')).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>);
 }
 
+/** The process has ended, and its liveness watchdog was what ended it. */
+export function killedByWatchdog(p: NsProcess): boolean {
+  return !p.running && watchdogLines(p).length > 0;
+}
+
 export interface NodeSpec {
   host: string; // lab host name (namespace tc-HOST)
   ip4: string; // virtual IPv4, e.g. 10.254.0.1
@@ -205,9 +210,11 @@ export class TinCanNode {
   async recoverFromWatchdog(): Promise<boolean> {
     if (this.datapath.running) {
       if (await this.call('echo', { data: 'alive?' }, 5000).then(() => true, () => false)) return false;
-      await Promise.race([this.datapath.waitExit(), new Promise((r) => setTimeout(r, 40_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.datapath.waitExit(), new Promise((r) => { timer = setTimeout(r, 40_000); })]);
+      clearTimeout(timer);
     }
-    if (this.datapath.running || watchdogLines(this.datapath).length === 0) return false;
+    if (!killedByWatchdog(this.datapath)) return false;
     this.watchdogRestarts++;
     console.warn(`${this.spec.host}: the datapath's watchdog killed it (its main thread stalled); starting it again, as systemd would`);
     this.earlierDatapaths.push(this.datapath);
