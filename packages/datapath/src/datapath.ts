@@ -333,6 +333,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       uid: this.local.uid,
       ...(req.overlay !== undefined ? { overlay: req.overlay } : {}),
       ...(req.caps !== undefined ? { caps: req.caps } : {}),
+      cert: this.identity.certificateBase64,
       logger: this.log.child({ component: 'xmpp' }),
     });
     session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
@@ -729,7 +730,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       },
       links,
       peers: this.xmpp
-        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}) }))
+        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}) }))
         : [],
       routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),

@@ -12,6 +12,8 @@ export interface NodeIdentity {
   keyPemFile: string;
   /** SHA-256 fingerprint as in SDP: colon-separated uppercase hex. */
   fingerprint: string;
+  /** The certificate's DER, base64: what presence announces (NodeCert). */
+  certificateBase64: string;
 }
 
 /**
@@ -32,8 +34,8 @@ export async function loadIdentity(stateDir: string): Promise<NodeIdentity> {
       throw new Error(`cannot create the node certificate in ${stateDir} (is openssl installed?): ${String(err)}`);
     }
   }
-  const pem = await readFile(certificatePemFile);
-  return { certificatePemFile, keyPemFile, fingerprint: new X509Certificate(pem).fingerprint256 };
+  const cert = new X509Certificate(await readFile(certificatePemFile));
+  return { certificatePemFile, keyPemFile, fingerprint: cert.fingerprint256, certificateBase64: cert.raw.toString('base64') };
 }
 
 async function exists(path: string): Promise<boolean> {

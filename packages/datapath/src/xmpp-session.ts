@@ -48,6 +48,8 @@ export interface XmppSessionOptions {
   overlay?: string;
   /** Capabilities announced in presence (the controller's, e.g. trickle). */
   caps?: readonly string[];
+  /** Our node certificate (base64 DER), announced in presence. */
+  cert?: string;
   /** Presence re-broadcast (and server ping) period; the paper's two minutes by default. */
   livenessIntervalMs?: number;
   logger: Logger;
@@ -71,6 +73,8 @@ export interface XmppPresence {
   online: boolean;
   /** What the peer announced (online, and only when it announced something). */
   caps?: string[];
+  /** Its node certificate, base64 DER (online, and only when it announced a readable one). */
+  cert?: string;
 }
 
 export interface XmppSignalIn {
@@ -99,6 +103,7 @@ export interface XmppPeer {
   uid: string;
   overlay: string | null;
   caps: string[];
+  cert: string | null;
   /** ms since the epoch of the last presence or signal from that JID. */
   lastHeardMs: number;
 }
@@ -165,6 +170,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private readonly uid: string;
   private readonly overlay: string | null;
   private readonly caps: readonly string[];
+  private readonly cert: string | null;
   private readonly own: ParsedJid;
   private readonly livenessMs: number;
   private readonly backoffInitialMs: number;
@@ -192,6 +198,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     this.uid = Uid.parse(opts.uid);
     this.overlay = opts.overlay ? opts.overlay : null;
     this.caps = opts.caps ?? [];
+    this.cert = opts.cert ?? null;
     const jid = parseJid(this.creds.jid);
     if (!jid || !jid.local) throw new Error(`not a user JID: ${this.creds.jid}`);
     const resource = jid.resource || defaultResource(this.uid);
@@ -273,7 +280,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   }
 
   peers(): XmppPeer[] {
-    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, lastHeardMs: r.lastHeardMs }));
+    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, cert: r.cert, lastHeardMs: r.lastHeardMs }));
   }
 
   jidOfUid(uid: string): string | undefined {
@@ -394,7 +401,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
 
   private async announce(att: Attempt): Promise<boolean> {
     try {
-      await att.conn.entity.send(buildPresence(this.uid, this.overlay, this.caps));
+      await att.conn.entity.send(buildPresence(this.uid, { overlay: this.overlay, caps: this.caps, cert: this.cert }));
       this.ctr.presence_out++;
       return !att.done;
     } catch (err) {
@@ -439,7 +446,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     switch (p.kind) {
       case 'available':
         if (p.jid.full === this.boundJid) return;
-        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps));
+        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps, p.cert));
         return;
       case 'unavailable':
         if (p.jid.full === this.boundJid) return;
@@ -470,8 +477,15 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
 
   private emitChanges(changes: PresenceChange[]): void {
     for (const c of changes) {
-      this.log.debug(c, c.online ? 'peer online' : 'peer offline');
-      this.emit('presence', { jid: c.jid, uid: c.uid, overlay: c.overlay, online: c.online, ...(c.online && c.caps?.length ? { caps: c.caps } : {}) });
+      this.log.debug({ jid: c.jid, uid: c.uid, overlay: c.overlay, cert: c.cert ? 'yes' : 'no' }, c.online ? 'peer online' : 'peer offline');
+      this.emit('presence', {
+        jid: c.jid,
+        uid: c.uid,
+        overlay: c.overlay,
+        online: c.online,
+        ...(c.online && c.caps?.length ? { caps: c.caps } : {}),
+        ...(c.online && c.cert ? { cert: c.cert } : {}),
+      });
     }
   }
 

@@ -24,6 +24,9 @@ import { backoffDelay, describeError, XmppSession } from '../src/xmpp-session.js
 const UID_A = 'a'.repeat(40);
 const UID_B = 'b'.repeat(40);
 const PEER = 'node2@vpn.test/tincan-bbbbbbbb';
+/** A node certificate as `openssl req -x509 -newkey ec` makes one (identity.ts), DER in base64. */
+const NODE_CERT =
+  'MIIBgjCCASegAwIBAgIUCRpslSA0HBwAdF5+Ya0fWNR9sl8wCgYIKoZIzj0EAwIwFjEUMBIGA1UEAwwLdGluY2FuLW5vZGUwHhcNMjYxMjA3MTk1MTE1WhcNMzYxMjA0MTk1MTE1WjAWMRQwEgYDVQQDDAt0aW5jYW4tbm9kZTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABJuv/dmgtCInZoZH58cHzrHOhsZZ++QK/1+NarzkkbZ5ozZU+xzXGV2N7u+cRjEdeUKTgwBRJP7iDKSLwKXs/vyjUzBRMB0GA1UdDgQWBBSbPL2t63ju35kkNZ0m7Qq4/YJVhjAfBgNVHSMEGDAWgBSbPL2t63ju35kkNZ0m7Qq4/YJVhjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQCN1IGIMdo/j4LDm/0OB1mR8LOTzqsu7UKZIdn4OZsg1gIhAL+wl0qRpJq6f2zAxPn9/druwBPbquy+oSdT3B0g2myC';
 
 function one(s: string): XmlElement {
   const els = parseStanzas(s);
@@ -63,14 +66,16 @@ describe('JIDs', () => {
 
 describe('presence', () => {
   it('announces the node with its uid, overlay and a negative priority', () => {
-    const p = buildPresence(UID_A, 'net1');
+    const p = buildPresence(UID_A, { overlay: 'net1' });
     const back = one(p.toString());
     expect(back.getChildText('priority')).toBe('-1');
     const node = back.getChild('node', PRESENCE_NS);
     expect(node?.attrs).toMatchObject({ uid: UID_A, overlay: 'net1' });
     expect(buildPresence(UID_A).getChild('node', PRESENCE_NS)?.attrs.overlay).toBeUndefined();
-    expect(buildPresence(UID_A, 'net1').getChild('node', PRESENCE_NS)?.attrs.caps).toBeUndefined();
-    expect(one(buildPresence(UID_A, 'net1', ['trickle', 'x-future']).toString()).getChild('node', PRESENCE_NS)?.attrs.caps).toBe('trickle x-future');
+    expect(buildPresence(UID_A, { overlay: 'net1' }).getChild('node', PRESENCE_NS)?.attrs.caps).toBeUndefined();
+    expect(buildPresence(UID_A, { overlay: 'net1' }).getChild('node', PRESENCE_NS)?.attrs.cert).toBeUndefined();
+    const full = one(buildPresence(UID_A, { overlay: 'net1', caps: ['trickle', 'x-future'], cert: NODE_CERT }).toString());
+    expect(full.getChild('node', PRESENCE_NS)?.attrs).toMatchObject({ caps: 'trickle x-future', cert: NODE_CERT });
     expect(buildUnavailable().toString()).toBe('<presence type="unavailable"/>');
   });
 
@@ -98,6 +103,22 @@ describe('presence', () => {
     expect(caps('')).toEqual([]);
     const none = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}"/></presence>`));
     expect(none).toMatchObject({ kind: 'available', caps: [] });
+  });
+
+  it("reads a peer's node certificate; an unreadable one costs the certificate, never the presence", () => {
+    const cert = (attr: string) => {
+      const p = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}" cert="${attr}"/></presence>`));
+      expect(p.kind).toBe('available');
+      return p.kind === 'available' ? p.cert : undefined;
+    };
+    expect(cert(NODE_CERT)).toBe(NODE_CERT);
+    expect(cert('')).toBeNull();
+    expect(cert('not base64 !')).toBeNull();
+    expect(cert(Buffer.from('hello, not DER').toString('base64'))).toBeNull(); // base64, but no certificate
+    expect(cert(NODE_CERT.slice(0, 100))).toBeNull(); // a truncated certificate
+    expect(cert('A'.repeat(5000))).toBeNull(); // longer than any node certificate
+    const none = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}"/></presence>`));
+    expect(none).toMatchObject({ kind: 'available', cert: null });
   });
 
   it('takes unavailable and error presence as unavailable', () => {
@@ -280,18 +301,24 @@ describe('peer table', () => {
   it('reports first sight and changes, not repeats', () => {
     let now = 1000;
     const t = new PeerTable(() => now);
-    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [] }]);
+    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [], cert: null }]);
     now = 2000;
     expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([]);
     expect(t.list()[0]?.lastHeardMs).toBe(2000);
-    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [] }]);
+    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [], cert: null }]);
     // New capabilities (the peer's controller was upgraded) are news too; the same ones again are not.
-    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'] }]);
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: null }]);
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([]);
     expect(t.list()[0]?.caps).toEqual(['trickle']);
+    // A new certificate (the node's key changed) is news: trusting it is the controller's decision.
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'], NODE_CERT)).toEqual([
+      { jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: NODE_CERT },
+    ]);
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'], NODE_CERT)).toEqual([]);
+    expect(t.list()[0]?.cert).toBe(NODE_CERT);
     expect(t.available(jid(PEER), UID_A, 'other')).toEqual([
       { jid: PEER, uid: UID_B, overlay: 'other', online: false },
-      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [] },
+      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [], cert: null },
     ]);
     expect(t.uidOf(PEER)).toBe(UID_A);
   });

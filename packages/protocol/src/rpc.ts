@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { Uid, ip4ToNumber, ip6ToBytes, parseCidr } from './uid.js';
-import { NODE_CAPS_MAX, NodeCap } from './signal.js';
+import { NODE_CAPS_MAX, NodeCap, NodeCert } from './signal.js';
 
 /**
  * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
@@ -360,6 +360,8 @@ export const PeerInfo = z.strictObject({
   last_heard_ms: z.number(),
   /** The capabilities its presence announced (absent when none). */
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
+  /** The node certificate its presence announced (absent when none or unreadable). */
+  cert: NodeCert.optional(),
 });
 export type PeerInfo = z.infer<typeof PeerInfo>;
 
@@ -448,6 +450,11 @@ export const PresenceEvent = z.strictObject({
   online: z.boolean(),
   /** The capabilities the peer announced (online only; absent when it announced none). */
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
+  /**
+   * The peer's node certificate (online only; absent when it announced none or one the datapath
+   * could not read as an X.509 certificate). Announced, not verified: trusting it is policy.
+   */
+  cert: NodeCert.optional(),
 });
 export const SignalEvent = z.strictObject({
   event: z.literal('signal'),

@@ -19,6 +19,17 @@ export type NodeCap = z.infer<typeof NodeCap>;
 /** Most capabilities a presence carries (the register_svc limit; a peer's extra ones are ignored). */
 export const NODE_CAPS_MAX = 8;
 
+/**
+ * A node's certificate as its presence announces it (`cert="…"`): the DER of the node's persistent
+ * DTLS certificate, base64. Its SHA-256 is the fingerprint the node's DTLS handshakes use, so a peer
+ * knows the node's key (and can pin or check it) before any link exists.
+ */
+export const NodeCert = z
+  .string()
+  .max(4096)
+  .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'a certificate: base64 of its DER');
+export type NodeCert = z.infer<typeof NodeCert>;
+
 export const XmppSignal = z.strictObject({
   v: z.literal(1),
   /** Sender's node UID; the receiver also checks it against the sender's presence. */

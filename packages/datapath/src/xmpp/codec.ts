@@ -3,12 +3,13 @@
  * The TinCan stanza codec: what the datapath puts on XMPP and how it reads what comes back.
  * Pure functions over ltx elements (no connection), so every garbage case is unit-testable.
  *
- *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=…/></presence>
+ *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=… cert=…/></presence>
  *  - signal:   <message to=FULL type="normal"><signal xmlns=SIGNAL_NS>JSON</signal>
  *              <no-store xmlns="urn:xmpp:hints"/></message>, JSON = XmppSignal {v:1, uid, type, data}
  */
 import { xml, type XmlElement } from '@xmpp/client-core';
-import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal } from '@tincan/protocol';
+import { X509Certificate } from 'node:crypto';
+import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal } from '@tincan/protocol';
 
 export type { XmlElement } from '@xmpp/client-core';
 
@@ -64,12 +65,27 @@ export function defaultResource(uid: string): string {
 // ---------------------------------------------------------------------------------------------
 // Outgoing
 
-export function buildPresence(uid: string, overlay?: string | null, caps: readonly string[] = []): XmlElement {
+/** What a node announces in its presence besides its UID. */
+export interface PresenceAnnouncement {
+  overlay?: string | null;
+  caps?: readonly string[];
+  /** The node certificate's DER, base64 (NodeCert). */
+  cert?: string | null;
+}
+
+export function buildPresence(uid: string, a: PresenceAnnouncement = {}): XmlElement {
+  const caps = a.caps ?? [];
   return xml(
     'presence',
     {},
     xml('priority', {}, String(PRESENCE_PRIORITY)),
-    xml('node', { xmlns: PRESENCE_NS, uid, ...(overlay ? { overlay } : {}), ...(caps.length > 0 ? { caps: caps.join(' ') } : {}) }),
+    xml('node', {
+      xmlns: PRESENCE_NS,
+      uid,
+      ...(a.overlay ? { overlay: a.overlay } : {}),
+      ...(caps.length > 0 ? { caps: caps.join(' ') } : {}),
+      ...(a.cert ? { cert: a.cert } : {}),
+    }),
   );
 }
 
@@ -108,7 +124,7 @@ export function buildSignalMessage(to: string, json: string, id?: string): XmlEl
 
 export type PresenceParse =
   /** An available TinCan node. */
-  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[] }
+  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[]; cert: string | null }
   /** type="unavailable", or type="error" (treated alike; see design.md). `jid` may be bare. */
   | { kind: 'unavailable'; jid: ParsedJid; error: boolean }
   /** Not for us: subscription requests, probes, presence without the TinCan child, no sender. */
@@ -132,7 +148,29 @@ export function parsePresence(stanza: XmlElement): PresenceParse {
   if (overlay !== undefined && (overlay.length === 0 || overlay.length > MAX_OVERLAY_LEN)) {
     return { kind: 'malformed', reason: 'TinCan presence with a bad overlay' };
   }
-  return { kind: 'available', jid: from, uid: uid as string, overlay: overlay ?? null, caps: parseCaps(node.attrs.caps) };
+  return {
+    kind: 'available',
+    jid: from,
+    uid: uid as string,
+    overlay: overlay ?? null,
+    caps: parseCaps(node.attrs.caps),
+    cert: parseNodeCert(node.attrs.cert),
+  };
+}
+
+/**
+ * A peer's announced node certificate, if it is base64 of an X.509 certificate; else null. Like an
+ * unreadable capability, an unreadable certificate costs the presence nothing but the certificate:
+ * whether a peer without one is trusted is the controller's decision.
+ */
+export function parseNodeCert(attr: string | undefined): string | null {
+  if (!NodeCert.safeParse(attr).success) return null;
+  try {
+    new X509Certificate(Buffer.from(attr as string, 'base64'));
+    return attr as string;
+  } catch {
+    return null;
+  }
 }
 
 /**

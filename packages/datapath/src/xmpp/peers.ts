@@ -13,6 +13,8 @@ export interface PeerRecord {
   overlay: string | null;
   /** Capabilities announced in its presence. */
   caps: string[];
+  /** The node certificate announced in its presence (base64 DER), null when none or unreadable. */
+  cert: string | null;
   /** Wall-clock time (ms since the epoch) of the last presence or accepted signal from this JID. */
   lastHeardMs: number;
   /** Known from before our last reconnect and not re-announced since. */
@@ -26,6 +28,7 @@ export interface PresenceChange {
   online: boolean;
   /** What the peer announced (online changes only). */
   caps?: string[];
+  cert?: string | null;
 }
 
 export class PeerTable {
@@ -33,15 +36,20 @@ export class PeerTable {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** An available TinCan presence: reports the peer on first sight or when its uid/overlay/caps change. */
-  available(jid: ParsedJid, uid: string, overlay: string | null, caps: string[] = []): PresenceChange[] {
+  /**
+   * An available TinCan presence: reports the peer on first sight or when what it announces (uid,
+   * overlay, caps, certificate) changes.
+   */
+  available(jid: ParsedJid, uid: string, overlay: string | null, caps: string[] = [], cert: string | null = null): PresenceChange[] {
     const prev = this.#byJid.get(jid.full);
-    const rec: PeerRecord = { jid: jid.full, bare: jid.bare, uid, overlay, caps, lastHeardMs: this.now(), stale: false };
+    const rec: PeerRecord = { jid: jid.full, bare: jid.bare, uid, overlay, caps, cert, lastHeardMs: this.now(), stale: false };
     this.#byJid.set(jid.full, rec);
-    if (prev && prev.uid === uid && prev.overlay === overlay && prev.caps.join(' ') === caps.join(' ')) return [];
+    if (prev && prev.uid === uid && prev.overlay === overlay && prev.caps.join(' ') === caps.join(' ') && prev.cert === cert) {
+      return [];
+    }
     const out: PresenceChange[] = [];
     if (prev && prev.uid !== uid) out.push({ jid: prev.jid, uid: prev.uid, overlay: prev.overlay, online: false });
-    out.push({ jid: rec.jid, uid, overlay, online: true, caps });
+    out.push({ jid: rec.jid, uid, overlay, online: true, caps, cert });
     return out;
   }
 
