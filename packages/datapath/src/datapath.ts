@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   FRAME_DST_OFFSET,
@@ -13,6 +14,7 @@ import {
   type IceCandidate,
   type LinkState,
   type RequestOf,
+  type RpcResults,
   type RpcRequest,
   type StateResult,
   type Uid,
@@ -128,6 +130,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   readonly table = new ForwardingTable();
   private readonly links = new Map<Uid, Link>();
   private readonly pendingOffers = new Map<Uid, Promise<CreateLinkResult>>();
+  /** set_peer_cert: the node certificate the controller trusts for each peer. */
+  private readonly peerCerts = new Map<Uid, X509Certificate>();
   private readonly inside: Inside;
   private readonly outside: Outside;
   private local: LocalNode | null = null;
@@ -224,6 +228,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         return {};
       case 'set_remote_subnet':
         return this.setRemoteSubnet(req);
+      case 'set_peer_cert':
+        return this.setPeerCert(req);
       case 'get_state':
         return this.state();
       case 'send_signal':
@@ -317,6 +323,23 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private rtcMtu(): number {
     const mtu = this.local?.vnic.config.mtu ?? 1280;
     return Math.min(MAX_RTC_MTU, mtu + LINK_OVERHEAD);
+  }
+
+  // --- peers' keys ---------------------------------------------------------------------------------
+
+  private setPeerCert(req: RequestOf<'set_peer_cert'>): RpcResults['set_peer_cert'] {
+    if (req.cert === null) {
+      this.peerCerts.delete(req.uid);
+      return { fingerprint: null };
+    }
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(Buffer.from(req.cert, 'base64'));
+    } catch {
+      throw new RpcError('bad_request', 'cert is not a certificate (base64 of its DER)');
+    }
+    this.peerCerts.set(req.uid, cert);
+    return { fingerprint: cert.fingerprint256 };
   }
 
   // --- XMPP ----------------------------------------------------------------------------------------

@@ -217,6 +217,19 @@ export const SetRemoteSubnetRequest = z.strictObject({
   remove: z.boolean().default(false),
 });
 
+/**
+ * The node certificate the controller trusts for peer `uid` (pinned, or bound by a membership
+ * certificate), or null to forget it. With one set, a link to `uid` comes up only with that
+ * certificate's key, and frames relayed between this node and `uid` are sealed end to end with keys
+ * derived from the two nodes' keys (docs/security.md).
+ */
+export const SetPeerCertRequest = z.strictObject({
+  ...base,
+  m: z.literal('set_peer_cert'),
+  uid: Uid,
+  cert: NodeCert.nullable(),
+});
+
 export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
 
 /** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
@@ -250,6 +263,7 @@ export const RpcRequest = z.discriminatedUnion('m', [
   SetRouteRequest,
   SetTransitRequest,
   SetRemoteSubnetRequest,
+  SetPeerCertRequest,
   GetStateRequest,
   SendSignalRequest,
   SetCbEndpointRequest,
@@ -513,6 +527,7 @@ export interface RpcResults {
   set_route: Record<string, never>;
   set_transit: Record<string, never>;
   set_remote_subnet: Record<string, never>;
+  set_peer_cert: { fingerprint: string | null };
   get_state: StateResult;
   send_signal: { jid: string };
   set_cb_endpoint: Record<string, never>;
