@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Bundles each program of the workspace (after `tsc -b`) into one ES module file under its package's
 // dist/bin/: what systemd, the demo, the tests and the benches run. A program loaded from one
-// file instead of ~300 modules needs ~18 MB less memory (docs/architecture.md, "Programs are bundled").
+// file instead of ~300 modules needs ~18 MB less memory (docs/decisions/0018-bundled-programs.md).
 // Native parts stay outside the bundle and load as before: node-datachannel, @tincan/tun and
 // @tincan/watchdog (their addons load by a path relative to their own dist/).
 import { build } from 'esbuild';

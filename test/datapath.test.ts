@@ -1,4 +1,4 @@
-// Issue 3 acceptance, in the lab: real tincan-datapath processes behind real NATs, linked through
+// The datapath end to end, in the lab: real tincan-datapath processes behind real NATs, linked through
 // real prosody (signaling) and coturn (STUN/TURN), driven by a scripted controller.
 import { describe, expect, it } from 'vitest';
 import { CTL_BIN, TinCanNode, inHost, labServers, linkNodes, connectNodes, linkOf, linkUp, scriptedNode, useNodes, type LinkLike } from './support/tincan-node.js';

@@ -1,4 +1,4 @@
-// Issue 7 (overhead), in the lab: compact frames on direct links and the larger vNIC MTU they allow.
+// Framing overhead, in the lab: compact frames on direct links and the larger vNIC MTU they allow.
 // Real datapaths at vNIC MTU 1376 (RtcConfig mtu 1500): a full-size packet fits one SCTP packet only
 // as a compact frame; full frames (relayed, multi-hop) are split by SCTP and must still arrive.
 import { describe, expect, it } from 'vitest';

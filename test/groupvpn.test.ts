@@ -1,4 +1,4 @@
-// Issue 4 acceptance, in the lab: real tincan-datapath + tincan-groupvpn pairs in lab hosts behind
+// GroupVPN end to end, in the lab: real tincan-datapath + tincan-groupvpn pairs in lab hosts behind
 // cone, symmetric and no NAT, with the lab's prosody and coturn.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// Issue 6, faults and mobility, in the lab: real tincan-datapath + tincan-groupvpn nodes while the
+// Faults and mobility, in the lab: real tincan-datapath + tincan-groupvpn nodes while the
 // XMPP server restarts, the TURN server is down, a peer vanishes without a goodbye, and a NAT forgets
 // its mappings. Each test prints the recovery time it measured.
 import { execFile, spawn } from 'node:child_process';

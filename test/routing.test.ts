@@ -1,4 +1,4 @@
-// Issue 6 acceptance, in the lab: multi-hop overlay routing between controllers, router mode, and the
+// Overlay routing end to end, in the lab: multi-hop overlay routing between controllers, router mode, and the
 // structured topology of a group of 32 nodes (one lab host each).
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Issue 5 acceptance, in the lab: alice (cone NAT), bob (other cone NAT), carol (symmetric NAT);
+// SocialVPN end to end, in the lab: alice (cone NAT), bob (other cone NAT), carol (symmetric NAT);
 // rosters alice<->bob and alice<->carol, none between bob and carol. Each user has her own subnet.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';

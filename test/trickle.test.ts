@@ -1,4 +1,4 @@
-// Trickle ICE (issue 7), in the lab: real tincan-datapath processes behind real NATs, signaling through
+// Trickle ICE, in the lab: real tincan-datapath processes behind real NATs, signaling through
 // real prosody, STUN/TURN from real coturn, driven by the scripted controller playing trickle ICE
 // (rpc-driver --auto-answer --trickle): descriptions go out at once with host candidates only, and
 // the server-reflexive and relayed candidates follow as con_cand signals.

@@ -5,7 +5,7 @@
 // path, a direct TinCan link, wireguard-go and tinc (runs interleaved), then through a TURN-relayed
 // TinCan link between the same two hosts (interleaved with the raw path and wireguard-go again). Phase 1
 // also runs iperf3 with several parallel flows (-P 4) per path: what multi-process datapath lanes
-// (BENCH_DATAPATH_ARGS) can use. Prints a table with ratios and issue 7's targets; writes
+// (BENCH_DATAPATH_ARGS) can use. Prints a table with ratios and the targets; writes
 // docs/bench/baselines.csv, baselines.svg and baselines.json.
 //
 // Environment: BENCH_RUNS (3), BENCH_SECONDS (5) for TCP; BENCH_UDP_RUNS (2), BENCH_UDP_SECONDS (3),
@@ -206,7 +206,7 @@ try {
   const T = paths.tincan, raw = paths.raw, W = paths.wg;
   const verdict = (ok) => (ok ? 'met' : 'NOT met');
   const addedRtt = median(T.rttIdle) - median(raw.rttIdle);
-  console.log('issue 7 targets (TinCan direct link, phase 1):');
+  console.log('targets (TinCan direct link, phase 1):');
   console.log(`  TCP through TinCan >= wireguard-go's: ${median(T.tcp).toFixed(0)} vs ${median(W.tcp).toFixed(0)} Mbit/s (x${r3(median(T.tcp) / median(W.tcp))}) — ${verdict(median(T.tcp) >= median(W.tcp))}`);
   console.log(`  added idle RTT <= 0.3 ms over raw: +${addedRtt.toFixed(3)} ms — ${verdict(addedRtt <= 0.3)}`);
   console.log(`  RTT under load <= wireguard-go's: ${median(T.rttLoad).toFixed(2)} vs ${median(W.rttLoad).toFixed(2)} ms — ${verdict(median(T.rttLoad) <= median(W.rttLoad))}`);

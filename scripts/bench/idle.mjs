@@ -4,7 +4,7 @@
 // linked to each other (STUN and TURN configured, as a controller does) and then left alone. Over the
 // window, iptables byte counters in each host (IP bytes, both directions, on its underlay interface)
 // split the traffic into: the link (UDP to/from the peer), STUN/TURN maintenance (UDP to/from the
-// server) and XMPP (TCP port 5222). Prints bytes/s per link and per node against issue 7's targets;
+// server) and XMPP (TCP port 5222). Prints bytes/s per link and per node against the targets;
 // writes docs/bench/idle.csv (counter samples) and docs/bench/idle.svg (cumulative bytes over time).
 //
 // Environment: BENCH_IDLE_SECONDS (120: one period of the datapath's 2-minute presence broadcast and

@@ -183,7 +183,7 @@ try {
       ...SERIES.slice(1).map(([k, label]) => figure({
         key: `${k}${suffix}_added_ms`, label: `added median RTT over raw ICMP: ${label}, ${at}`, unit: 'ms',
         median: median(series[k]) - raw, n: series[k].length,
-        ...(k === 'tincan' && idle ? { target: { op: '<=', value: 0.5, text: '≤ +0.5 ms (issue 3; issue 7: ≤ +0.3 ms)' } } : {}),
+        ...(k === 'tincan' && idle ? { target: { op: '<=', value: 0.5, text: '≤ +0.5 ms (stretch: ≤ +0.3 ms)' } } : {}),
       })),
     );
     const timeline = timelines[spacing.name];

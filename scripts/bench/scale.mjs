@@ -166,7 +166,7 @@ try {
   hostsRestore = t.restore;
   work = mkdtempSync(join(tmpdir(), 'tincan-bench-scale-'));
   const networkId = `bench-scale-${process.pid}`;
-  // where this build's GroupVPN takes the topology: "topology", or "routing.topology" as issue 6's work has it
+  // where this build's GroupVPN takes the topology: "topology", or "routing.topology" (the current key)
   const topologyAt = TOPOLOGY ? await topologyKey() : null;
   if (TOPOLOGY && !topologyAt) {
     throw new Error(`this build of tincan-groupvpn has no topology setting (neither "topology" nor "routing.topology" in ` +
