@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { UNREACHABLE_HOPS, uidFromIp4, type OverlayRoute, type Uid } from '@tincan/protocol';
+import { RoutingConfig, UNREACHABLE_HOPS, uidFromIp4, type OverlayRoute, type Uid } from '@tincan/protocol';
 import { ManualClock } from '../src/clock.js';
 import { OverlayRouter } from '../src/overlay-router.js';
 import { StructuredTopology } from '../src/structured-topology.js';
+
+const defaults = RoutingConfig.parse({});
+/** Every UID is a member; the config's default caps. */
+const OPEN = { isMember: () => true, maxRoutesPerNeighbour: defaults.max_routes_per_neighbour, maxRoutes: defaults.max_routes };
 
 /**
  * A simulated overlay: routers joined by "links", advertisements delivered in order as the clock
@@ -16,6 +20,7 @@ class SimNet {
 
   add(uid: Uid, ip4?: string): OverlayRouter {
     const r = new OverlayRouter({
+      ...OPEN,
       self: uid,
       clock: this.clock,
       refreshMs: 30_000,
@@ -131,7 +136,7 @@ describe('OverlayRouter (distance vector)', () => {
     const [a, h] = [node(1), node(4)];
     const sent: OverlayRoute[][] = [];
     const r = new OverlayRouter({
-      self: a, clock, local: () => ({ ip4: '10.254.0.1' }), neighbourIp4: (u) => (u === h ? '10.254.0.4' : undefined),
+      ...OPEN, self: a, clock, local: () => ({ ip4: '10.254.0.1' }), neighbourIp4: (u) => (u === h ? '10.254.0.4' : undefined),
       send: (_to, routes) => sent.push(routes), changed: () => undefined,
     });
     r.neighbourUp(h);
@@ -144,12 +149,12 @@ describe('OverlayRouter (distance vector)', () => {
   it('ignores advertisements from non-neighbours and false zero-hop claims, and expires silent routes', async () => {
     const clock = new ManualClock();
     const [a, h, x] = [node(1), node(4), node(9)];
-    const r = new OverlayRouter({ self: a, clock, refreshMs: 1_000, expireMs: 3_000, local: () => ({}), send: () => undefined, changed: () => undefined });
+    const r = new OverlayRouter({ ...OPEN, self: a, clock, refreshMs: 1_000, expireMs: 3_000, local: () => ({}), send: () => undefined, changed: () => undefined });
     expect(r.receive(h, [{ uid: h, hops: 0 }, { uid: x, hops: 1 }])).toBe(false);
     r.neighbourUp(h);
     r.receive(h, [{ uid: h, hops: 0 }, { uid: x, hops: 0 }]);
     expect(r.route(x)).toBeUndefined();
-    expect(r.counters.routes_rejected).toBe(1);
+    expect(r.counters.routes_dropped_false_origin).toBe(1);
     r.receive(h, [{ uid: x, hops: 3 }]);
     expect(r.route(x)).toMatchObject({ via: h, hops: 4 });
     await clock.advance(5_000); // refreshes ran, h said nothing more

@@ -448,6 +448,8 @@ export const PresenceEvent = z.strictObject({
   online: z.boolean(),
   /** The capabilities the peer announced (online only; absent when it announced none). */
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
+  /** The peer's node certificate (base64 DER) as its presence announced it (online only). */
+  cert: z.string().max(4096).optional(),
 });
 export const SignalEvent = z.strictObject({
   event: z.literal('signal'),
