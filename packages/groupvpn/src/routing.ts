@@ -72,6 +72,8 @@ export interface GroupRoutingCounters {
   subnets_not_granted: number;
   /** Routes whose address is not the one their UID derives from (dropped). */
   route_bindings_refused: number;
+  /** Messages for another overlay (network id): ignored. */
+  messages_other_overlay: number;
   shortcuts_wanted: number;
 }
 
@@ -103,7 +105,7 @@ export class GroupRouting {
   readonly topology: StructuredTopology | null;
   readonly counters: GroupRoutingCounters = {
     routes_installed: 0, route_errors: 0, subnets_installed: 0, subnets_refused: 0, subnets_not_granted: 0, route_bindings_refused: 0,
-    shortcuts_wanted: 0,
+    messages_other_overlay: 0, shortcuts_wanted: 0,
   };
   readonly keyring: ChannelKeyring;
   private readonly deny: Set<Uid>;
@@ -289,7 +291,10 @@ export class GroupRouting {
   // ---------------------------------------------------------------------------------------------
 
   private onMessage(msg: ControllerMessage): void {
-    if (msg.overlay !== this.opts.networkId) return;
+    if (msg.overlay !== this.opts.networkId) {
+      this.counters.messages_other_overlay++;
+      return;
+    }
     this.router?.receive(msg.from, msg.routes);
   }
 
