@@ -219,6 +219,9 @@ export const SetRemoteSubnetRequest = z.strictObject({
 
 export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
 
+/** The XMPP roster as the datapath holds it now (the one fetched at login, with every push since). */
+export const GetRosterRequest = z.strictObject({ ...base, m: z.literal('get_roster') });
+
 /** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
 export const SendSignalRequest = z.strictObject({
   ...base,
@@ -251,6 +254,7 @@ export const RpcRequest = z.discriminatedUnion('m', [
   SetTransitRequest,
   SetRemoteSubnetRequest,
   GetStateRequest,
+  GetRosterRequest,
   SendSignalRequest,
   SetCbEndpointRequest,
   SetLoggingRequest,
@@ -490,6 +494,10 @@ export const RosterEvent = z.strictObject({
   full: z.boolean(),
 });
 
+/** get_roster's answer: null before the roster was fetched (XMPP not logged in yet). */
+export const GetRosterResult = z.strictObject({ roster: z.array(RosterItem).nullable() });
+export type GetRosterResult = z.infer<typeof GetRosterResult>;
+
 export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, CandidateEvent, XmppEvent, RosterEvent]);
 export type RpcEvent = z.infer<typeof RpcEvent>;
 export type EventOf<E extends RpcEvent['event']> = Extract<RpcEvent, { event: E }>;
@@ -509,6 +517,7 @@ export interface RpcResults {
   set_transit: Record<string, never>;
   set_remote_subnet: Record<string, never>;
   get_state: StateResult;
+  get_roster: GetRosterResult;
   send_signal: { jid: string };
   set_cb_endpoint: Record<string, never>;
   set_logging: Record<string, never>;
