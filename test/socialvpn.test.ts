@@ -89,6 +89,13 @@ class SocialNode {
     return (await this.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', address])).ok;
   }
 
+  /** The datapath's get_state (tincanctl status --json). */
+  async datapathState(): Promise<{ node: { offload: boolean }; links: { uid: string; state: string }[]; counters: Record<string, number> }> {
+    const r = await this.exec([process.execPath, CTL_BIN, '--state-dir', this.stateDir, 'status', '--json']);
+    expect(r.ok, r.out).toBe(true);
+    return JSON.parse(r.out) as { node: { offload: boolean }; links: { uid: string; state: string }[]; counters: Record<string, number> };
+  }
+
   async stop(): Promise<void> { await Promise.all([this.controller?.stop(), this.datapath?.stop()]); }
   logs(): string {
     return [`----- ${this.user} datapath`, ...(this.datapath?.log ?? []).slice(-120), `----- ${this.user} socialvpn`, ...(this.controller?.log ?? []).slice(-120)].join('\n');
@@ -171,12 +178,7 @@ describe('SocialVPN: friends in per-user subnets with IPv4 translation', () => {
       `const h = require('crypto').createHash('sha256'); let n = 0; require('http').get('http://${alice.mappingOf('bob')!.ip4}:8081/', r => { r.on('data', d => { h.update(d); n += d.length; }); r.on('end', () => console.log(n, h.digest('hex'))); }).on('error', e => { console.error(e.message); process.exit(1); })`], 60_000);
     expect(fetched.ok, fetched.out).toBe(true);
     expect(fetched.out.trim()).toBe(`${8 << 20} ${bulkSha256()}`);
-    const counters = async (n: SocialNode) => {
-      const r = await n.exec([process.execPath, CTL_BIN, '--state-dir', n.stateDir, 'status', '--json']);
-      expect(r.ok, r.out).toBe(true);
-      return (JSON.parse(r.out) as { node: { offload: boolean }; counters: Record<string, number> });
-    };
-    const [a, b] = [await counters(alice), await counters(bob)];
+    const [a, b] = [await alice.datapathState(), await bob.datapathState()];
     expect(a.node.offload && b.node.offload).toBe(true);
     expect(b.counters.offloadSuperPacketsOut).toBeGreaterThan(10); // bob's kernel handed over super-packets, sent whole
     expect(a.counters.offloadSegmentedIn).toBeGreaterThan(10); // alice cut them before translating
@@ -217,5 +219,25 @@ describe('SocialVPN: friends in per-user subnets with IPv4 translation', () => {
     expect(added.ok, added.out).toBe(true);
     await eventually(async () => alice.mappingOf('bob') !== undefined, 30_000, 'bob mapped at alice again');
     await eventually(async () => alice.ping(alice.mappingOf('bob')!.ip4), 30_000, 'alice reaches bob again');
+  });
+
+  it('carol removed from alice\'s roster while alice\'s controller is down loses her address and link within seconds of its restart', async () => {
+    await eventually(async () => alice.ping(alice.mappingOf('carol')!.ip4), 30_000, 'alice reaches carol');
+    const carolUid = alice.mappingOf('carol')!.uid;
+    await alice.controller!.stop();
+    const pushes = (await alice.datapathState()).counters.xmpp_roster_pushes ?? 0;
+    const removed = await roster('remove', 'alice', 'carol');
+    expect(removed.ok, removed.out).toBe(true);
+    // The push reached alice's datapath (its XMPP session stays logged in), and no controller heard it.
+    await eventually(async () => ((await alice.datapathState()).counters.xmpp_roster_pushes ?? 0) > pushes, 15_000, 'the roster push at alice\'s datapath');
+    alice.startController();
+    const t0 = Date.now();
+    await eventually(async () => alice.mappingOf('carol') === undefined && alice.mappings().length > 0, 15_000, 'carol unmapped at alice after the restart');
+    console.log(`carol unmapped ${Date.now() - t0} ms after alice's controller started`);
+    await eventually(async () => !(await alice.datapathState()).links.some((l) => l.uid === carolUid), 15_000, 'no link to carol at alice');
+    // Put the lab rosters back as they were.
+    const added = await roster('befriend', 'alice', 'carol');
+    expect(added.ok, added.out).toBe(true);
+    await eventually(async () => alice.mappingOf('carol') !== undefined, 30_000, 'carol mapped at alice again');
   });
 });

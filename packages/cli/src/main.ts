@@ -1,8 +1,10 @@
 #!/usr/bin/env node
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { DEFAULT_RPC_PORT, parseEndpoint } from '@tincan/protocol';
 import { DatapathClient } from '@tincan/controller';
-import { renderStatus } from './status-table.js';
+import { renderControllerDrops, renderStatus } from './status-table.js';
 
 const program = new Command()
   .name('tincanctl')
@@ -26,7 +28,22 @@ program
   .option('--json', 'print get_state as JSON')
   .action(async (o: { json?: boolean }) => {
     const s = await withClient((c) => c.call('get_state', { stats: true }));
-    console.log(o.json ? JSON.stringify(s, null, 2) : renderStatus(s));
+    if (o.json) {
+      console.log(JSON.stringify(s, null, 2));
+      return;
+    }
+    console.log(renderStatus(s));
+    // The controller's drops of hostile input, from its status file next to the datapath's token.
+    for (const file of ['groupvpn-status.json', 'socialvpn-status.json']) {
+      const text = await readFile(join(program.opts<{ stateDir: string }>().stateDir, file), 'utf8').catch(() => null);
+      let drops: string | null = null;
+      try {
+        drops = text === null ? null : renderControllerDrops(JSON.parse(text));
+      } catch {
+        drops = null; // being rewritten: nothing to show this time
+      }
+      if (drops) console.log(`\n${drops}`);
+    }
   });
 
 program

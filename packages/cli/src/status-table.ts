@@ -55,3 +55,26 @@ function bytes(n: number): string {
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}M`;
   return `${(n / 1024 ** 3).toFixed(2)}G`;
 }
+
+/** Counter names that count refused or dropped input (routing adverts, channel datagrams, handler failures). */
+const DROP_COUNTER = /malformed|wrong_sender|bad_mac|no_key|failed|other_overlay|in_use|not_neighbour|not_member|dropped|refused|not_granted/;
+
+/**
+ * The controller's drops of hostile or broken input, from its status file (groupvpn-status.json:
+ * routing counters; both controllers: datapath handler failures): one line, non-zero ones only; null
+ * if there are none or the file says nothing usable.
+ */
+export function renderControllerDrops(status: unknown): string | null {
+  if (typeof status !== 'object' || status === null) return null;
+  const st = status as { routing?: { counters?: unknown }; datapath?: { handler_failures?: unknown } };
+  const found: string[] = [];
+  const add = (counters: unknown, prefix: string, all: boolean): void => {
+    if (typeof counters !== 'object' || counters === null) return;
+    for (const [k, v] of Object.entries(counters)) {
+      if (typeof v === 'number' && v > 0 && (all || DROP_COUNTER.test(k))) found.push(`${prefix}${k}=${v}`);
+    }
+  };
+  add(st.routing?.counters, '', false);
+  add(st.datapath?.handler_failures, 'handler_failed ', true);
+  return found.length ? `controller drops: ${found.join(', ')}` : null;
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { StateResult, type LinkInfo } from '@tincan/protocol';
-import { renderStatus } from '../src/status-table.js';
+import { renderControllerDrops, renderStatus } from '../src/status-table.js';
 
 const UID_A = 'a'.repeat(40);
 const UID_B = 'b'.repeat(40);
@@ -56,5 +56,19 @@ describe('tincanctl status table', () => {
     expect(header).toMatch(/FRAMES\s+LANES\s+REMOTE ADDRESS/);
     expect(b).toMatch(/compact\s+2\/3\s+198\.18\.0\.10:4000/);
     expect(c).toMatch(/compact\s+0\/1\s+198\.18\.0\.10:4000/);
+  });
+});
+
+describe('renderControllerDrops', () => {
+  it('lists the non-zero drop counters of a controller status file, and nothing for garbage', () => {
+    const status = {
+      routing: { counters: { adverts_received: 9, messages_malformed: 3, messages_bad_mac: 0, routes_dropped_not_member: 40, subnets_not_granted: 2, 'handler_failed controller datagram': 1 } },
+      datapath: { handler_failures: { 'signal event': 2 } },
+    };
+    expect(renderControllerDrops(status)).toBe(
+      'controller drops: messages_malformed=3, routes_dropped_not_member=40, subnets_not_granted=2, handler_failed controller datagram=1, handler_failed signal event=2',
+    );
+    expect(renderControllerDrops({ routing: { counters: { adverts_received: 5 } } })).toBeNull();
+    for (const junk of [null, 7, 'x', [], { routing: 'x' }, { routing: { counters: [1, 2] } }]) expect(renderControllerDrops(junk)).toBeNull();
   });
 });

@@ -3,6 +3,7 @@ import type { RpcEvent, RpcParams, RpcResults, RpcVerb, StateResult } from '@tin
 import type { Clock, TimerHandle } from './clock.js';
 import { Backoff } from './backoff.js';
 import { type DatapathPort, errorMessage, isNoAnswer, isUnauthorized } from './datapath-port.js';
+import { InputGuard } from './input-guard.js';
 import { LogLimiter } from './rate-limit.js';
 
 export interface SupervisorHandlers {
@@ -55,6 +56,8 @@ export class DatapathSupervisor {
   private stopped = false;
   private readonly retry: Backoff;
   private readonly limiter: LogLimiter;
+  /** Datapath events and packets whose handler threw: counted drops, not the end of the controller. */
+  private readonly guard: InputGuard;
   private readonly pollIntervalMs: number;
   private firstAttach: { resolve: () => void; promise: Promise<void> };
   /** RPC calls sent so far (orders our link creations against get_state snapshots). */
@@ -70,6 +73,7 @@ export class DatapathSupervisor {
     this.pollIntervalMs = opts.pollIntervalMs ?? 5_000;
     this.retry = new Backoff({ initialMs: opts.retryInitialMs ?? 1_000, maxMs: opts.retryMaxMs ?? 5_000, jitter: 0.1 });
     this.limiter = new LogLimiter(opts.clock, 60_000);
+    this.guard = new InputGuard(opts.logger, opts.clock);
     let resolve!: () => void;
     const promise = new Promise<void>((r) => (resolve = r));
     this.firstAttach = { resolve, promise };
@@ -84,6 +88,11 @@ export class DatapathSupervisor {
 
   get isAttached(): boolean {
     return this.attached;
+  }
+
+  /** Datapath events and packets dropped because their handler threw, by kind ("signal event", "packet", …). */
+  get handlerFailures(): Readonly<Record<string, number>> {
+    return this.guard.counts;
   }
 
   /** An RPC call on the current client; an "unauthorized" answer triggers a reconnect. */
@@ -135,10 +144,10 @@ export class DatapathSupervisor {
     const gen = ++this.portGen;
     this.port = port;
     port.onEvent((e) => {
-      if (gen === this.portGen && !this.stopped) this.opts.handlers.onEvent(e);
+      if (gen === this.portGen && !this.stopped) this.guard.run(`${e.event} event`, () => this.opts.handlers.onEvent(e));
     });
     port.onPacket((f) => {
-      if (gen === this.portGen && !this.stopped) this.opts.handlers.onPacket(f);
+      if (gen === this.portGen && !this.stopped) this.guard.run('packet', () => this.opts.handlers.onPacket(f));
     });
   }
 

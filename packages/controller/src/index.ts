@@ -19,4 +19,6 @@ export * from './overlay-policy.js';
 export * from './run-controller.js';
 export * from './overlay-router.js';
 export * from './controller-channel.js';
+export * from './channel-auth.js';
+export * from './input-guard.js';
 export * from './structured-topology.js';

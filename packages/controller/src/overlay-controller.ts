@@ -713,8 +713,8 @@ export class OverlayController<C extends OverlayCounters> {
   }
 
   /** The datapath connection as the status file reports it. */
-  datapathStatus(): { status: string; restarts: number; outages: number; last_error: string | null } {
+  datapathStatus(): { status: string; restarts: number; outages: number; last_error: string | null; handler_failures: Record<string, number> } {
     const s = this.supervisor;
-    return { status: s.status, restarts: s.restarts, outages: s.outages, last_error: s.lastError };
+    return { status: s.status, restarts: s.restarts, outages: s.outages, last_error: s.lastError, handler_failures: { ...s.handlerFailures } };
   }
 }

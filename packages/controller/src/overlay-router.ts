@@ -28,6 +28,21 @@ export interface OverlayRouterOptions {
    * neighbour's addresses in the same moment, and a message sent before that would not find them.
    */
   greetMs?: number;
+  /**
+   * The controller's admission predicate: only adverts from members count, and only routes to
+   * members are learned and used (asked again on every advert and recompute; call membersChanged()
+   * when its answers change).
+   */
+  isMember(uid: Uid): boolean;
+  /**
+   * Checks what a route says about its destination (its address binding, its subnets): the route as
+   * accepted (subnets it may not route left out), or null to drop it. The hook counts its own refusals.
+   */
+  vet?(route: OverlayRoute): OverlayRoute | null;
+  /** At most this many destinations learned from one neighbour (config routing.max_routes_per_neighbour). */
+  maxRoutesPerNeighbour: number;
+  /** At most this many learned entries from all neighbours together (config routing.max_routes). */
+  maxRoutes: number;
   clock: Clock;
   /** What this node announces about itself (its own entry, hops 0). */
   local(): { ip4?: string; subnets?: string[] };
@@ -41,6 +56,25 @@ export interface OverlayRouterOptions {
   send(neighbour: Uid, routes: OverlayRoute[]): void;
   /** The best routes changed (see routes()). */
   changed(): void;
+}
+
+export interface RouterCounters {
+  adverts_sent: number;
+  adverts_received: number;
+  /** From a node we have no up link to: ignored. */
+  adverts_not_neighbour: number;
+  /** From a neighbour that is not (or no longer) an admitted member: ignored. */
+  adverts_not_member: number;
+  /** A hop count of 0 for anyone but the sender, or more than 0 for the sender itself. */
+  routes_dropped_false_origin: number;
+  /** A route to a UID that is not an admitted member. */
+  routes_dropped_not_member: number;
+  /** Refused by the controller's vet hook (which counts the details). */
+  routes_dropped_vetted: number;
+  /** A new destination from a neighbour that already gave us maxRoutesPerNeighbour. */
+  routes_dropped_neighbour_cap: number;
+  /** A new destination while maxRoutes entries are learned. */
+  routes_dropped_total_cap: number;
 }
 
 interface Learned {
@@ -73,8 +107,14 @@ export class OverlayRouter {
   private readonly greetings = new Map<Uid, TimerHandle>();
   private refreshTimer: TimerHandle | null = null;
   private stopped = false;
-  /** Counters for the status file. */
-  readonly counters = { adverts_sent: 0, adverts_received: 0, routes_rejected: 0 };
+  /** Learned entries in all neighbours' tables together (bounded by maxRoutes). */
+  private learnedCount = 0;
+  /** Counters for the status file: adverts, and every route dropped, by why. */
+  readonly counters: RouterCounters = {
+    adverts_sent: 0, adverts_received: 0, adverts_not_neighbour: 0, adverts_not_member: 0,
+    routes_dropped_false_origin: 0, routes_dropped_not_member: 0, routes_dropped_vetted: 0,
+    routes_dropped_neighbour_cap: 0, routes_dropped_total_cap: 0,
+  };
 
   constructor(private readonly opts: OverlayRouterOptions) {
     this.maxHops = opts.maxHops ?? 10;
@@ -112,6 +152,7 @@ export class OverlayRouter {
   /** The link to `uid` is gone: every route through it goes at once. */
   neighbourDown(uid: Uid): void {
     if (!this.neighbours.delete(uid)) return;
+    this.learnedCount -= this.learned.get(uid)?.size ?? 0;
     this.learned.delete(uid);
     const greet = this.greetings.get(uid);
     if (greet !== undefined) this.opts.clock.clearTimeout(greet);
@@ -119,24 +160,76 @@ export class OverlayRouter {
     this.recompute();
   }
 
-  /** An advertisement from a neighbour (others are ignored: we cannot reach them through it). */
+  /**
+   * An advertisement from a neighbour. Ignored unless the neighbour is an admitted member; each route
+   * is dropped (and counted) if it makes a false zero-hop claim, leads to a non-member, fails the vet
+   * hook, or would grow the neighbour's table or the whole over its cap. Withdrawals always apply.
+   * Routes are recomputed only if what was learned changed.
+   */
   receive(from: Uid, routes: readonly OverlayRoute[]): boolean {
-    if (!this.neighbours.has(from)) return false;
+    if (!this.neighbours.has(from)) {
+      this.counters.adverts_not_neighbour++;
+      return false;
+    }
+    if (!this.opts.isMember(from)) {
+      this.counters.adverts_not_member++;
+      return false;
+    }
     this.counters.adverts_received++;
     const now = this.opts.clock.now();
     let table = this.learned.get(from);
     if (!table) this.learned.set(from, (table = new Map()));
-    for (const r of routes) {
-      if (r.uid === this.opts.self) continue;
-      if (r.uid === from ? r.hops !== 0 : r.hops === 0) {
-        this.counters.routes_rejected++; // only the sender itself is 0 hops from the sender
+    let changed = false;
+    for (const raw of routes) {
+      if (raw.uid === this.opts.self) continue;
+      if (raw.hops >= UNREACHABLE_HOPS) {
+        if (table.delete(raw.uid)) {
+          this.learnedCount--;
+          changed = true;
+        }
         continue;
       }
-      if (r.hops >= UNREACHABLE_HOPS) table.delete(r.uid);
-      else table.set(r.uid, { hops: r.hops, ...(r.ip4 ? { ip4: r.ip4 } : {}), ...(r.subnets ? { subnets: r.subnets } : {}), atMs: now });
+      if (raw.uid === from ? raw.hops !== 0 : raw.hops === 0) {
+        this.counters.routes_dropped_false_origin++; // only the sender itself is 0 hops from the sender
+        continue;
+      }
+      if (!this.opts.isMember(raw.uid)) {
+        this.counters.routes_dropped_not_member++;
+        continue;
+      }
+      const r = this.opts.vet ? this.opts.vet(raw) : raw;
+      if (r === null) {
+        this.counters.routes_dropped_vetted++;
+        continue;
+      }
+      const old = table.get(r.uid);
+      if (!old) {
+        if (table.size >= this.opts.maxRoutesPerNeighbour) {
+          this.counters.routes_dropped_neighbour_cap++;
+          continue;
+        }
+        if (this.learnedCount >= this.opts.maxRoutes) {
+          this.counters.routes_dropped_total_cap++;
+          continue;
+        }
+        this.learnedCount++;
+      }
+      const subnets = r.subnets?.length ? r.subnets : undefined;
+      if (!old || old.hops !== r.hops || old.ip4 !== r.ip4 || (old.subnets ?? []).join() !== (subnets ?? []).join()) changed = true;
+      table.set(r.uid, { hops: r.hops, ...(r.ip4 ? { ip4: r.ip4 } : {}), ...(subnets ? { subnets } : {}), atMs: now });
     }
-    this.recompute();
+    if (changed) this.recompute();
     return true;
+  }
+
+  /** The admission predicate's answers changed (members joined or left): routes are recomputed. */
+  membersChanged(): void {
+    this.recompute();
+  }
+
+  /** Learned entries: in all, and from each neighbour (bounded by the caps). */
+  learnedSizes(): { total: number; perNeighbour: Map<Uid, number> } {
+    return { total: this.learnedCount, perNeighbour: new Map([...this.learned].map(([n, t]) => [n, t.size])) };
   }
 
   /** Re-sends our own entry (our subnets changed, say). */
@@ -167,9 +260,10 @@ export class OverlayRouter {
       for (const [dst, e] of table) {
         if (now - e.atMs > this.expireMs) {
           table.delete(dst);
+          this.learnedCount--;
           continue;
         }
-        if (dst === n || this.neighbours.has(dst)) continue;
+        if (dst === n || this.neighbours.has(dst) || !this.opts.isMember(dst)) continue;
         const hops = e.hops + 1;
         if (hops > this.maxHops) continue;
         if (!better(n, hops, next.get(dst), this.best.get(dst)?.via)) continue;

@@ -94,6 +94,8 @@ export class FakeDatapath {
    * (before the "online" event, as the real session does). null: no roster events at all.
    */
   roster: FakeRosterItem[] | null = null;
+  /** Answer get_roster with bad_request, as a datapath older than the verb does. */
+  refusesGetRoster = false;
 
   constructor(
     readonly net: FakeNet,
@@ -238,6 +240,9 @@ export class FakeDatapath {
       }
       case 'get_state':
         return this.state(now);
+      case 'get_roster':
+        if (this.refusesGetRoster) throw new FakeRpcError('bad_request', '✖ Invalid input: expected one of "echo"|…');
+        return { roster: this.xmppState === 'online' && this.roster !== null ? this.roster.map((i) => ({ ...i })) : null };
       case 'send_signal': {
         const p = params as { uid?: Uid; type: string; data: unknown };
         if (this.xmppState !== 'online') throw new FakeRpcError('bad_state', 'XMPP is not online');

@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { UNREACHABLE_HOPS, uidFromIp4, type OverlayRoute, type Uid } from '@tincan/protocol';
+import { RoutingConfig, UNREACHABLE_HOPS, uidFromIp4, type OverlayRoute, type Uid } from '@tincan/protocol';
 import { ManualClock } from '../src/clock.js';
 import { OverlayRouter } from '../src/overlay-router.js';
 import { StructuredTopology } from '../src/structured-topology.js';
+
+const defaults = RoutingConfig.parse({});
+/** Every UID is a member; the config's default caps. */
+const OPEN = { isMember: () => true, maxRoutesPerNeighbour: defaults.max_routes_per_neighbour, maxRoutes: defaults.max_routes };
 
 /**
  * A simulated overlay: routers joined by "links", advertisements delivered in order as the clock
@@ -16,6 +20,7 @@ class SimNet {
 
   add(uid: Uid, ip4?: string): OverlayRouter {
     const r = new OverlayRouter({
+      ...OPEN,
       self: uid,
       clock: this.clock,
       refreshMs: 30_000,
@@ -131,7 +136,7 @@ describe('OverlayRouter (distance vector)', () => {
     const [a, h] = [node(1), node(4)];
     const sent: OverlayRoute[][] = [];
     const r = new OverlayRouter({
-      self: a, clock, local: () => ({ ip4: '10.254.0.1' }), neighbourIp4: (u) => (u === h ? '10.254.0.4' : undefined),
+      ...OPEN, self: a, clock, local: () => ({ ip4: '10.254.0.1' }), neighbourIp4: (u) => (u === h ? '10.254.0.4' : undefined),
       send: (_to, routes) => sent.push(routes), changed: () => undefined,
     });
     r.neighbourUp(h);
@@ -144,17 +149,77 @@ describe('OverlayRouter (distance vector)', () => {
   it('ignores advertisements from non-neighbours and false zero-hop claims, and expires silent routes', async () => {
     const clock = new ManualClock();
     const [a, h, x] = [node(1), node(4), node(9)];
-    const r = new OverlayRouter({ self: a, clock, refreshMs: 1_000, expireMs: 3_000, local: () => ({}), send: () => undefined, changed: () => undefined });
+    const r = new OverlayRouter({ ...OPEN, self: a, clock, refreshMs: 1_000, expireMs: 3_000, local: () => ({}), send: () => undefined, changed: () => undefined });
     expect(r.receive(h, [{ uid: h, hops: 0 }, { uid: x, hops: 1 }])).toBe(false);
     r.neighbourUp(h);
     r.receive(h, [{ uid: h, hops: 0 }, { uid: x, hops: 0 }]);
     expect(r.route(x)).toBeUndefined();
-    expect(r.counters.routes_rejected).toBe(1);
+    expect(r.counters.routes_dropped_false_origin).toBe(1);
     r.receive(h, [{ uid: x, hops: 3 }]);
     expect(r.route(x)).toMatchObject({ via: h, hops: 4 });
     await clock.advance(5_000); // refreshes ran, h said nothing more
     expect(r.route(x)).toBeUndefined();
     expect(r.route(h)).toMatchObject({ hops: 1 }); // the link itself stays a route
+    r.stop();
+  });
+});
+
+describe('OverlayRouter: admission and caps', () => {
+  const many = (n: number, from: number): OverlayRoute[] => Array.from({ length: n }, (_, i) => ({ uid: uidFromIp4(`10.253.${(from + i) >> 8}.${(from + i) & 255}`), hops: 1 }));
+
+  it('learns at most maxRoutesPerNeighbour from one neighbour and maxRoutes in all; withdrawals free room', () => {
+    const clock = new ManualClock();
+    const [a, h1, h2] = [node(1), node(4), node(5)];
+    const r = new OverlayRouter({
+      self: a, clock, isMember: () => true, maxRoutesPerNeighbour: 100, maxRoutes: 150,
+      local: () => ({}), send: () => undefined, changed: () => undefined,
+    });
+    r.neighbourUp(h1);
+    r.neighbourUp(h2);
+    const first = many(1000, 0);
+    for (let i = 0; i < first.length; i += 8) r.receive(h1, first.slice(i, i + 8));
+    for (let i = 0; i < 1000; i += 8) r.receive(h2, many(8, 2000 + i));
+    const sizes = r.learnedSizes();
+    expect(sizes.perNeighbour.get(h1)).toBe(100);
+    expect(sizes.perNeighbour.get(h2)).toBe(50);
+    expect(sizes.total).toBe(150);
+    expect(r.counters.routes_dropped_neighbour_cap).toBe(900);
+    expect(r.counters.routes_dropped_total_cap).toBe(950);
+    expect(r.routes().size).toBe(2 + 150);
+    // h1 withdraws ten: h2 may now add ten more; a neighbour's link going frees all of its routes.
+    r.receive(h1, first.slice(0, 10).map((x) => ({ uid: x.uid, hops: UNREACHABLE_HOPS })));
+    r.receive(h2, many(20, 5000).slice(0, 8));
+    r.receive(h2, many(20, 5000).slice(8, 16));
+    expect(r.learnedSizes().total).toBe(150);
+    r.neighbourDown(h1);
+    expect(r.learnedSizes().total).toBe(60);
+    r.stop();
+  });
+
+  it('ignores adverts from non-members, drops routes to non-members, and forgets routes to members that leave', () => {
+    const clock = new ManualClock();
+    const [a, h, x, y] = [node(1), node(4), node(9), node(10)];
+    const members = new Set([h, x, y]);
+    const r = new OverlayRouter({
+      self: a, clock, isMember: (u) => members.has(u), maxRoutesPerNeighbour: 100, maxRoutes: 100,
+      local: () => ({}), send: () => undefined, changed: () => undefined,
+    });
+    r.neighbourUp(h);
+    r.receive(h, [{ uid: h, hops: 0 }, { uid: x, hops: 1 }, { uid: y, hops: 2 }, { uid: node(11), hops: 1 }]);
+    expect(r.route(x)).toMatchObject({ via: h, hops: 2 });
+    expect(r.route(node(11))).toBeUndefined();
+    expect(r.counters.routes_dropped_not_member).toBe(1);
+    members.delete(x);
+    r.membersChanged();
+    expect(r.route(x)).toBeUndefined();
+    expect(r.route(y)).toMatchObject({ hops: 3 });
+    members.add(x); // back within the advert's lifetime: its route returns without a new advert
+    r.membersChanged();
+    expect(r.route(x)).toMatchObject({ via: h, hops: 2 });
+    members.delete(h);
+    expect(r.receive(h, [{ uid: y, hops: 1 }])).toBe(false);
+    expect(r.counters.adverts_not_member).toBe(1);
+    expect(r.route(y)).toMatchObject({ hops: 3 }); // unchanged
     r.stop();
   });
 });

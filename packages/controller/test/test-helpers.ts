@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { uidToBytes, type Uid } from '@tincan/protocol';
 
@@ -23,4 +27,18 @@ export function unmappedFrame(srcUid: Uid, src: string, dst: string, dstUid: Uid
 /** The captured log lines with this message. */
 export function logged(lines: Record<string, unknown>[], msg: string): Record<string, unknown>[] {
   return lines.filter((l) => l.msg === msg);
+}
+
+/**
+ * A node identity as the datapath makes one (identity.ts): a P-256 key and a self-signed certificate
+ * in `dir`, made with openssl. Returns the key file and the certificate as presence carries it.
+ */
+export function makeNodeIdentity(dir: string, name: string): { keyFile: string; certB64: string } {
+  const keyFile = join(dir, `${name}-key.pem`);
+  const certFile = join(dir, `${name}-cert.pem`);
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', `/CN=${name}`,
+  ], { stdio: 'ignore' });
+  return { keyFile, certB64: new X509Certificate(readFileSync(certFile)).raw.toString('base64') };
 }

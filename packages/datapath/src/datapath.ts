@@ -22,6 +22,7 @@ import {
 import { DEFAULT_AQM_SETTINGS, type AqmSettings } from './aqm.js';
 import { nativeHeap } from '@tincan/tun';
 import { Counters } from './counters.js';
+import type { Subscription } from './xmpp/codec.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
@@ -139,6 +140,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private xmpp: XmppSession | null = null;
   private xmppKey = '';
   private overlay: string | null = null;
+  /** The XMPP session's roster (bare JID → subscription): null until fetched at login (get_roster). */
+  private roster: Map<string, Subscription> | null = null;
   private readonly startedMs = Date.now();
   private readonly sampler: NodeJS.Timeout;
   private unmappedWindowStart = 0;
@@ -232,6 +235,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         return this.setPeerCert(req);
       case 'get_state':
         return this.state();
+      case 'get_roster':
+        return { roster: this.roster === null ? null : [...this.roster].map(([jid, subscription]) => ({ jid, subscription })) };
       case 'send_signal':
         return this.sendSignal(req);
       case 'set_cb_endpoint':
@@ -362,7 +367,15 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
     session.on('presence', (p) => this.rpc.event({ event: 'presence', ...p }));
     session.on('signal', (s) => this.rpc.event({ event: 'signal', uid: s.uid, jid: s.jid, type: s.type, data: s.data }));
-    session.on('roster', (r) => this.rpc.event({ event: 'roster', items: r.items, full: r.full }));
+    this.roster = null;
+    session.on('roster', (r) => {
+      if (r.full || this.roster === null) this.roster = new Map();
+      for (const it of r.items) {
+        if (it.subscription === 'remove') this.roster.delete(it.jid);
+        else this.roster.set(it.jid, it.subscription);
+      }
+      this.rpc.event({ event: 'roster', items: r.items, full: r.full });
+    });
     this.xmpp = session;
     session.start();
     return { state: session.state };

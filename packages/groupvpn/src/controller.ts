@@ -59,7 +59,7 @@ export interface GroupVpnStatus {
   network_id: string;
   node: { uid: Uid; ip4: string; ip6: string; vnic: string };
   policy: { link_policy: string; max_links: number; idle_timeout_s: number };
-  datapath: { status: string; restarts: number; outages: number; last_error: string | null };
+  datapath: { status: string; restarts: number; outages: number; last_error: string | null; handler_failures: Record<string, number> };
   xmpp: { state: string; jid: string | null };
   conflicts: { uid: Uid; jids: string[]; local: boolean }[];
   links: number;
@@ -116,6 +116,14 @@ export class GroupVpnController {
   private readonly structuralPolicy: LinkPolicy;
   /** When the structured ring last changed (membership). */
   private ringChangedMs = 0;
+  /**
+   * Members whose presence went away, until when they still count for routing (departGraceMs): an
+   * XMPP server restart takes every presence away for a few seconds, and routes must not go with them.
+   */
+  private readonly formerMembers = new Map<Uid, { untilMs: number; jid: string | null }>();
+  private readonly departGraceMs: number;
+  /** The full JID of each member's presence (kept while it counts as a member, for its channel key). */
+  private readonly lastJid = new Map<Uid, string | null>();
 
   constructor(opts: GroupVpnControllerOptions) {
     const config = (this.config = opts.config);
@@ -148,6 +156,7 @@ export class GroupVpnController {
       status: () => this.status(),
     });
     ({ peers: this.peers, signaling: this.signaling, supervisor: this.supervisor, refusals: this.refusals } = this.core);
+    this.departGraceMs = tuning.departGraceMs;
     this.structuralPolicy = new LinkPolicy({ mode: 'proactive', maxLinks: config.max_links, idleTimeoutMs: 0, proactiveWaitMs: tuning.proactiveWaitMs });
     this.routing = new GroupRouting({
       uid: this.uid,
@@ -162,6 +171,9 @@ export class GroupVpnController {
       log: this.log,
       pollIntervalMs: tuning.pollIntervalMs,
       ...(opts.routingRefreshMs !== undefined ? { refreshMs: opts.routingRefreshMs } : {}),
+      isMember: (uid) => this.isMember(uid),
+      memberJid: (uid) => this.peers.member(uid)?.jid ?? this.formerMembers.get(uid)?.jid ?? null,
+      stateDir: config.state_dir,
       mapPeer: (uid, ip4) => this.map(uid, ip4),
       unmapPeer: (uid) => this.unmap(uid),
       peerIp4: (uid) => this.mapped.get(uid)?.ip4,
@@ -218,7 +230,22 @@ export class GroupVpnController {
         }
       },
       beforeReconcile: () => this.membersChanged(),
-      presenceChanged: () => this.membersChanged(),
+      presenceEvent: (e) => this.routing.presence(e),
+      presenceChanged: (changes) => {
+        const now = this.clock.now();
+        for (const c of changes) {
+          if (c.after === 'member') this.formerMembers.delete(c.uid);
+          else if (c.before === 'member') this.formerMembers.set(c.uid, { untilMs: now + this.departGraceMs, jid: this.lastJid.get(c.uid) ?? null });
+        }
+        for (const c of changes) if (c.after === 'member') this.lastJid.set(c.uid, this.peers.get(c.uid)?.jid ?? null);
+        if (changes.some((c) => c.before === 'member' && c.after !== 'member')) {
+          // Routes to them go when the grace ends (unless they are back).
+          this.clock.setTimeout(() => {
+            if (!this.core.stopped) this.membersChanged();
+          }, this.departGraceMs + 1);
+        }
+        this.membersChanged();
+      },
       foreignVnic: (node) =>
         `the datapath's vNIC belongs to node ${node.uid} (${node.ip4 ?? '?'}), not to ${this.config.vnic.ip4}: ` +
         'another controller configured it, or the config changed; restart the datapath',
@@ -283,7 +310,25 @@ export class GroupVpnController {
 
   // --- membership and addresses ---------------------------------------------------------------------
 
+  /** The routing's admission predicate: a member now, or one gone within departGraceMs. */
+  private isMember(uid: Uid): boolean {
+    if (this.peers.member(uid)) return true;
+    const f = this.formerMembers.get(uid);
+    if (f === undefined) return false;
+    if (f.untilMs > this.clock.now()) return true;
+    this.formerMembers.delete(uid);
+    this.lastJid.delete(uid);
+    return false;
+  }
+
   private membersChanged(): void {
+    const now = this.clock.now();
+    for (const [uid, f] of this.formerMembers) {
+      if (f.untilMs <= now) {
+        this.formerMembers.delete(uid);
+        this.lastJid.delete(uid);
+      }
+    }
     if (this.routing.membersChanged([...this.peers.members()].map((p) => p.uid))) this.ringChangedMs = this.clock.now();
   }
 

@@ -1,21 +1,27 @@
 import { readFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
+import type { KeyObject } from 'node:crypto';
 import {
-  cidrContains,
-  parseCidr,
+  cidrCovers,
+  cidrOverlaps,
   uidFromIp4,
   type ControllerMessage,
+  type EventOf,
+  type OverlayRoute,
   type RoutingConfig,
   type StateResult,
   type Uid,
 } from '@tincan/protocol';
 import {
+  ChannelKeyring,
   ControllerChannel,
   OverlayRouter,
+  loadNodeKey,
   StructuredTopology,
   errorMessage,
   type Clock,
+  type ControllerChannelOptions,
   type DatapathSupervisor,
   type Subnet4,
 } from '@tincan/controller';
@@ -35,6 +41,14 @@ export interface GroupRoutingOptions {
   mapPeer(uid: Uid, ip4: string): Promise<void>;
   /** Removes a member's mapping (no route and no link to it any more). */
   unmapPeer(uid: Uid): void;
+  /** The admission predicate: is `uid` an admitted member (or one just gone, within its grace)? */
+  isMember(uid: Uid): boolean;
+  /** The full JID of the member's current presence (its certificate must come from that one), or null. */
+  memberJid(uid: Uid): string | null;
+  /** The datapath's state directory: the node key (channel authentication) is read from there. */
+  stateDir: string;
+  /** This node's private key (default: the datapath's node-key.pem in stateDir; tests pass their own). */
+  nodeKey?: () => Promise<KeyObject | null>;
   /** A linked member's address as the link's negotiation established it. */
   peerIp4(uid: Uid): string | undefined;
   /** Is there a link to this member (up or being made)? */
@@ -42,6 +56,8 @@ export interface GroupRoutingOptions {
   /** Poll interval of the controller (shortcut rates are measured over it). */
   pollIntervalMs: number;
   refreshMs?: number;
+  /** The controllers' channel: port and addresses (tests put it on loopback; default: the vNIC's). */
+  channel?: Pick<ControllerChannelOptions, 'port' | 'address' | 'addressOf'>;
   /** The subnets of this host's other interfaces (default: read from the OS each time). */
   hostSubnets?: () => string[];
 }
@@ -50,8 +66,14 @@ export interface GroupRoutingCounters {
   routes_installed: number;
   route_errors: number;
   subnets_installed: number;
+  /** Advertised subnets this node will not install (routing.accept, overlaps with the VPN, the host or another member's). */
   subnets_refused: number;
+  /** Advertised subnets outside what routing.routers grants their member: left out of the route. */
+  subnets_not_granted: number;
+  /** Routes whose address is not the one their UID derives from (dropped). */
   route_bindings_refused: number;
+  /** Messages for another overlay (network id): ignored. */
+  messages_other_overlay: number;
   shortcuts_wanted: number;
 }
 
@@ -62,6 +84,11 @@ export interface RoutingStatus {
   structural_links: number;
   routes: { uid: Uid; ip4: string | null; via: Uid; hops: number; subnets: string[] }[];
   subnets: { subnet: string; uid: Uid }[];
+  /** Learned routes held now, in all and from the neighbour that gave the most; and the caps. */
+  learned: { total: number; max_per_neighbour: number; cap_total: number; cap_per_neighbour: number };
+  /** Channel keys: peers whose certificate is known, and whether this node's own key was read. */
+  auth: { node_key: boolean; peer_certs: number; allow_unauthenticated: boolean };
+  /** Every drop and refusal of routing input, by why (router, channel, subnets, certificates, handler failures). */
   counters: GroupRoutingCounters & Record<string, number>;
 }
 
@@ -77,9 +104,13 @@ export class GroupRouting {
   readonly channel: ControllerChannel | null;
   readonly topology: StructuredTopology | null;
   readonly counters: GroupRoutingCounters = {
-    routes_installed: 0, route_errors: 0, subnets_installed: 0, subnets_refused: 0, route_bindings_refused: 0, shortcuts_wanted: 0,
+    routes_installed: 0, route_errors: 0, subnets_installed: 0, subnets_refused: 0, subnets_not_granted: 0, route_bindings_refused: 0,
+    messages_other_overlay: 0, shortcuts_wanted: 0,
   };
+  readonly keyring: ChannelKeyring;
   private readonly deny: Set<Uid>;
+  /** routing.routers by member UID: the subnets each member may route. */
+  private readonly grants: Map<Uid, string[]>;
   /** What the datapath holds: destination → via, and subnet → member. */
   private readonly installed = new Map<Uid, Uid>();
   private readonly installedSubnets = new Map<string, Uid>();
@@ -90,6 +121,8 @@ export class GroupRouting {
   constructor(private readonly opts: GroupRoutingOptions) {
     const r = opts.routing;
     this.deny = new Set(r.deny.map(uidFromIp4));
+    this.grants = new Map(Object.entries(r.routers).map(([ip4, subnets]) => [uidFromIp4(ip4), subnets]));
+    this.keyring = new ChannelKeyring(opts.uid);
     this.topology = r.topology === 'structured' ? new StructuredTopology(opts.uid) : null;
     if (!r.multihop) {
       this.router = null;
@@ -97,10 +130,23 @@ export class GroupRouting {
       return;
     }
     const log = opts.log.child({ component: 'routing' });
-    this.channel = new ControllerChannel({ uid: opts.uid, mtu: opts.mtu, clock: opts.clock, log, onMessage: (m) => this.onMessage(m) });
+    this.channel = new ControllerChannel({
+      uid: opts.uid,
+      mtu: opts.mtu,
+      clock: opts.clock,
+      log,
+      ...opts.channel,
+      channelKey: (peer) => this.channelKey(peer),
+      allowUnauthenticated: r.allow_unauthenticated,
+      onMessage: (m) => this.onMessage(m),
+    });
     this.router = new OverlayRouter({
       self: opts.uid,
       clock: opts.clock,
+      isMember: (uid) => opts.isMember(uid),
+      vet: (route) => this.vet(route),
+      maxRoutesPerNeighbour: r.max_routes_per_neighbour,
+      maxRoutes: r.max_routes,
       ...(opts.refreshMs !== undefined ? { refreshMs: opts.refreshMs } : {}),
       local: () => ({ ip4: opts.ip4, subnets: r.advertise }),
       neighbourIp4: (uid) => opts.peerIp4(uid),
@@ -125,15 +171,35 @@ export class GroupRouting {
     return r !== undefined && r.via !== uid;
   }
 
-  /** The membership changed: the ring is recomputed; true if its links did. */
+  /** The membership changed: routes to non-members go, the ring is recomputed; true if its links did. */
   membersChanged(members: Iterable<Uid>): boolean {
+    this.router?.membersChanged();
     return this.topology?.update(members) ?? false;
+  }
+
+  /** A presence: its node certificate (if any) keys the channel with that peer. */
+  presence(e: EventOf<'presence'>): void {
+    if (this.router && e.online && e.cert !== undefined) this.keyring.setPeerCert(e.uid, e.jid, e.cert);
+  }
+
+  /** The key this node shares with `peer` for the controllers' channel, or null while unknown. */
+  channelKey(peer: Uid): Buffer | null {
+    return this.keyring.key(peer, this.opts.memberJid(peer));
   }
 
   /** The datapath is (again) ours: relay for others, open the channel, install every route. */
   async attached(): Promise<void> {
     if (!this.router) return;
     await this.opts.supervisor.call('set_transit', { enabled: true });
+    if (!this.keyring.hasPrivateKey) {
+      this.keyring.setPrivateKey(await (this.opts.nodeKey ?? (() => loadNodeKey(this.opts.stateDir)))());
+      if (!this.keyring.hasPrivateKey) {
+        this.opts.log.warn(
+          { state_dir: this.opts.stateDir, allow_unauthenticated: this.opts.routing.allow_unauthenticated },
+          'routing: cannot read the node key (node-key.pem): routes are exchanged only where routing.allow_unauthenticated allows',
+        );
+      }
+    }
     this.channel!.open();
     if (!this.attachedOnce) {
       this.attachedOnce = true;
@@ -196,6 +262,8 @@ export class GroupRouting {
       ? [...this.router.routes().values()].map((r) => ({ uid: r.uid, ip4: r.ip4 ?? null, via: r.via, hops: r.hops, subnets: r.subnets ?? [] }))
       : [];
     routes.sort((a, b) => a.hops - b.hops || (a.uid < b.uid ? -1 : 1));
+    const sizes = this.router?.learnedSizes();
+    const r = this.opts.routing;
     return {
       multihop: this.router !== null,
       topology: this.opts.routing.topology,
@@ -203,15 +271,48 @@ export class GroupRouting {
       structural_links: this.topology?.wanted().size ?? 0,
       routes,
       subnets: [...this.installedSubnets].map(([subnet, uid]) => ({ subnet, uid })),
-      counters: { ...this.counters, ...(this.router?.counters ?? {}), ...(this.channel?.counters ?? {}) },
+      learned: {
+        total: sizes?.total ?? 0,
+        max_per_neighbour: Math.max(0, ...(sizes?.perNeighbour.values() ?? [])),
+        cap_total: r.max_routes,
+        cap_per_neighbour: r.max_routes_per_neighbour,
+      },
+      auth: { node_key: this.keyring.hasPrivateKey, peer_certs: this.keyring.size, allow_unauthenticated: r.allow_unauthenticated },
+      counters: {
+        ...this.counters,
+        ...(this.router?.counters ?? {}),
+        ...(this.channel?.counters ?? {}),
+        ...this.keyring.counters,
+        ...Object.fromEntries(Object.entries(this.channel?.failures ?? {}).map(([k, v]) => [`handler_failed ${k}`, v])),
+      },
     };
   }
 
   // ---------------------------------------------------------------------------------------------
 
   private onMessage(msg: ControllerMessage): void {
-    if (msg.overlay !== this.opts.networkId) return;
+    if (msg.overlay !== this.opts.networkId) {
+      this.counters.messages_other_overlay++;
+      return;
+    }
     this.router?.receive(msg.from, msg.routes);
+  }
+
+  /**
+   * What a route claims about its destination, checked before the router learns it: the address must
+   * be the one the UID derives from (else the route is dropped), and each subnet must lie inside what
+   * routing.routers grants that member (others are left out).
+   */
+  private vet(route: OverlayRoute): OverlayRoute | null {
+    if (route.ip4 !== undefined && !(this.opts.subnet.isPeerAddress(route.ip4) && uidFromIp4(route.ip4) === route.uid)) {
+      this.counters.route_bindings_refused++;
+      return null;
+    }
+    if (!route.subnets?.length) return route;
+    const granted = this.grants.get(route.uid) ?? [];
+    const subnets = route.subnets.filter((s) => granted.some((g) => cidrCovers(g, s)));
+    this.counters.subnets_not_granted += route.subnets.length - subnets.length;
+    return { ...route, subnets };
   }
 
   /** Brings the datapath's routes and subnets in line with the router's best routes. */
@@ -226,7 +327,11 @@ export class GroupRouting {
         continue;
       }
       for (const s of r.subnets ?? []) {
-        if (this.acceptSubnet(s) && !wantSubnets.has(s)) wantSubnets.set(s, r.uid);
+        if (wantSubnets.get(s) === r.uid) continue;
+        // One router per address: never a slice of (or a cover over) a subnet another member routes.
+        const taken = [...wantSubnets].some(([t, owner]) => owner !== r.uid && cidrOverlaps(t, s));
+        if (taken) this.counters.subnets_refused++;
+        else if (this.acceptSubnet(s)) wantSubnets.set(s, r.uid);
       }
       if (r.via === r.uid || r.ip4 === undefined) continue; // a neighbour: its link carries its mapping
       wantRoutes.set(r.uid, r.via);
@@ -272,10 +377,10 @@ export class GroupRouting {
   private acceptSubnet(s: string): boolean {
     const r = this.opts.routing;
     const ok =
-      r.accept.some((a) => contains(a, s)) &&
-      !overlaps(s, this.opts.subnet.cidr) &&
-      !r.advertise.some((own) => overlaps(s, own)) &&
-      !(this.opts.hostSubnets ?? (() => this.hostSubnets()))().some((h) => overlaps(s, h));
+      r.accept.some((a) => cidrCovers(a, s)) &&
+      !cidrOverlaps(s, this.opts.subnet.cidr) &&
+      !r.advertise.some((own) => cidrOverlaps(s, own)) &&
+      !(this.opts.hostSubnets ?? (() => this.hostSubnets()))().some((h) => cidrOverlaps(s, h));
     if (!ok) this.counters.subnets_refused++;
     return ok;
   }
@@ -301,15 +406,4 @@ export class GroupRouting {
       })
       .catch(() => undefined);
   }
-}
-
-/** Does CIDR `outer` contain CIDR `inner` entirely? */
-function contains(outer: string, inner: string): boolean {
-  const o = parseCidr(outer);
-  const i = parseCidr(inner);
-  return o.family === i.family && i.prefix >= o.prefix && cidrContains(outer, i.address);
-}
-
-function overlaps(a: string, b: string): boolean {
-  return contains(a, b) || contains(b, a);
 }

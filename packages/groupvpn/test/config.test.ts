@@ -60,8 +60,9 @@ describe('GroupVPN config', () => {
       state_dir: '/var/lib/tincan',
       log_level: 'info',
       routing: {
-        multihop: true, topology: 'mesh', shortcut_pps: 50, deny: [], advertise: [],
+        multihop: true, topology: 'mesh', shortcut_pps: 50, deny: [], advertise: [], routers: {},
         accept: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
+        allow_unauthenticated: false, max_routes_per_neighbour: 1024, max_routes: 32_768,
       },
     });
   });
@@ -76,8 +77,23 @@ describe('GroupVPN config', () => {
       .rejects.toThrow(/link_policy.*full mesh/s);
     await expect(loadGroupVpnConfig(await write('r4.json', withRouting({ deny: ['10.254.0.2'], hops: 3 }))))
       .rejects.toThrow(/routing.*hops/s);
-    const ok = await loadGroupVpnConfig(await write('r5.json', withRouting({ topology: 'structured', advertise: ['10.44.0.0/24', 'fd00:44::/64'] })));
-    expect(ok.routing).toMatchObject({ topology: 'structured', multihop: true, advertise: ['10.44.0.0/24', 'fd00:44::/64'] });
+    const routers = { '10.254.0.1': ['10.44.0.0/16', 'fd00:44::/48'], '10.254.0.2': ['10.45.0.0/24'] };
+    const ok = await loadGroupVpnConfig(await write('r5.json', withRouting({ topology: 'structured', advertise: ['10.44.0.0/24', 'fd00:44::/64'], routers })));
+    expect(ok.routing).toMatchObject({ topology: 'structured', multihop: true, advertise: ['10.44.0.0/24', 'fd00:44::/64'], routers });
+  });
+
+  it('checks router grants: inside this node\'s own grant, no overlaps, no default routes or mapped IPv6', async () => {
+    const withRouting = (routing: unknown) => ({ ...base, routing });
+    expect(await problem(withRouting({ advertise: ['10.44.0.0/24'] }))).toMatch(/routing\.advertise\[0\]: 10\.44\.0\.0\/24 is not granted to this node/);
+    expect(await problem(withRouting({ advertise: ['10.44.0.0/24'], routers: { '10.254.0.1': ['10.44.0.0/25'] } }))).toMatch(/not granted/);
+    expect(await problem(withRouting({ routers: { '10.254.0.2': ['10.44.0.0/16'], '10.254.0.3': ['10.44.8.0/24'] } })))
+      .toMatch(/routing\.routers\.10\.254\.0\.2: 10\.44\.0\.0\/16 overlaps 10\.44\.8\.0\/24, granted to 10\.254\.0\.3/);
+    expect(await problem(withRouting({ routers: { '10.254.0.2': ['10.254.128.0/24'] } }))).toMatch(/overlaps the VPN's own subnet 10\.254\.0\.0\/16/);
+    for (const bad of ['0.0.0.0/0', '::/0', '0.0.0.0/1', '::ffff:1.2.3.4/96', '::ffff:0:0/96', '127.0.0.0/8', 'ff00::/8', '10.44.0.1/24']) {
+      expect(await problem(withRouting({ routers: { '10.254.0.2': [bad] } }))).toMatch(/routing\.routers/);
+      expect(await problem(withRouting({ advertise: [bad], routers: { '10.254.0.1': ['10.0.0.0/8'] } }))).toMatch(/routing\.advertise\[0\]/);
+    }
+    expect(await problem(withRouting({ routers: { 'pub': ['10.44.0.0/24'] } }))).toMatch(/routing\.routers/);
   });
 
   it('loads the full example of docs/config.md', async () => {

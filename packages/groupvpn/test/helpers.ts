@@ -1,5 +1,5 @@
 import { RoutingConfig, uidFromIp4, type Uid } from '@tincan/protocol';
-import { ManualClock } from '@tincan/controller';
+import { ManualClock, type DatapathSupervisor } from '@tincan/controller';
 import { captureLogger } from '../../controller/test/test-helpers.js';
 import { FakeDatapath, FakeNet } from '../../controller/test/fake-datapath.js';
 import { GroupVpnController, type GroupVpnTuning } from '../src/controller.js';
@@ -77,4 +77,16 @@ export async function node(
   };
   await n.ctl.start();
   return n;
+}
+
+/** A supervisor stand-in that records the datapath calls made through it and answers {}. */
+export function recordingSupervisor(): { supervisor: DatapathSupervisor; calls: { m: string; params: Record<string, unknown> }[] } {
+  const calls: { m: string; params: Record<string, unknown> }[] = [];
+  const supervisor = {
+    call: async (m: string, params: Record<string, unknown>) => {
+      calls.push({ m, params });
+      return {};
+    },
+  } as unknown as DatapathSupervisor;
+  return { supervisor, calls };
 }

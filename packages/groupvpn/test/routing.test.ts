@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { RoutingConfig, uidFromIp4, type Uid } from '@tincan/protocol';
-import { ManualClock, Subnet4, type DatapathSupervisor } from '@tincan/controller';
+import { ManualClock, Subnet4 } from '@tincan/controller';
 import { captureLogger } from '../../controller/test/test-helpers.js';
 import { GroupRouting } from '../src/routing.js';
+import { recordingSupervisor } from './helpers.js';
 
 /**
  * What GroupRouting installs in the datapath for the routes its neighbours advertise. A fake
@@ -10,13 +11,7 @@ import { GroupRouting } from '../src/routing.js';
  */
 function setup(routing: Partial<RoutingConfig> = {}) {
   const clock = new ManualClock();
-  const calls: { m: string; params: Record<string, unknown> }[] = [];
-  const supervisor = {
-    call: async (m: string, params: Record<string, unknown>) => {
-      calls.push({ m, params });
-      return {};
-    },
-  } as unknown as DatapathSupervisor;
+  const { supervisor, calls } = recordingSupervisor();
   const mapped = new Map<Uid, string>();
   const linked = new Set<Uid>();
   const self = '10.254.0.1';
@@ -32,6 +27,10 @@ function setup(routing: Partial<RoutingConfig> = {}) {
     clock,
     log: captureLogger().logger,
     pollIntervalMs: 5_000,
+    isMember: () => true,
+    memberJid: () => null,
+    stateDir: '/nonexistent',
+    nodeKey: async () => null,
     mapPeer: async (uid, ip4) => void mapped.set(uid, ip4),
     unmapPeer: (uid) => void mapped.delete(uid),
     linked: (uid) => linked.has(uid),
@@ -78,8 +77,9 @@ describe('GroupRouting', () => {
     r.stop();
   });
 
-  it('installs advertised subnets inside routing.accept only, never over the VPN, our own or the host\'s', async () => {
-    const { r, clock, calls } = setup({ advertise: ['10.50.0.0/24'] });
+  it('installs advertised subnets granted to the member and inside routing.accept only, never over the VPN, our own or the host\'s', async () => {
+    const grant = ['10.44.0.0/24', 'fd00:44::/64', '10.50.0.0/16', '10.1.0.0/16', '8.8.0.0/16'];
+    const { r, clock, calls } = setup({ advertise: ['10.50.0.0/24'], routers: { '10.254.0.4': grant } });
     const n = uid('10.254.0.4');
     r.linkUp(n);
     r.router!.receive(n, [{
@@ -89,7 +89,10 @@ describe('GroupRouting', () => {
     await clock.advance(10);
     const installed = calls.filter((c) => c.m === 'set_remote_subnet').map((c) => c.params.subnet);
     expect(installed.sort()).toEqual(['10.44.0.0/24', 'fd00:44::/64']);
-    expect(r.status().counters.subnets_refused).toBe(5); // the last one overlaps this host's own LAN
+    // Not granted: 10.254.9.0/24, 0.0.0.0/0. Granted but refused here: 10.50.0.0/16 (ours), 8.8.8.0/24
+    // (outside routing.accept), 10.1.0.128/25 (this host's own LAN).
+    expect(r.status().counters.subnets_not_granted).toBe(2);
+    expect(r.status().counters.subnets_refused).toBe(3);
     r.linkClosed(n);
     await clock.advance(10);
     const removed = calls.filter((c) => c.m === 'set_remote_subnet' && c.params.remove).map((c) => c.params.subnet);

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest, XmppCredentials } from './rpc.js';
-import { ip4ToNumber, ip6ToBytes } from './uid.js';
+import { RoutedSubnet, cidrCovers, cidrOverlaps } from './overlay-messages.js';
+import { ip4ToNumber, ip6ToBytes, numberToIp4 } from './uid.js';
 
 /**
  * Controller configuration files (JSON), validated here as the single source of truth.
@@ -174,18 +175,89 @@ export const RoutingConfig = z
       .default([])
       .describe('Members (virtual IPv4 addresses) this node never links to directly; multihop reaches them through others.'),
     advertise: z
-      .array(NetworkCidr)
+      .array(RoutedSubnet)
       .max(16)
       .default([])
-      .describe('Router mode: subnets behind this node; the other members route them to it. Turn on IP forwarding on this host.'),
+      .describe(
+        'Router mode: subnets behind this node; the other members route them to it. Each must lie inside what routing.routers ' +
+          'grants this node. Turn on IP forwarding on this host.',
+      ),
+    routers: z
+      .record(z.ipv4(), z.array(RoutedSubnet).min(1).max(16))
+      .default({})
+      .refine((r) => Object.keys(r).length <= 1024, 'at most 1024 members')
+      .describe(
+        'Router mode, the same on every member: which members (virtual IPv4 address) may route which subnets. A subnet a member ' +
+          'advertises is used only inside its own grant; grants of different members must not overlap.',
+      ),
     accept: z
       .array(NetworkCidr)
       .max(64)
       .default(DEFAULT_ACCEPTED_SUBNETS)
       .describe('Subnets other members may advertise (each advertised subnet must lie inside one of these).'),
+    allow_unauthenticated: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Exchange routes with a neighbour whose node certificate (from its presence) is not known, without a MAC. Off: such a " +
+          'neighbour gets and gives no routes until its certificate is known.',
+      ),
+    max_routes_per_neighbour: z
+      .number()
+      .int()
+      .min(16)
+      .max(65_536)
+      .default(1024)
+      .describe('At most this many destinations are learned from one neighbour (the largest group it can describe, minus one).'),
+    max_routes: z
+      .number()
+      .int()
+      .min(16)
+      .max(1_048_576)
+      .default(32_768)
+      .describe("At most this many routes are learned from all neighbours together (bounds the controller's memory)."),
   })
   .describe('Overlay routing between members.');
 export type RoutingConfig = z.infer<typeof RoutingConfig>;
+
+/**
+ * routing.routers must be consistent: grants inside no other member's grant and outside the VPN's own
+ * subnet; this node's routing.advertise inside its own grant (else the other members would refuse it).
+ */
+function routerGrantProblems(r: RoutingConfig, hostCidr: string, ctx: z.RefinementCtx): void {
+  const [addr = '', len = ''] = hostCidr.split('/');
+  let vpn: string;
+  try {
+    const prefix = Number(len);
+    vpn = `${numberToIp4((ip4ToNumber(addr) & (prefix === 0 ? 0 : ~0 << (32 - prefix))) >>> 0)}/${prefix}`;
+  } catch {
+    return; // vnic.ip4 already reported
+  }
+  const grants = Object.entries(r.routers).flatMap(([member, subnets]) => subnets.map((subnet) => ({ member, subnet })));
+  for (const [i, g] of grants.entries()) {
+    if (cidrOverlaps(g.subnet, vpn)) {
+      ctx.addIssue({ code: 'custom', path: ['routing', 'routers', g.member], message: `${g.subnet} overlaps the VPN's own subnet ${vpn}` });
+    }
+    const other = grants.slice(i + 1).find((h) => h.member !== g.member && cidrOverlaps(g.subnet, h.subnet));
+    if (other) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routing', 'routers', g.member],
+        message: `${g.subnet} overlaps ${other.subnet}, granted to ${other.member}: one subnet, one router`,
+      });
+    }
+  }
+  const own = r.routers[addr] ?? [];
+  for (const [i, s] of r.advertise.entries()) {
+    if (!own.some((g) => cidrCovers(g, s))) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routing', 'advertise', i],
+        message: `${s} is not granted to this node (${addr}) in routing.routers: the other members would refuse it`,
+      });
+    }
+  }
+}
 
 /** tincan-groupvpn: one flat virtual subnet, address assigned by the network's creator. */
 export const GroupVpnConfig = z
@@ -199,6 +271,7 @@ export const GroupVpnConfig = z
     if (c.routing.topology === 'structured' && !c.routing.multihop) {
       ctx.addIssue({ code: 'custom', path: ['routing', 'multihop'], message: 'the structured topology needs multihop routing' });
     }
+    routerGrantProblems(c.routing, c.vnic.ip4, ctx);
     if (c.routing.topology === 'structured' && c.link_policy === 'proactive') {
       ctx.addIssue({
         code: 'custom',

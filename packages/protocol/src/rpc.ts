@@ -232,6 +232,9 @@ export const SetPeerCertRequest = z.strictObject({
 
 export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
 
+/** The XMPP roster as the datapath holds it now (the one fetched at login, with every push since). */
+export const GetRosterRequest = z.strictObject({ ...base, m: z.literal('get_roster') });
+
 /** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
 export const SendSignalRequest = z.strictObject({
   ...base,
@@ -265,6 +268,7 @@ export const RpcRequest = z.discriminatedUnion('m', [
   SetRemoteSubnetRequest,
   SetPeerCertRequest,
   GetStateRequest,
+  GetRosterRequest,
   SendSignalRequest,
   SetCbEndpointRequest,
   SetLoggingRequest,
@@ -509,6 +513,10 @@ export const RosterEvent = z.strictObject({
   full: z.boolean(),
 });
 
+/** get_roster's answer: null before the roster was fetched (XMPP not logged in yet). */
+export const GetRosterResult = z.strictObject({ roster: z.array(RosterItem).nullable() });
+export type GetRosterResult = z.infer<typeof GetRosterResult>;
+
 export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, CandidateEvent, XmppEvent, RosterEvent]);
 export type RpcEvent = z.infer<typeof RpcEvent>;
 export type EventOf<E extends RpcEvent['event']> = Extract<RpcEvent, { event: E }>;
@@ -529,6 +537,7 @@ export interface RpcResults {
   set_remote_subnet: Record<string, never>;
   set_peer_cert: { fingerprint: string | null };
   get_state: StateResult;
+  get_roster: GetRosterResult;
   send_signal: { jid: string };
   set_cb_endpoint: Record<string, never>;
   set_logging: Record<string, never>;

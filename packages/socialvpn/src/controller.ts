@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
+  GetRosterResult,
   SOCIAL_OVERLAY,
   SocialSignalExtras,
   UID_BYTES,
@@ -19,6 +20,7 @@ import {
   Subnet4,
   TrafficProfile,
   errorMessage,
+  rpcErrorCode,
   systemClock,
   type Admission,
   type Clock,
@@ -223,6 +225,7 @@ export class SocialVpnController {
         `the datapath's vNIC belongs to node ${node.uid} (${node.ip4 ?? '?'}), not to this SocialVPN node ${this.uid} ` +
         '(another controller configured it, or socialvpn-state.json was replaced): restart the datapath',
       localIp4: () => `${this.ip4}/${this.subnet.prefix}`,
+      attached: () => this.fetchRoster(),
       syncedPresences: (state) => {
         const listed = new Set(state.peers.map((p) => `${p.uid} ${p.jid}`));
         for (const [jid, r] of this.refusedPresences) if (!listed.has(`${r.uid} ${jid}`)) this.refusedPresences.delete(jid);
@@ -410,6 +413,31 @@ export class SocialVpnController {
     this.refreshProactive();
     this.core.reconcileAll();
     this.core.markDirty();
+  }
+
+  /**
+   * Asks the datapath for the roster it holds now (attached: at start and after a datapath restart):
+   * roster pushes that came while this controller was down are in it, so a contact unfriended then
+   * loses its link and address now, before any link is adopted, not at the next XMPP login. A
+   * datapath that has no roster yet (not logged in) sends it at login; an older one without the verb
+   * is only logged.
+   */
+  private async fetchRoster(): Promise<void> {
+    let answer: unknown;
+    try {
+      answer = await this.supervisor.call('get_roster', {});
+    } catch (err) {
+      if (rpcErrorCode(err) !== 'bad_request') throw err;
+      this.log.warn({ err: errorMessage(err) }, 'the datapath has no get_roster (an older version): roster changes made while the controller was down wait for the next XMPP login');
+      return;
+    }
+    const r = GetRosterResult.safeParse(answer);
+    if (!r.success) {
+      this.log.warn({ problem: r.error.message.slice(0, 200) }, 'get_roster: malformed answer ignored');
+      return;
+    }
+    if (r.data.roster === null) return;
+    this.onRoster({ event: 'roster', items: r.data.roster, full: true });
   }
 
   /** `bare` is no longer a friend: trim its devices' links, unmap and forget their addresses. */

@@ -56,7 +56,7 @@ export interface SocialVpnStatus {
     active_day_packets: number;
     own_devices: boolean;
   };
-  datapath: { status: string; restarts: number; outages: number; last_error: string | null };
+  datapath: { status: string; restarts: number; outages: number; last_error: string | null; handler_failures: Record<string, number> };
   xmpp: { state: string; jid: string | null };
   roster: { source: string; updated_ms: number | null; contacts: number; friends: string[] };
   addresses: { used: number; capacity: number };

@@ -290,6 +290,7 @@ describe('SocialVpnController: removal from the roster', () => {
     await clock.advance(2000);
     await alice.ctl.stop();
     alice.dp.roster = [];
+    alice.dp.refusesGetRoster = true; // an older datapath: get_roster would give the new roster at once
     // The controller comes back with the stored roster (bob still a friend) ...
     const ctl = await alice.restartController();
     expect(ctl.roster.source).toBe('state');
@@ -539,6 +540,31 @@ describe('SocialVpnController: restarts', () => {
     await clock.advance(10_000);
     expect(alice.dp.links.has(bob.uid)).toBe(false);
     expect(ctl.addressOf(bob.uid)).toBeNull();
+  });
+
+  it('a friend removed while the controller is down loses link and address at its restart, with no new login (get_roster)', async () => {
+    const { alice, bob } = await pair();
+    alice.dp.emitPacket(unmappedFrame(alice.uid, '172.31.0.1', '172.31.0.2'));
+    await clock.advance(3000);
+    expect(linkState(alice, bob)).toBe('up');
+    await alice.ctl.stop();
+    alice.dp.rosterPush([{ jid: jidOf('bob'), subscription: 'remove' }]); // nobody listens
+    const ctl = await alice.restartController();
+    expect(ctl.addressOf(bob.uid)).toBeNull(); // at attach, before any link could be adopted
+    await clock.advance(5_000);
+    expect(alice.dp.links.has(bob.uid)).toBe(false);
+    expect(ctl.counters.links_adopted).toBe(0);
+    expect(ctl.status().roster).toMatchObject({ source: 'xmpp', friends: [] });
+  });
+
+  it('a datapath without get_roster: the controller still starts, on the roster it kept', async () => {
+    const { alice, bob } = await pair();
+    await alice.ctl.stop();
+    alice.dp.refusesGetRoster = true;
+    const ctl = await alice.restartController();
+    await clock.advance(5_000);
+    expect(ctl.addressOf(bob.uid)).toBe('172.31.0.2');
+    expect(alice.lines.some((l) => String(l.msg).includes('no get_roster'))).toBe(true);
   });
 
   it('a restarted datapath (new token) is re-driven: vNIC, XMPP, roster, mappings, proactive links', async () => {
