@@ -587,6 +587,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   private onLinkState(link: Link, state: LinkState, reason?: string): void {
     if (this.links.get(link.uid) !== link) return;
+    if (state === 'up') this.log.debug({ peer: link.uid.slice(0, 12), dtlsFingerprint: link.remoteFingerprint() }, 'link up: the certificate DTLS verified');
     if (state === 'up' && this.checkLinkKey(link)) return;
     if (state === 'up') this.pendingOffers.delete(link.uid);
     this.heapTrimmer.linkChanged();
