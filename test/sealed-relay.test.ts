@@ -10,7 +10,7 @@ import { ip4ToNumber, isSealedFrame, uidToBytes } from '@tincan/protocol';
 import { readForwardDump } from '@tincan/datapath/debug-dump';
 import { ns } from './harness/namespace.js';
 import {
-  NsProcess, connectNodes, eventuallyValue, inHost, labServers, linkOf, scriptedNode, useNodes, type TinCanNode,
+  NsProcess, connectNodes, eventuallyValue, inHost, labServers, linkOf, peerCert, scriptedNode, useNodes, type TinCanNode,
 } from './support/tincan-node.js';
 
 const servers = labServers();
@@ -18,7 +18,6 @@ const dumpDir = mkdtempSync(join(tmpdir(), 'tincan-sealed-relay-'));
 const DUMP = join(dumpDir, 'pub-forwarded.pcap');
 const PORT = 40555;
 
-type PeerLike = { uid: string; cert?: string };
 /** The datapath counters this file reads (docs/rpc.md, "Counters"): all present in get_state. */
 type Counted = Record<
   'sealedOut' | 'sealedIn' | 'sealedAuthFailed' | 'sealedReplays' | 'sealedNoKeyOut' | 'framesRelayedIn' | 'framesForwarded' |
@@ -26,12 +25,6 @@ type Counted = Record<
   number
 >;
 const counters = async (n: TinCanNode): Promise<Counted> => (await n.state()).counters as Counted;
-
-/** The node certificate `viewer` saw in `peer`'s presence (get_state peers[].cert). */
-function certOf(viewer: TinCanNode, peer: TinCanNode): Promise<string> {
-  return eventuallyValue(async () => ((await viewer.state()).peers as PeerLike[]).find((p) => p.uid === peer.uid)?.cert,
-    20_000, `${viewer.spec.host} sees ${peer.spec.host}'s certificate`);
-}
 
 /** Waits until counter `key` of `n` exceeds `than`; returns it. */
 function counterAbove(n: TinCanNode, key: keyof Counted, than: number): Promise<number> {
@@ -118,14 +111,14 @@ describe('relayed frames are sealed end to end; links and addresses are bound to
     expect(await counterAbove(a, 'sealedNoKeyOut', noKey)).toBeGreaterThan(noKey);
 
     // The controllers' part (after admission): each trusts the certificate the other's presence carries.
-    const certC = await certOf(a, c);
-    const certA = await certOf(c, a);
+    const certC = await peerCert(a, c);
+    const certA = await peerCert(c, a);
     const fpC = new X509Certificate(Buffer.from(certC, 'base64')).fingerprint256;
     expect(await a.call('set_peer_cert', { uid: c.uid, cert: certC })).toEqual({ fingerprint: fpC });
     await c.call('set_peer_cert', { uid: a.uid, cert: certA });
     // B trusts A's and C's: its links to them were made with those keys, so they stay up.
-    await b.call('set_peer_cert', { uid: a.uid, cert: await certOf(b, a) });
-    await b.call('set_peer_cert', { uid: c.uid, cert: await certOf(b, c) });
+    await b.call('set_peer_cert', { uid: a.uid, cert: await peerCert(b, a) });
+    await b.call('set_peer_cert', { uid: c.uid, cert: await peerCert(b, c) });
     expect((await linkOf(b, a)).state).toBe('up');
     expect((await linkOf(b, c)).state).toBe('up');
     expect((await counters(b)).linkCertMismatch).toBe(0);
@@ -215,7 +208,7 @@ describe('relayed frames are sealed end to end; links and addresses are bound to
     // C is told to trust A's certificate for B: its link to B (made with B's key) goes down at once.
     const mismatch = (await counters(c)).linkCertMismatch;
     const since = c.events.length;
-    await c.call('set_peer_cert', { uid: b.uid, cert: await certOf(c, a) });
+    await c.call('set_peer_cert', { uid: b.uid, cert: await peerCert(c, a) });
     const down = await c.waitEvent((e) => e.event === 'link' && e.uid === b.uid && e.state === 'down', 10_000, 'link to B down', since);
     expect(down.reason).toBe('peer certificate not trusted');
     expect((await counters(c)).linkCertMismatch).toBe(mismatch + 1);

@@ -34,8 +34,8 @@ const A = 'h1', B = 'pub';
 const OFFLOAD = !(process.env.BENCH_DATAPATH_ARGS ?? '').split(' ').includes('--no-offload');
 const NAME = OFFLOAD ? 'overhead' : 'overhead-no-offload';
 const ETH_HEADER = 14;
-// packages/datapath/src/datapath.ts: RtcConfig mtu = min(1500, vNIC MTU + 40-byte frame header + 34 (sealed) + 124).
-const rtcMtu = (mtu) => Math.min(1500, mtu + 40 + 34 + 124);
+// packages/datapath/src/datapath.ts: RtcConfig mtu = min(1500, vNIC MTU + 40-byte frame header + 124).
+const rtcMtu = (mtu) => Math.min(1500, mtu + 40 + 124);
 
 const cleanup = cleanupStack();
 const lab = await labUp();

@@ -4,7 +4,6 @@ import {
   FRAME_DST_OFFSET,
   FRAME_HEADER_LEN,
   FRAME_SRC_OFFSET,
-  SEALED_OVERHEAD,
   UID_BYTES,
   isSealedFrame,
   cidrContains,
@@ -115,14 +114,17 @@ export interface DatapathOptions {
 
 /**
  * RtcConfig mtu = min(MAX_RTC_MTU, vNIC MTU + LINK_OVERHEAD): the 124 bytes SCTP/DTLS/UDP/IP take
- * (design.md: the largest message in one SCTP packet is mtu − 124) plus the largest frame header, a
- * sealed frame's (40-byte full frame header + SEALED_OVERHEAD 34). At a 1500-byte path MTU: up to a
- * vNIC MTU of 1302 every frame fits one SCTP packet; up to 1336 all but sealed (relayed) ones; up to
- * 1376 compact frames (direct links, frame.ts) while full frames (transit, controller-injected, or to
- * peers without compact frames) are split in two by SCTP — correct, only slower; above 1376 every
- * full-size packet is split. docs/config.md: "best safe vNIC MTU".
+ * (design.md: the largest message in one SCTP packet is mtu − 124) plus a full frame's 40-byte header.
+ * At a 1500-byte path MTU: up to a vNIC MTU of 1336 every plaintext frame fits one SCTP packet; from
+ * 1337 to 1376 compact frames (direct links, frame.ts) still do while full frames (transit,
+ * controller-injected, or to peers without compact frames) are split in two by SCTP — correct, only
+ * slower; above 1376 every full-size packet is split. A sealed (relayed) frame is SEALED_OVERHEAD (34)
+ * bytes longer than a full frame: a full-size packet through a relay is split in two at any vNIC MTU.
+ * Growing the RtcConfig mtu for them would make every link's packets larger, and break links on
+ * underlay paths that carry today's but not 34 bytes more (docs/decisions/sealed-relayed-frames.md).
+ * docs/config.md: "best safe vNIC MTU".
  */
-const LINK_OVERHEAD = FRAME_HEADER_LEN + SEALED_OVERHEAD + 124;
+const LINK_OVERHEAD = FRAME_HEADER_LEN + 124;
 const MAX_RTC_MTU = 1500;
 const DEFAULT_VNIC_QUEUE = 64;
 
