@@ -2,7 +2,7 @@
 // Real datapaths at vNIC MTU 1376 (RtcConfig mtu 1500): a full-size packet fits one SCTP packet only
 // as a compact frame; full frames (relayed, multi-hop) are split by SCTP and must still arrive.
 import { describe, expect, it } from 'vitest';
-import { CTL_BIN, TinCanNode, inHost, iperfTcp, labServers, connectNodes, linkOf, linkUp, useNodes } from './support/tincan-node.js';
+import { CTL_BIN, TinCanNode, inHost, iperfTcp, labServers, connectNodes, linkOf, linkUp, trustEachOther, useNodes } from './support/tincan-node.js';
 import { eventually } from './support/group-node.js';
 
 const { ice, xmpp } = labServers();
@@ -61,7 +61,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
     expect(status.stdout.split('\n').find((l) => l.startsWith(h2.uid.slice(0, 12)))).toMatch(/ compact /);
   });
 
-  it('a relayed (multi-hop) path keeps full frames, split by SCTP at this MTU, and still carries full-size DF pings and TCP', async () => {
+  it('a relayed (multi-hop) path keeps full frames (sealed), split by SCTP at this MTU, and still carries full-size DF pings and TCP', async () => {
     // h1 and pub have no link: each routes the other via h2, which forwards (transit on everywhere:
     // the ends accept frames h2 relays for the other).
     await connectNodes(h2, pub);
@@ -70,10 +70,11 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
     await h1.call('set_route', { uid: pub.uid, via: h2.uid });
     await pub.call('set_route', { uid: h1.uid, via: h2.uid });
     for (const n of [h1, h2, pub]) await n.call('set_transit', { enabled: true });
+    await trustEachOther(h1, pub); // relayed frames are sealed end to end (docs/security.md)
     const before = (await h2.state()).counters;
     const relayBefore = await linkOf(h2, pub);
     const out = await fullSizePing(h1, pub);
-    expect(out).toMatch(/ttl=63/); // one overlay hop
+    expect(out).toMatch(/ttl=64/); // the relay decrements the sealed frame's outer hop limit, not the packet's TTL
     await fullSizePing(pub, h1);
     const mbps = await iperfTcp(h1, pub);
     console.log(`iperf3 TCP h1→pub relayed by h2, full frames, vNIC MTU ${MTU}: ${mbps.toFixed(0)} Mbit/s`);
@@ -81,6 +82,7 @@ describe(`compact frames on direct links, vNIC MTU ${MTU}`, () => {
     const after = (await h2.state()).counters;
     expect(after.framesForwarded! - before.framesForwarded!).toBeGreaterThan(1000);
     expect((await pub.state()).counters.framesRelayedIn).toBeGreaterThan(1000);
+    expect((await h2.state()).counters.sealedIn ?? 0).toBe(0); // the relay opened nothing
     // What h2 forwarded went as full frames (h2 is not their source), though the link takes compact ones.
     const relayAfter = await linkOf(h2, pub);
     expect(relayAfter.framing).toBe('compact');

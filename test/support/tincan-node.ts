@@ -381,3 +381,18 @@ export async function eventuallyValue<T>(fn: () => Promise<T | undefined | false
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+/** The node certificate (base64 DER) `viewer` saw in `peer`'s presence: get_state peers[].cert. */
+export function peerCert(viewer: TinCanNode, peer: TinCanNode): Promise<string> {
+  return eventuallyValue(async () => ((await viewer.state()).peers as { uid: string; cert?: string }[]).find((p) => p.uid === peer.uid)?.cert,
+    20_000, `${viewer.spec.host} sees ${peer.spec.host}'s certificate`);
+}
+
+/**
+ * What the controllers do after admission: each of `a` and `b` trusts the certificate the other's
+ * presence carries (set_peer_cert), so that frames between them through relays are sealed.
+ */
+export async function trustEachOther(a: TinCanNode, b: TinCanNode): Promise<void> {
+  const [certB, certA] = await Promise.all([peerCert(a, b), peerCert(b, a)]);
+  await Promise.all([a.call('set_peer_cert', { uid: b.uid, cert: certB }), b.call('set_peer_cert', { uid: a.uid, cert: certA })]);
+}

@@ -24,6 +24,22 @@ export class Counters {
   framesRouteLoop = 0;
   /** Transit on: frames for this node relayed by a peer on behalf of another known peer, accepted. */
   framesRelayedIn = 0;
+  /** Transit on: plaintext frames for another node, dropped (a relayed frame must be sealed). */
+  framesTransitUnsealed = 0;
+  /** Sealed relayed frames (sealing.ts): this node's frames sealed for a peer reached through a relay. */
+  sealedOut = 0;
+  /** Sealed frames for this node opened (authenticated, not replayed). */
+  sealedIn = 0;
+  /** Sealed frames for this node that failed authentication (altered, or sealed with another key). */
+  sealedAuthFailed = 0;
+  /** Sealed frames for this node whose counter was seen before (or is too old) in their source's epoch. */
+  sealedReplays = 0;
+  /** Frames to a peer reached through a relay, dropped: no trusted certificate (set_peer_cert) to seal with. */
+  sealedNoKeyOut = 0;
+  /** Sealed frames for this node from a source with no trusted certificate, dropped. */
+  sealedNoKeyIn = 0;
+  /** Links refused or closed because the peer's certificate is not the one set_peer_cert trusts. */
+  linkCertMismatch = 0;
   /** --offload: [virtio_net_hdr][packet] messages (TCP super-packets, partial checksums) sent as they are. */
   offloadSuperPacketsOut = 0;
   /** --offload: such messages received and written to the vNIC as they are (or segmented, below). */

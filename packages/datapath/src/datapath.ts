@@ -3,7 +3,9 @@ import type { Logger } from 'pino';
 import {
   FRAME_DST_OFFSET,
   FRAME_HEADER_LEN,
+  FRAME_SRC_OFFSET,
   UID_BYTES,
+  isSealedFrame,
   cidrContains,
   ip4ToNumber,
   parseCidr,
@@ -23,6 +25,7 @@ import { DEFAULT_AQM_SETTINGS, type AqmSettings } from './aqm.js';
 import { nativeHeap } from '@tincan/tun';
 import { Counters } from './counters.js';
 import type { Subscription } from './xmpp/codec.js';
+import { ForwardDump } from './debug-dump.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
@@ -30,6 +33,8 @@ import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, type IceP
 import { DEFAULT_SCTP_SACK_FREQ, RtcLibrary } from './rtc.js';
 import { NativeHeapTrimmer, type NativeHeapState } from './native-heap.js';
 import { Outside, type TransitSink } from './outside.js';
+import { descriptionKeyMismatch } from './peer-trust.js';
+import { SealedFrames } from './sealing.js';
 import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
 import { Vnic, type VnicConfig } from './vnic.js';
 import { Lanes } from './lanes/lanes.js';
@@ -99,6 +104,11 @@ export interface DatapathOptions {
    * get_state and handed to lane processes; null or absent: none set (glibc's default).
    */
   mallocArenaLimit?: number | null;
+  /**
+   * Debug only (`--debug-dump-forwarded`): a pcap file that gets every frame this node forwards for
+   * others (debug-dump.ts). Absent: none.
+   */
+  debugDumpForwarded?: string;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
 }
@@ -106,10 +116,14 @@ export interface DatapathOptions {
 /**
  * RtcConfig mtu = min(MAX_RTC_MTU, vNIC MTU + LINK_OVERHEAD): the 124 bytes SCTP/DTLS/UDP/IP take
  * (design.md: the largest message in one SCTP packet is mtu − 124) plus a full frame's 40-byte header.
- * At a 1500-byte path MTU: up to a vNIC MTU of 1336 every frame fits one SCTP packet; from 1337 to
- * 1376 compact frames (direct links, frame.ts) still do while full frames (relayed, transit,
+ * At a 1500-byte path MTU: up to a vNIC MTU of 1336 every plaintext frame fits one SCTP packet; from
+ * 1337 to 1376 compact frames (direct links, frame.ts) still do while full frames (transit,
  * controller-injected, or to peers without compact frames) are split in two by SCTP — correct, only
- * slower; above 1376 every full-size packet is split. docs/config.md: "best safe vNIC MTU".
+ * slower; above 1376 every full-size packet is split. A sealed (relayed) frame is SEALED_OVERHEAD (34)
+ * bytes longer than a full frame: a full-size packet through a relay is split in two at any vNIC MTU.
+ * Growing the RtcConfig mtu for them would make every link's packets larger, and break links on
+ * underlay paths that carry today's but not 34 bytes more (docs/decisions/sealed-relayed-frames.md).
+ * docs/config.md: "best safe vNIC MTU".
  */
 const LINK_OVERHEAD = FRAME_HEADER_LEN + 124;
 const MAX_RTC_MTU = 1500;
@@ -133,6 +147,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private readonly pendingOffers = new Map<Uid, Promise<CreateLinkResult>>();
   /** set_peer_cert: the node certificate the controller trusts for each peer. */
   private readonly peerCerts = new Map<Uid, X509Certificate>();
+  /** Sealed relayed frames (sealing.ts): this node's key and epoch, the trusted peers' keys. */
+  private readonly sealed: SealedFrames;
+  /** --debug-dump-forwarded; null without. */
+  private readonly forwardDump: ForwardDump | null;
   private readonly inside: Inside;
   private readonly outside: Outside;
   private local: LocalNode | null = null;
@@ -175,8 +193,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
       opts.sctpSackFreq ?? DEFAULT_SCTP_SACK_FREQ,
     );
-    this.inside = new Inside(this.table, this, this.counters, opts.offload === true);
-    this.outside = new Outside(this.table, this, this.counters, opts.offload === true);
+    this.sealed = new SealedFrames(identity.privateKey, counters);
+    this.forwardDump = opts.debugDumpForwarded ? new ForwardDump(opts.debugDumpForwarded) : null;
+    this.inside = new Inside(this.table, this, this.counters, opts.offload === true, this.sealed);
+    this.outside = new Outside(this.table, this, this.counters, opts.offload === true, this.sealed, this.forwardDump);
     this.heapTrimmer = new NativeHeapTrimmer(nativeHeap, opts.mallocArenaLimit ?? null, log.child({ component: 'native-heap' }));
     this.lanes = this.makeLanes();
     this.sampler = setInterval(() => {
@@ -299,6 +319,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       ip6: req.ip6 ? parseCidr(req.ip6).address : null,
     };
     this.inside.setLocalUid(uidBytes);
+    this.sealed.setLocalUid(uidBytes);
     this.outside.attach(uidBytes, vnic, this.local.ip4 === null ? null : ip4ToNumber(this.local.ip4));
     vnic.onPackets(this.inside.onPackets);
     vnic.onError((err) => this.log.error({ err }, 'vNIC read error'));
@@ -332,9 +353,14 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   // --- peers' keys ---------------------------------------------------------------------------------
 
+  /**
+   * The certificate the controller trusts for a peer: links to it come up only with its key (a link
+   * up with another is closed), and frames to and from it through relays are sealed with it.
+   */
   private setPeerCert(req: RequestOf<'set_peer_cert'>): RpcResults['set_peer_cert'] {
     if (req.cert === null) {
       this.peerCerts.delete(req.uid);
+      this.sealed.setPeer(req.uid, null);
       return { fingerprint: null };
     }
     let cert: X509Certificate;
@@ -343,8 +369,42 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     } catch {
       throw new RpcError('bad_request', 'cert is not a certificate (base64 of its DER)');
     }
+    const before = this.peerCerts.get(req.uid)?.fingerprint256;
     this.peerCerts.set(req.uid, cert);
+    if (!this.sealed.setPeer(req.uid, cert) && before !== cert.fingerprint256) {
+      this.log.warn({ peer: req.uid.slice(0, 12) }, 'trusted certificate has no P-256 key: frames through relays to and from this peer cannot be sealed');
+    }
+    const link = this.links.get(req.uid);
+    if (link) this.checkLinkKey(link);
     return { fingerprint: cert.fingerprint256 };
+  }
+
+  /**
+   * A link whose peer is known to use another key than the trusted one (its signaled description, or
+   * the certificate DTLS verified) is closed and counted. True if it was.
+   */
+  private checkLinkKey(link: Link): boolean {
+    const cert = this.peerCerts.get(link.uid);
+    if (!cert) return false;
+    const used = link.state === 'up' ? link.remoteFingerprint() : null;
+    const signaled = link.remoteSdp === null ? null : descriptionKeyMismatch(link.remoteSdp, cert.fingerprint256);
+    if ((used === null || used === cert.fingerprint256) && signaled === null) return false;
+    this.counters.linkCertMismatch++;
+    const reason = `the peer's certificate is not the one trusted for it (${used !== null && used !== cert.fingerprint256 ? `DTLS: ${used}` : signaled!})`;
+    this.log.warn({ peer: link.uid.slice(0, 12), trusted: cert.fingerprint256 }, reason);
+    this.closeLink(link);
+    this.rpc.event({ event: 'link', uid: link.uid, state: 'down', reason: 'peer certificate not trusted' });
+    return true;
+  }
+
+  /** create_link with a peer's description: refused (counted) when it names another key than the trusted one. */
+  private checkDescriptionKey(uid: Uid, sdp: string): void {
+    const cert = this.peerCerts.get(uid);
+    if (!cert) return;
+    const mismatch = descriptionKeyMismatch(sdp, cert.fingerprint256);
+    if (mismatch === null) return;
+    this.counters.linkCertMismatch++;
+    throw new RpcError('bad_request', `remote description: ${mismatch}; set_peer_cert trusts ${cert.fingerprint256} for ${uid}`);
   }
 
   // --- XMPP ----------------------------------------------------------------------------------------
@@ -398,6 +458,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     if (req.uid === local.uid) throw new RpcError('bad_request', 'a node cannot link to itself');
     const existing = this.links.get(req.uid);
     const fingerprint = this.identity.fingerprint;
+    if (req.remote) this.checkDescriptionKey(req.uid, req.remote.sdp);
 
     if (req.remote?.type === 'answer') {
       if (!existing?.awaitingAnswer) throw new RpcError('bad_state', `no pending offer to ${req.uid}`);
@@ -541,6 +602,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   private onLinkState(link: Link, state: LinkState, reason?: string): void {
     if (this.links.get(link.uid) !== link) return;
+    if (state === 'up') this.log.debug({ peer: link.uid.slice(0, 12), dtlsFingerprint: link.remoteFingerprint() }, 'link up: the certificate DTLS verified');
+    if (state === 'up' && this.checkLinkKey(link)) return;
     if (state === 'up') this.pendingOffers.delete(link.uid);
     this.heapTrimmer.linkChanged();
     this.rpc.event({ event: 'link', uid: link.uid, state, ...(reason ? { reason } : {}) });
@@ -678,7 +741,13 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.unmapped(frame);
   }
 
-  /** A frame from the controller: for this node's vNIC, or to send on the link to its destination. */
+  /**
+   * A frame from the controller: for this node's vNIC, or to send towards its destination UID. On the
+   * destination's up direct link it goes as it is (the peer checks its source, as for any frame). Through
+   * a relay (the destination's route) only sealed: this node's own frames are sealed here, a sealed frame
+   * (one the controller got as transit) is forwarded as a relay forwards it, and another node's plaintext
+   * frame is dropped — relays never get plaintext.
+   */
   inject(frame: Buffer): void {
     const local = this.local;
     if (!local || frame.length < FRAME_HEADER_LEN + 20) {
@@ -692,10 +761,23 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       else this.counters.injectedDropped++;
       return;
     }
-    // On the link to the destination, or on its overlay route's link when there is no up direct one.
+    if (isSealedFrame(frame)) {
+      if (!this.outside.relay(frame, null)) this.counters.injectedDropped++;
+      return;
+    }
     const dst = this.table.lookupUid(frame, FRAME_DST_OFFSET);
     const hop = dst === undefined ? null : nextHop(dst);
-    if (hop === null || !hop.send(frame)) this.counters.injectedDropped++;
+    if (hop === null || dst === undefined) {
+      this.counters.injectedDropped++;
+      return;
+    }
+    if (hop === dst.link) {
+      if (!hop.send(frame)) this.counters.injectedDropped++;
+      return;
+    }
+    const ours = frame.compare(local.uidBytes, 0, UID_BYTES, FRAME_SRC_OFFSET, FRAME_SRC_OFFSET + UID_BYTES) === 0;
+    const sealed = ours ? this.sealed.seal(frame, FRAME_HEADER_LEN, frame.length - FRAME_HEADER_LEN, dst) : null;
+    if (sealed === null || !hop.send(sealed)) this.counters.injectedDropped++;
   }
 
   // --- lanes (--lanes N > 1; lanes/) ----------------------------------------------------------------
@@ -723,11 +805,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       },
       {
         table: this.table,
-        counters: this.counters,
         transitOn: () => this.outside.transit,
         rtcMtu: () => this.rtcMtu(),
         insideFromLane: (batch) => this.inside.onPlainPackets(batch),
-        transitToController: (frame) => this.transit(frame),
+        frameFromLane: (frame) => this.outside.fromLane(frame),
       },
     );
   }
@@ -790,6 +871,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     for (const l of [...this.links.values()]) this.closeLink(l);
     if (this.xmpp) await this.xmpp.stop().catch(() => undefined);
     this.local?.vnic.close();
+    this.forwardDump?.close();
     this.rpc.close();
     this.rtc.cleanup();
     // Last: a close above that deadlocks in libdatachannel still gets the process killed.

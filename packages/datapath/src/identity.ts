@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +14,9 @@ export interface NodeIdentity {
   fingerprint: string;
   /** The certificate's DER, base64: what presence announces (NodeCert). */
   certificateBase64: string;
+  /** The certificate itself, and its private key (ECDH for sealed relayed frames, sealing.ts). */
+  certificate: X509Certificate;
+  privateKey: KeyObject;
 }
 
 /**
@@ -35,7 +38,11 @@ export async function loadIdentity(stateDir: string): Promise<NodeIdentity> {
     }
   }
   const cert = new X509Certificate(await readFile(certificatePemFile));
-  return { certificatePemFile, keyPemFile, fingerprint: cert.fingerprint256, certificateBase64: cert.raw.toString('base64') };
+  const privateKey = createPrivateKey(await readFile(keyPemFile));
+  return {
+    certificatePemFile, keyPemFile, fingerprint: cert.fingerprint256, certificateBase64: cert.raw.toString('base64'),
+    certificate: cert, privateKey,
+  };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -2,6 +2,7 @@ import { FRAME_HEADER_LEN, UID_BYTES, writeFrameHeader } from '@tincan/protocol'
 import type { PacketBatch } from '@tincan/tun';
 import type { Counters } from './counters.js';
 import { nextHop, type ForwardingTable } from './forwarding-table.js';
+import type { SealedFrames } from './sealing.js';
 import { Segmenter, VNET_HDR_LEN, vnetNeedsWork } from './segmenter.js';
 
 /** Where packets go that the forwarding table cannot send on a link (the controller, if any). */
@@ -17,8 +18,12 @@ const ZERO_UID = Buffer.alloc(UID_BYTES);
  * (or, in router mode, the subnet it lies in) and send it on the peer's next hop: its direct link when
  * up, else its overlay route's link. On the peer's own direct link, when the peer takes compact frames,
  * the packet goes as it is (frame.ts); otherwise the frame header is written into the headroom in
- * front of the packet. Packets with no mapping or no usable link go to the controller (paper §4.1: "unmapped IP
- * packets are forwarded to the controller"). Nothing here allocates or logs per packet.
+ * front of the packet. A packet for a peer reached through a relay (its route's link) is sealed for that
+ * peer (sealing.ts), or dropped and counted when the peer has no trusted certificate: relays never see
+ * plaintext. Without `sealed` (a lane process) such packets go to the sink, and the primary seals them.
+ * Packets with no mapping or no usable link go to the controller (paper §4.1: "unmapped IP
+ * packets are forwarded to the controller"). Nothing here logs per packet, nor allocates but the
+ * sealing's cipher objects.
  *
  * With `offload` (a vNIC opened with IFF_VNET_HDR, segmenter.ts), each packet has its virtio_net_hdr
  * just before it. One that needs no work is an ordinary packet. A super-packet (GSO, or a partial
@@ -36,6 +41,7 @@ export class Inside {
     private readonly sink: UnmappedSink,
     private readonly counters: Counters,
     offload = false,
+    private readonly sealed: SealedFrames | null = null,
   ) {
     this.segmenter = offload ? new Segmenter(FRAME_HEADER_LEN) : null;
   }
@@ -118,9 +124,20 @@ export class Inside {
         hop.sendCompact(buf.subarray(off, off + len));
         return true;
       }
-      if (hop !== null) {
+      if (hop !== null && hop === peer.link) {
         // An up link that refuses the frame dropped it by back-pressure (counted by the link).
-        if (hop.send(frameAt(buf, off, len, local, peer.uidBytes)) && hop !== peer.link) peer.routePacketsOut++;
+        hop.send(frameAt(buf, off, len, local, peer.uidBytes));
+        return true;
+      }
+      if (hop !== null) {
+        // Through the route's relay: sealed end to end (null: no trusted key, counted).
+        const sealed = this.sealed;
+        if (sealed === null) {
+          this.sink.unmapped(frameAt(buf, off, len, local, peer.uidBytes)); // a lane: the primary seals
+          return true;
+        }
+        const frame = sealed.seal(buf, off, len, peer);
+        if (frame !== null && hop.send(frame)) peer.routePacketsOut++;
         return true;
       }
     }

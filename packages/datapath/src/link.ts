@@ -288,9 +288,28 @@ export class Link {
     return this.asksTurn && this.gatheringDone && !this.relayGathered;
   }
 
+  /** The peer's signaled description (offer or answer), once the link has it. */
+  remoteSdp: string | null = null;
+
+  /**
+   * The SHA-256 fingerprint (upper case) of the certificate the peer presented in the DTLS handshake,
+   * as libdatachannel reports it once it verified it; null before, or when it reports none.
+   */
+  remoteFingerprint(): string | null {
+    if (this.closed) return null;
+    try {
+      const f = this.pc.remoteFingerprint() as { value?: unknown; algorithm?: unknown } | number;
+      if (typeof f !== 'object' || typeof f.value !== 'string' || f.value === '' || f.algorithm !== 'sha-256') return null;
+      return f.value.toUpperCase();
+    } catch {
+      return null;
+    }
+  }
+
   /** Hands the peer's description (if any) to the PeerConnection and starts our answer, or our offer. */
   private startDescription(remote: SessionDescription | undefined): void {
     if (remote) {
+      this.remoteSdp = remote.sdp;
       this.notePeerFraming(remote.sdp);
       this.pc.setRemoteDescription(this.filterCandidates(remote.sdp), remote.type);
       this.pc.setLocalDescription('answer');
@@ -388,6 +407,7 @@ export class Link {
 
   /** Completes an offerer's link with the peer's answer. */
   acceptAnswer(answer: SessionDescription): void {
+    this.remoteSdp = answer.sdp;
     this.notePeerFraming(answer.sdp);
     this.pc.setRemoteDescription(this.filterCandidates(answer.sdp), answer.type);
   }

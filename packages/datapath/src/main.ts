@@ -34,6 +34,7 @@ const program = new Command()
     .argParser(parseIcePorts).default(DEFAULT_ICE_PORTS, `${DEFAULT_ICE_PORTS.begin}-${DEFAULT_ICE_PORTS.end}`))
   .option('--watchdog <seconds>', `kill this process (SIGKILL) when its main thread stalls this long, so that its supervisor restarts it; lane processes too (0..${MAX_WATCHDOG_S}; 0: off)`, parseWatchdog, DEFAULT_WATCHDOG_S)
   .option('--malloc-arenas <n>', `cap the C heap's malloc arenas (glibc; set at start, lane processes too) at n, 1..${MAX_MALLOC_ARENAS}: ~0.5 MB less resident with links, but may cost link throughput; 0 (the default): glibc's own, an arena per thread up to 8 per core (docs/architecture.md, "Memory")`, parseMallocArenas, DEFAULT_MALLOC_ARENAS)
+  .option('--debug-dump-forwarded <file>', 'debug only: write every frame this node forwards for others (transit), as sent, to a pcap file (link type USER0, one full frame per record; sealed relayed frames as the relay sees them). Slows forwarding; the primary process only (docs/rpc.md, "Debugging")')
   .parse();
 
 function parseMallocArenas(v: string): number {
@@ -96,7 +97,7 @@ function parseWatchdog(v: string): number {
   return r.data;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number }>();
+const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number; debugDumpForwarded?: string }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
 // First, before node-datachannel (loaded with the first link) starts its threads: native-heap.ts.
 const mallocArenaLimit = limitMallocArenas(logger, nativeHeap, opts.mallocArenas);
@@ -118,6 +119,7 @@ try {
     icePorts: opts.icePorts,
     watchdogS: opts.watchdog,
     mallocArenaLimit,
+    ...(opts.debugDumpForwarded !== undefined ? { debugDumpForwarded: opts.debugDumpForwarded } : {}),
   });
   let stopping = false;
   const stop = (signal: string) => {

@@ -1,10 +1,14 @@
 // inside (TUN -> link) and outside (link -> TUN) with stand-ins for the link and the vNIC; the lab
 // tests run the same code between real datapaths.
 import { describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import { FRAME_HEADER_LEN, ip4ToNumber, ip6ToBytes, uidFromIp4, uidToBytes } from '@tincan/protocol';
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import {
+  FRAME_HEADER_LEN, SEALED_HEADER_LEN, SEALED_HOP_OFFSET, SEALED_INITIAL_HOP_LIMIT, SEALED_OVERHEAD, SEALED_TAG_LEN, ip4ToNumber, ip6ToBytes,
+  isSealedFrame, uidFromIp4, uidToBytes, type Uid,
+} from '@tincan/protocol';
 import { Counters } from '../src/counters.js';
 import { ForwardingTable } from '../src/forwarding-table.js';
+import { SealedFrames } from '../src/sealing.js';
 import { Inside } from '../src/inside.js';
 import type { Link } from '../src/link.js';
 import { Outside } from '../src/outside.js';
@@ -16,6 +20,31 @@ const LOCAL = uidFromIp4('10.254.0.1');
 const PEER = uidFromIp4('10.254.0.2');
 const OTHER = uidFromIp4('10.254.0.3');
 const FAR = uidFromIp4('10.254.0.4');
+
+/** Every node's P-256 key pair (as a node key), for sealed relayed frames (sealing.ts). */
+const KEYS = new Map<Uid, { privateKey: KeyObject; publicKey: KeyObject }>(
+  [LOCAL, PEER, OTHER, FAR].map((u) => [u, generateKeyPairSync('ec', { namedCurve: 'prime256v1' })]),
+);
+const trusted = (u: Uid) => ({ fingerprint256: u, publicKey: KEYS.get(u)!.publicKey });
+
+/** Node `u`'s sealing state, trusting `peers`' keys. */
+function sealerOf(u: Uid, ...peers: Uid[]) {
+  const counters = new Counters();
+  const sealed = new SealedFrames(KEYS.get(u)!.privateKey, counters);
+  sealed.setLocalUid(uidToBytes(u));
+  for (const p of peers) sealed.setPeer(p, trusted(p));
+  const table = new ForwardingTable();
+  return {
+    counters,
+    /** A frame `u` sealed for `dst`: a copy. */
+    seal: (dst: Uid, packet: Buffer) => Buffer.from(sealed.seal(packet, 0, packet.length, table.ensurePeer(dst))!),
+    /** The packet of a frame sealed for `u` by `src`, or null. */
+    open: (src: Uid, f: Buffer) => sealed.open(Buffer.from(f), table.ensurePeer(src)),
+  };
+}
+/** The other nodes, each trusting every other: they seal frames for LOCAL and open what it seals. */
+const NODES = new Map([PEER, OTHER, FAR].map((u) => [u, sealerOf(u, LOCAL, PEER, OTHER, FAR)]));
+const sealedFrame = (src: Uid, dst: Uid, packet: Buffer) => NODES.get(src)!.seal(dst, packet);
 
 function ip4Packet(src: string, dst: string, proto = 17): Buffer {
   const p = Buffer.alloc(28);
@@ -123,11 +152,15 @@ function setup(offload = false) {
     writeVnet: (p: Buffer, off: number) => deliveredVnet.push(Buffer.from(p.subarray(off))),
   } as unknown as Vnic;
   const sink = { unmapped: (f: Buffer) => toController.push(Buffer.from(f)), transit: (f: Buffer) => toController.push(Buffer.from(f)) };
-  const outside = new Outside(table, sink, counters, offload);
+  // LOCAL trusts PEER's, OTHER's and FAR's keys (set_peer_cert).
+  const sealed = new SealedFrames(KEYS.get(LOCAL)!.privateKey, counters);
+  sealed.setLocalUid(uidToBytes(LOCAL));
+  for (const u of [PEER, OTHER, FAR]) sealed.setPeer(u, trusted(u));
+  const outside = new Outside(table, sink, counters, offload, sealed);
   outside.attach(uidToBytes(LOCAL), vnic, ip4ToNumber('10.254.0.1'));
-  const inside = new Inside(table, sink, counters, offload);
+  const inside = new Inside(table, sink, counters, offload, sealed);
   inside.setLocalUid(uidToBytes(LOCAL));
-  return { table, counters, delivered, deliveredVnet, toController, outside, inside };
+  return { table, counters, delivered, deliveredVnet, toController, outside, inside, sealed };
 }
 
 describe('outside: frames from a link', () => {
@@ -214,71 +247,80 @@ describe('outside with transit on: forwarding frames for other nodes', () => {
     return { ...s, lp, lo };
   }
 
-  it('forwards to the next hop with the IPv4 TTL decremented and the header checksum still exact', () => {
+  it('forwards sealed frames unopened to the next hop, only the outer hop limit decremented', () => {
     const s = transitSetup();
-    for (let i = 0; i < 500; i++) {
-      const ttl = 2 + (i % 254);
-      const packet = ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', ttl);
-      s.outside.onFrame(s.lp.link, frame(PEER, FAR, packet));
+    for (let i = 0; i < 50; i++) {
+      const packet = ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', 2 + i);
+      const f = sealedFrame(PEER, FAR, packet);
+      s.outside.onFrame(s.lp.link, Buffer.from(f));
       const out = s.lo.sent.at(-1)!;
-      expect(out.subarray(0, 40).equals(frame(PEER, FAR, Buffer.alloc(0)))).toBe(true); // header untouched
-      const ip = out.subarray(FRAME_HEADER_LEN);
-      expect(ip[8]).toBe(ttl - 1);
-      expect(ipv4Checksum(ip, 0, 20)).toBe(0); // verifies
-      const recomputed = Buffer.from(ip.subarray(0, 20));
-      recomputed.writeUInt16BE(0, 10);
-      expect(ip.readUInt16BE(10)).toBe(ipv4Checksum(recomputed, 0, 20)); // equals a full recomputation
-      expect(ip.subarray(12).equals(packet.subarray(12))).toBe(true);
-      expect([ip[9], ip.readUInt16BE(4)]).toEqual([packet[9], packet.readUInt16BE(4)]);
+      expect(out[SEALED_HOP_OFFSET]).toBe(SEALED_INITIAL_HOP_LIMIT - 1);
+      out[SEALED_HOP_OFFSET] = SEALED_INITIAL_HOP_LIMIT;
+      expect(out.equals(f)).toBe(true); // nothing else changed: the relay never opened it
+      expect(NODES.get(FAR)!.open(PEER, out)?.equals(packet)).toBe(true); // and FAR can
     }
-    expect(s.lo.sent).toHaveLength(500);
-    expect(s.counters.framesForwarded).toBe(500);
+    // IPv6 inside, and on a direct link when there is one.
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, OTHER, ip6Packet('fd50::2', 'fd50::3', 64)));
+    expect(s.lo.sent).toHaveLength(51);
+    expect(s.lo.sent[50]!.subarray(20, 40).toString('hex')).toBe(OTHER);
+    expect(s.counters.framesForwarded).toBe(51);
+    expect(s.counters.sealedIn + s.counters.sealedOut).toBe(0);
     expect(s.delivered).toHaveLength(0);
     expect(s.toController).toHaveLength(0);
   });
 
-  it('forwards IPv6 with the hop limit decremented, on a direct link when there is one', () => {
+  it('drops plaintext frames for others (a relayed frame must be sealed) and plaintext from anyone but the link peer', () => {
     const s = transitSetup();
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', 9)));
     s.outside.onFrame(s.lp.link, frame(PEER, OTHER, ip6Packet('fd50::2', 'fd50::3', 64)));
-    expect(s.lo.sent).toHaveLength(1);
-    const ip = s.lo.sent[0]!.subarray(FRAME_HEADER_LEN);
-    expect(ip[7]).toBe(63);
-    expect(ip.equals(Object.assign(ip6Packet('fd50::2', 'fd50::3', 63)))).toBe(true);
-    expect(s.counters.framesForwarded).toBe(1);
+    expect(s.counters.framesTransitUnsealed).toBe(2);
+    s.outside.onFrame(s.lp.link, frame(OTHER, FAR, ip4Packet('10.254.0.3', '10.254.0.4')));
+    expect(s.counters.framesSpoofedUid).toBe(1);
+    expect(s.lo.sent).toHaveLength(0);
+    expect(s.counters.framesForwarded).toBe(0);
   });
 
   it('drops frames whose hop limit runs out, that would go back where they came from, or that are our own', () => {
     const s = transitSetup();
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', 1)));
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4PacketWithChecksum('10.254.0.2', '10.254.0.4', 0)));
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip6Packet('fd50::2', 'fd50::4', 1)));
-    expect(s.counters.framesHopLimit).toBe(3);
+    for (const hops of [1, 0]) {
+      const f = sealedFrame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4'));
+      f[SEALED_HOP_OFFSET] = hops;
+      s.outside.onFrame(s.lp.link, f);
+    }
+    expect(s.counters.framesHopLimit).toBe(2);
     // FAR goes via OTHER: a frame for FAR that arrives from OTHER would bounce straight back.
-    s.outside.onFrame(s.lo.link, frame(OTHER, FAR, ip4Packet('10.254.0.3', '10.254.0.4')));
+    s.outside.onFrame(s.lo.link, sealedFrame(OTHER, FAR, ip4Packet('10.254.0.3', '10.254.0.4')));
+    // A frame from PEER for FAR relayed to us by OTHER: fine; one for PEER from PEER would go back.
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, PEER, ip4Packet('10.254.0.2', '10.254.0.2')));
     // A frame with our own source UID has looped through the overlay.
-    s.outside.onFrame(s.lp.link, frame(LOCAL, OTHER, ip4Packet('10.254.0.1', '10.254.0.3')));
-    expect(s.counters.framesRouteLoop).toBe(2);
+    const own = sealedFrame(PEER, OTHER, ip4Packet('10.254.0.1', '10.254.0.3'));
+    uidToBytes(LOCAL).copy(own, 0);
+    s.outside.onFrame(s.lp.link, own);
+    expect(s.counters.framesRouteLoop).toBe(3);
     expect(s.lo.sent).toHaveLength(0);
     expect(s.lp.sent).toHaveLength(0);
     expect(s.counters.framesForwarded).toBe(0);
   });
 
-  it('hands frames with no usable next hop to the controller, drops malformed ones and counts back-pressure on the link', () => {
+  it('hands sealed frames with no usable next hop to the controller, drops malformed ones and counts back-pressure on the link', () => {
     const s = transitSetup();
     const stranger = uidFromIp4('10.254.0.99');
-    s.outside.onFrame(s.lp.link, frame(PEER, stranger, ip4Packet('10.254.0.2', '10.254.0.99'))); // unknown UID
+    const toStranger = sealedFrame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.99'));
+    uidToBytes(stranger).copy(toStranger, 20); // unknown UID
+    s.outside.onFrame(s.lp.link, toStranger);
     s.lo.fake.state = 'down';
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4'))); // via link down
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4'))); // via link down
     expect(s.counters.framesTransitToController).toBe(2);
     expect(s.toController.map((f) => f.subarray(20, 40).toString('hex'))).toEqual([stranger, FAR]);
-    expect(s.toController[1]![FRAME_HEADER_LEN + 8]).toBe(64); // handed over unchanged
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, Buffer.alloc(40, 0x77))); // not IP
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip6Packet('fd50::2', 'fd50::4').subarray(0, 30))); // short IPv6
-    expect(s.counters.framesMalformed).toBe(2);
-    expect(s.lp.counters.dropsMalformed).toBe(2);
+    expect(s.toController[1]![SEALED_HOP_OFFSET]).toBe(SEALED_INITIAL_HOP_LIMIT); // handed over unchanged
     s.lo.fake.state = 'up';
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')).subarray(0, SEALED_HEADER_LEN + SEALED_TAG_LEN - 1)); // short
+    s.outside.onFrame(s.lp.link, frame(PEER, FAR, Buffer.alloc(40, 0x77))); // not IP, not sealed: plaintext transit
+    expect(s.counters.framesMalformed).toBe(1);
+    expect(s.lp.counters.dropsMalformed).toBe(1);
+    expect(s.counters.framesTransitUnsealed).toBe(1);
     s.lo.fake.full = true;
-    s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')));
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')));
     expect(s.lo.counters.dropsBackpressure).toBe(1);
     expect(s.counters.framesForwarded).toBe(0);
     expect(s.toController).toHaveLength(2);
@@ -288,11 +330,13 @@ describe('outside with transit on: forwarding frames for other nodes', () => {
     const s = transitSetup();
     s.outside.setTransit(false);
     s.outside.onFrame(s.lp.link, frame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')));
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, FAR, ip4Packet('10.254.0.2', '10.254.0.4')));
     s.outside.onFrame(s.lp.link, frame(OTHER, FAR, ip4Packet('10.254.0.3', '10.254.0.4'))); // not the link's peer
     expect(s.lo.sent).toHaveLength(0);
-    expect(s.counters.framesTransitToController).toBe(1);
+    expect(s.counters.framesTransitToController).toBe(2);
     expect(s.counters.framesSpoofedUid).toBe(1);
     expect(s.toController[0]![FRAME_HEADER_LEN + 8]).toBe(64);
+    expect(isSealedFrame(s.toController[1]!)).toBe(true);
   });
 });
 
@@ -308,46 +352,85 @@ describe('outside: frames relayed to us by a peer on behalf of another', () => {
     return { ...s, lp };
   }
 
-  it('accepts them with transit on when the inner source belongs to the claimed source peer', () => {
+  it('accepts sealed ones with transit on when the inner source belongs to the sealed source', () => {
     const s = relaySetup(true);
-    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
-    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip6Packet('fd50::3', 'fd50::1')));
+    const p4 = ip4Packet('10.254.0.3', '10.254.0.1');
+    const p6 = ip6Packet('fd50::3', 'fd50::1');
+    s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, p4));
+    s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, p6));
     s.outside.onFrame(s.lp.link, frame(PEER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1'))); // direct, as ever
-    expect(s.delivered).toHaveLength(3);
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1'))); // sealed by the link peer itself
+    expect(s.delivered).toEqual([p4, p6, ip4Packet('10.254.0.2', '10.254.0.1'), ip4Packet('10.254.0.2', '10.254.0.1')]);
     expect(s.counters.framesRelayedIn).toBe(2);
+    expect(s.counters.sealedIn).toBe(3);
   });
 
-  it('drops them as spoofed with transit off', () => {
-    const s = relaySetup(false);
-    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
-    expect(s.delivered).toHaveLength(0);
-    expect(s.counters.framesSpoofedUid).toBe(1);
-    expect(s.counters.framesRelayedIn).toBe(0);
-    expect(s.lp.counters.dropsSpoofed).toBe(1);
+  it('drops plaintext ones as spoofed, transit on or off, and sealed ones with transit off', () => {
+    for (const transit of [true, false]) {
+      const s = relaySetup(transit);
+      s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
+      s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip6Packet('fd50::3', 'fd50::1')));
+      if (!transit) s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
+      expect(s.delivered).toHaveLength(0);
+      expect(s.counters.framesSpoofedUid).toBe(transit ? 2 : 3);
+      expect(s.counters.framesRelayedIn).toBe(0);
+      expect(s.lp.counters.dropsSpoofed).toBe(transit ? 2 : 3);
+    }
   });
 
-  it('drops them when the inner source belongs to another peer, or the source UID is unknown', () => {
+  it('drops sealed ones whose inner source belongs to another peer, whose source is unknown or untrusted, altered or replayed', () => {
     const s = relaySetup(true);
-    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1'))); // the relay's address
-    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip4Packet('10.254.0.9', '10.254.0.1'))); // nobody's
-    s.outside.onFrame(s.lp.link, frame(OTHER, LOCAL, ip6Packet('fd50::2', 'fd50::1')));
-    s.outside.onFrame(s.lp.link, frame(FAR, LOCAL, ip4Packet('10.254.0.4', '10.254.0.1'))); // FAR: not in the table
-    s.outside.onFrame(s.lp.link, frame(PEER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1'))); // direct, OTHER's address
-    expect(s.delivered).toHaveLength(0);
+    s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1'))); // the relay's address
+    s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, ip4Packet('10.254.0.9', '10.254.0.1'))); // nobody's
+    s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, ip6Packet('fd50::2', 'fd50::1')));
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1'))); // the peer, OTHER's address
     expect(s.counters.framesSpoofedAddress).toBe(4);
+    s.outside.onFrame(s.lp.link, sealedFrame(FAR, LOCAL, ip4Packet('10.254.0.4', '10.254.0.1'))); // FAR: not in the table
     expect(s.counters.framesSpoofedUid).toBe(1);
-    expect(s.counters.framesRelayedIn).toBe(0);
-    expect(s.lp.counters.dropsSpoofed).toBe(5);
+    const good = sealedFrame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1'));
+    const altered = Buffer.from(good);
+    altered[SEALED_HEADER_LEN + 13]! ^= 0x01; // the inner source address, say
+    s.outside.onFrame(s.lp.link, altered);
+    expect(s.counters.sealedAuthFailed).toBe(1);
+    s.outside.onFrame(s.lp.link, Buffer.from(good));
+    s.outside.onFrame(s.lp.link, Buffer.from(good));
+    expect(s.counters.sealedReplays).toBe(1);
+    expect(s.delivered).toHaveLength(1);
+    s.sealed.setPeer(OTHER, null); // no trusted key any more
+    s.outside.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, ip4Packet('10.254.0.3', '10.254.0.1')));
+    expect(s.counters.sealedNoKeyIn).toBe(1);
+    s.outside.onFrame(s.lp.link, sealedFrame(PEER, LOCAL, ip4Packet('10.254.0.2', '10.254.0.1')).subarray(0, SEALED_HEADER_LEN + SEALED_TAG_LEN - 2)); // truncated
+    expect(s.counters.framesMalformed).toBe(1);
+    expect(s.delivered).toHaveLength(1);
+    expect(s.counters.framesRelayedIn).toBe(1);
   });
 
   it('translates IPv4 from a relayed translated peer as from a direct one', () => {
     const s = relaySetup(true);
     s.table.map4(FAR, '10.254.0.7', true);
-    s.outside.onFrame(s.lp.link, frame(FAR, LOCAL, ip4Packet('192.0.2.1', '192.0.2.2')));
+    s.outside.onFrame(s.lp.link, sealedFrame(FAR, LOCAL, ip4Packet('192.0.2.1', '192.0.2.2')));
     expect(s.delivered).toHaveLength(1);
     expect(s.delivered[0]!.readUInt32BE(12)).toBe(ip4ToNumber('10.254.0.7'));
     expect(s.delivered[0]!.readUInt32BE(16)).toBe(ip4ToNumber('10.254.0.1'));
     expect(s.counters.framesRelayedIn).toBe(1);
+  });
+
+  it('a lane hands sealed frames for us to the primary, which opens them (Outside.fromLane)', () => {
+    const s = relaySetup(true);
+    const toPrimary: Buffer[] = [];
+    const lane = new Outside(s.table, { transit: (f) => toPrimary.push(Buffer.from(f)) }, new Counters());
+    lane.attach(uidToBytes(LOCAL), { write: () => { throw new Error('a lane must not deliver it'); } } as unknown as Vnic, null);
+    lane.setTransit(true);
+    const p = ip4Packet('10.254.0.3', '10.254.0.1');
+    lane.onFrame(s.lp.link, sealedFrame(OTHER, LOCAL, p));
+    expect(toPrimary).toHaveLength(1);
+    s.outside.fromLane(toPrimary[0]!);
+    expect(s.delivered).toEqual([p]);
+    expect(s.counters.framesRelayedIn).toBe(1);
+    s.outside.fromLane(toPrimary[0]!); // one replay window per source, in the primary
+    expect(s.counters.sealedReplays).toBe(1);
+    s.outside.fromLane(frame(OTHER, LOCAL, p)); // lanes hand over no plaintext for us
+    expect(s.counters.framesMalformed).toBe(1);
   });
 });
 
@@ -376,9 +459,17 @@ describe('inside: overlay routes and subnets', () => {
     s.table.map4(FAR, '10.254.0.4');
     s.table.map6(FAR, 'fd50::4');
     s.table.setRoute(FAR, PEER);
-    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4'), ip6Packet('fd50::1', 'fd50::4')));
+    const packets = [ip4Packet('10.254.0.1', '10.254.0.4'), ip6Packet('fd50::1', 'fd50::4')];
+    s.inside.onPackets(batchOf(...packets));
     expect(lp.sent).toHaveLength(2);
-    for (const f of lp.sent) expect(f.subarray(20, 40).toString('hex')).toBe(FAR); // addressed to FAR, not PEER
+    lp.sent.forEach((f, i) => {
+      expect(f.subarray(20, 40).toString('hex')).toBe(FAR); // addressed to FAR, not PEER
+      expect(isSealedFrame(f)).toBe(true); // sealed for FAR: PEER sees no plaintext
+      expect(f.length).toBe(FRAME_HEADER_LEN + packets[i]!.length + SEALED_OVERHEAD);
+      expect(NODES.get(FAR)!.open(LOCAL, f)?.equals(packets[i]!)).toBe(true);
+      expect(NODES.get(PEER)!.open(LOCAL, f)).toBeNull();
+    });
+    expect(s.counters.sealedOut).toBe(2);
     expect(s.table.routes()).toEqual([{ uid: FAR, via: PEER, packets_out: 2 }]);
     const lf = fakeLink(FAR);
     s.table.ensurePeer(FAR).link = lf.link;
@@ -391,6 +482,29 @@ describe('inside: overlay routes and subnets', () => {
     expect(lp.sent).toHaveLength(4);
     expect(s.table.routes()[0]!.packets_out).toBe(3);
     expect(s.toController).toHaveLength(0);
+    // Without a trusted key for FAR nothing goes through the relay: dropped and counted, never plaintext.
+    s.sealed.setPeer(FAR, null);
+    s.inside.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4')));
+    expect(lp.sent).toHaveLength(4);
+    expect(s.counters.sealedNoKeyOut).toBe(1);
+    expect(s.table.routes()[0]!.packets_out).toBe(3);
+  });
+
+  it('a lane (no sealing state) hands packets for a routed peer to the primary, which seals them', () => {
+    const s = setup();
+    const toPrimary: Buffer[] = [];
+    const lane = new Inside(s.table, { unmapped: (f) => toPrimary.push(Buffer.from(f)) }, new Counters());
+    lane.setLocalUid(uidToBytes(LOCAL));
+    const lp = fakeLink(PEER);
+    s.table.ensurePeer(PEER).link = lp.link;
+    s.table.map4(FAR, '10.254.0.4');
+    s.table.setRoute(FAR, PEER);
+    lane.onPackets(batchOf(ip4Packet('10.254.0.1', '10.254.0.4')));
+    expect(lp.sent).toHaveLength(0);
+    expect(toPrimary).toHaveLength(1);
+    s.inside.onPlainPackets(batchOf(toPrimary[0]!.subarray(FRAME_HEADER_LEN)));
+    expect(lp.sent).toHaveLength(1);
+    expect(NODES.get(FAR)!.open(LOCAL, lp.sent[0]!)?.equals(ip4Packet('10.254.0.1', '10.254.0.4'))).toBe(true);
   });
 
   it('hands packets to the controller when neither link is usable; back-pressure on the via link is a drop', () => {
@@ -529,7 +643,7 @@ describe('compact frames: the bare packet on a direct link, source and destinati
     expect(s.lp.compactSent).toHaveLength(2);
   });
 
-  it('inside: frames for a peer reached through another (overlay route) stay full frames, addressed to the peer', () => {
+  it('inside: frames for a peer reached through another (overlay route) are sealed full frames, addressed to the peer', () => {
     const s = compactSetup();
     s.table.map4(FAR, '10.254.0.4');
     s.table.setRoute(FAR, OTHER);
@@ -537,6 +651,7 @@ describe('compact frames: the bare packet on a direct link, source and destinati
     expect(s.lo.compactSent).toHaveLength(0);
     expect(s.lo.sent).toHaveLength(1);
     expect(s.lo.sent[0]!.subarray(0, 40).equals(frame(LOCAL, FAR, Buffer.alloc(0)))).toBe(true);
+    expect(isSealedFrame(s.lo.sent[0]!)).toBe(true);
     expect(s.table.routes()[0]!.packets_out).toBe(1);
     // and a compact packet refused by back-pressure is a drop on the link, not a full frame instead
     s.lp.fake.full = true;
@@ -546,10 +661,10 @@ describe('compact frames: the bare packet on a direct link, source and destinati
     expect(s.toController).toHaveLength(0);
   });
 
-  it('transit: a full frame forwarded for others stays a full frame, even on a link that takes compact frames', () => {
+  it('transit: a sealed frame forwarded for others stays a full frame, even on a link that takes compact frames', () => {
     const s = compactSetup();
     s.outside.setTransit(true);
-    s.outside.onFrame(s.lo.link, frame(OTHER, PEER, ip4PacketWithChecksum('10.254.0.3', '10.254.0.2', 9)));
+    s.outside.onFrame(s.lo.link, sealedFrame(OTHER, PEER, ip4PacketWithChecksum('10.254.0.3', '10.254.0.2', 9)));
     expect(s.lp.compactSent).toHaveLength(0);
     expect(s.lp.sent).toHaveLength(1);
     expect(s.lp.sent[0]!.subarray(0, 40).equals(frame(OTHER, PEER, Buffer.alloc(0)))).toBe(true);

@@ -138,3 +138,31 @@ export function readProbe(msg: Buffer, type: typeof PROBE_TYPE | typeof PROBE_EC
   if (msg.length !== PROBE_LEN || msg.readUInt32BE(0) !== type << 24 >>> 0) return -1;
   return msg.readUInt32BE(4);
 }
+
+/**
+ * Sealed frames (docs/security.md, "Relayed frames are sealed end to end"): a frame its source sends
+ * through a relay is encrypted and authenticated for its destination (AES-256-GCM). It stays a full
+ * frame (same UIDs in front, so relays route it as any other), and the byte where a plaintext frame's
+ * IP version nibble is (4 or 6) holds SEALED_FRAME_TYPE instead:
+ *
+ *   [src UID 20][dst UID 20][type 1][sender epoch 8][counter 8][hop limit 1][ciphertext][tag 16]
+ *
+ * The authenticated data is everything before the hop limit (the one byte relays change).
+ */
+export const SEALED_FRAME_TYPE = 0x01;
+export const SEALED_TYPE_OFFSET = FRAME_HEADER_LEN;
+export const SEALED_EPOCH_OFFSET = SEALED_TYPE_OFFSET + 1;
+export const SEALED_COUNTER_OFFSET = SEALED_EPOCH_OFFSET + 8;
+export const SEALED_HOP_OFFSET = SEALED_COUNTER_OFFSET + 8;
+/** Where the ciphertext starts; the authenticated data is frame[0, SEALED_HOP_OFFSET). */
+export const SEALED_HEADER_LEN = SEALED_HOP_OFFSET + 1;
+export const SEALED_TAG_LEN = 16;
+/** Bytes a sealed frame adds to the full frame of the same packet. */
+export const SEALED_OVERHEAD = SEALED_HEADER_LEN - FRAME_HEADER_LEN + SEALED_TAG_LEN;
+/** The outer hop limit a sealed frame leaves its source with; each relay takes one off. */
+export const SEALED_INITIAL_HOP_LIMIT = 16;
+
+/** Whether the full frame `frame` is sealed (its type byte, where a plaintext frame's IP version is). */
+export function isSealedFrame(frame: Uint8Array): boolean {
+  return frame.length > SEALED_TYPE_OFFSET && frame[SEALED_TYPE_OFFSET] === SEALED_FRAME_TYPE;
+}

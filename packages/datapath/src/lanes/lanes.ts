@@ -1,11 +1,9 @@
 import type { Logger } from 'pino';
-import { FRAME_DST_OFFSET, FRAME_HEADER_LEN, FRAME_SRC_OFFSET, UID_BYTES, type LinkInfo, type SessionDescription, type Uid } from '@tincan/protocol';
+import { FRAME_HEADER_LEN, type LinkInfo, type SessionDescription, type Uid } from '@tincan/protocol';
 import type { PacketBatch } from '@tincan/tun';
 import type { AqmSettings } from '../aqm.js';
-import type { Counters } from '../counters.js';
-import { nextHop, type ForwardingTable } from '../forwarding-table.js';
+import type { ForwardingTable } from '../forwarding-table.js';
 import { lanePorts, type IcePortRange, type Link } from '../link.js';
-import { decrementIPv4Ttl } from '../translator.js';
 import type { VnicConfig } from '../vnic.js';
 import { LaneChild } from './lane-child.js';
 import { snapshotOps, type FromLane, type TableOp } from './lane-ipc.js';
@@ -41,13 +39,16 @@ export interface LanesOptions {
 /** What the lanes need from the primary datapath. */
 export interface LanesHost {
   readonly table: ForwardingTable;
-  readonly counters: Counters;
   transitOn(): boolean;
   rtcMtu(): number;
   /** Packets a lane read from its queue and could not send: handled as the primary's own vNIC reads. */
   insideFromLane(batch: PacketBatch): void;
-  /** A frame for another node that the primary hands to its controller (transit off, or no next hop). */
-  transitToController(frame: Buffer): void;
+  /**
+   * A full frame a lane received and could not handle itself: for another node with no lane next hop
+   * (or transit off), or sealed for this node (only the primary opens those). The primary's Outside
+   * takes it (Outside.fromLane): forwarded, handed to the controller or opened, as its own.
+   */
+  frameFromLane(frame: Buffer): void;
 }
 
 /**
@@ -226,56 +227,8 @@ export class Lanes implements PeerLanesHost {
       const off = msg.offsets[i]!;
       const len = msg.lengths[i]!;
       if (off < FRAME_HEADER_LEN || len < 20 || off + len > buffer.length) continue;
-      this.transitFromLane(buffer.subarray(off - FRAME_HEADER_LEN, off + len));
+      this.host.frameFromLane(buffer.subarray(off - FRAME_HEADER_LEN, off + len));
     }
-  }
-
-  /**
-   * A frame for another node that arrived on a lane link which the lane could not forward (transit
-   * off, or no lane link to its next hop). Transit off: to the controller, as the primary's own
-   * Outside does. On: on the primary's next hop, hop limit decremented, with the same drops.
-   */
-  private transitFromLane(frame: Buffer): void {
-    const counters = this.host.counters;
-    if (!this.host.transitOn()) {
-      counters.framesTransitToController++;
-      this.host.transitToController(frame);
-      return;
-    }
-    const dst = this.host.table.lookupUid(frame, FRAME_DST_OFFSET);
-    const hop = dst === undefined ? null : nextHop(dst);
-    if (hop === null) {
-      counters.framesTransitToController++;
-      this.host.transitToController(frame);
-      return;
-    }
-    const src = this.host.table.lookupUid(frame, FRAME_SRC_OFFSET);
-    if (src !== undefined && hop.uid === src.uid) {
-      counters.framesRouteLoop++; // back to where it came from
-      return;
-    }
-    if (this.local && frame.compare(this.local.uidBytes, 0, UID_BYTES, FRAME_SRC_OFFSET, FRAME_SRC_OFFSET + UID_BYTES) === 0) {
-      counters.framesRouteLoop++;
-      return;
-    }
-    const version = frame[FRAME_HEADER_LEN]! >> 4;
-    if (version === 4) {
-      if (frame[FRAME_HEADER_LEN + 8]! <= 1) {
-        counters.framesHopLimit++;
-        return;
-      }
-      decrementIPv4Ttl(frame, FRAME_HEADER_LEN);
-    } else if (version === 6 && frame.length >= FRAME_HEADER_LEN + 40) {
-      if (frame[FRAME_HEADER_LEN + 7]! <= 1) {
-        counters.framesHopLimit++;
-        return;
-      }
-      frame[FRAME_HEADER_LEN + 7]!--;
-    } else {
-      counters.framesMalformed++;
-      return;
-    }
-    if (hop.send(frame)) counters.framesForwarded++;
   }
 
   // --- observability -----------------------------------------------------------------------------
