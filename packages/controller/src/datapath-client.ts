@@ -51,6 +51,8 @@ export class DatapathError extends Error {
  * it knows the token: not our datapath (another process holds the port) or a stale token file.
  */
 export const UNPROVEN_DATAPATH = 'unproven_datapath';
+/** The code of a DatapathError thrown when the datapath refused our proof (a stale token file?). */
+export const HANDSHAKE_REFUSED = 'handshake_refused';
 
 interface Pending {
   verb: string;
@@ -174,7 +176,13 @@ export class DatapathClient {
     }
     this.keys = new RpcSessionKeys(session, token, 'client', nonce, theirs);
     const mine = rpcProof(token, 'client', nonce, theirs, session);
-    await this.exchange('auth', (tid) => encodePlain({ tid, m: 'auth', session, proof: mine }));
+    try {
+      await this.exchange('auth', (tid) => encodePlain({ tid, m: 'auth', session, proof: mine }));
+    } catch (err) {
+      // Not "unauthorized": that code means "our session is gone, handshake again", and this was one.
+      if (err instanceof DatapathError) throw new DatapathError(HANDSHAKE_REFUSED, err.message, 'auth');
+      throw err;
+    }
   }
 
   /** One handshake message (plain), resent on timeout; resolves with the result of its answer. */

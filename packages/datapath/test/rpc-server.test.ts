@@ -350,3 +350,82 @@ describe('StatePager', () => {
     expect(() => pager.page(1, again.more!.snapshot, 1_000_000)).toThrow(/past/);
   });
 });
+
+describe('a squatter on the datapath\'s port, the real client and its supervisor', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tincan-rpc-squat-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Answers every hello with a made-up proof and every sealed datagram with "no such session". */
+  function squat(raw: Raw): void {
+    raw.socket.on('message', (m, r) => {
+      if (m[1] === MsgType.Plain) {
+        const j = json(m);
+        if (j?.m === 'hello') raw.socket.send(encodePlain({ tid: j.tid, ok: true, result: { session: 42, nonce: newRpcNonce(), proof: newRpcNonce() } }), r.port, r.address);
+      } else if (m.length >= 14) {
+        raw.socket.send(encodePlain({ tid: null, ok: false, session: m.readUInt32BE(2), error: { code: 'unauthorized', message: 'no such session' } }), r.port, r.address);
+      }
+    });
+  }
+
+  it('gets no password, TURN credential or token; the restarted datapath is attached again', { timeout: 60_000 }, async () => {
+    const stateDir = join(dir, 'state');
+    const probe = await new Raw().bind();
+    const port = probe.port; // a free port for "5801"
+    probe.close();
+    const tokenFile = join(stateDir, `rpc-${port}.token`);
+    const handler = (srv: () => RpcServer) => ({
+      async handle(req: RpcRequest, from: RpcCaller) {
+        if (req.m === 'set_cb_endpoint') srv().setController(from);
+        if (req.m === 'get_state') return { ...bigState(1, 1), node: { ...bigState(0, 0).node, uptime_s: 1 } };
+        return {};
+      },
+      inject() {},
+    });
+    let dp = await RpcServer.start({ address: '127.0.0.1', port }, tokenFile, new Counters(), silent);
+    dp.setHandler(handler(() => dp));
+    const { DatapathSupervisor, systemClock } = await import('@tincan/controller');
+    let attaches = 0;
+    const sup = new DatapathSupervisor({
+      connect: () => DatapathClient.connect({ rpc: { address: '127.0.0.1', port }, stateDir, timeoutMs: 300, attempts: 1 }),
+      clock: systemClock,
+      logger: silent,
+      pollIntervalMs: 200,
+      retryInitialMs: 100,
+      retryMaxMs: 300,
+      handlers: { onEvent() {}, onPacket() {}, onState() {}, attach: async () => void attaches++ },
+    });
+    const secrets = { password: 'xmpp-secret-pw-1', turn: 'turn-secret-cred-2' };
+    try {
+      await sup.start();
+      expect(attaches).toBe(1);
+      const oldToken = readFileSync(tokenFile, 'utf8').trim();
+      // The datapath stops; a squatter (another local user, in the lab test) takes its port at once.
+      dp.close();
+      const squatter = await new Raw().bind(port);
+      squat(squatter);
+      // The controller, still attached in its eyes, sends secrets in its session; then handshakes again.
+      await sup.call('register_svc', { xmpp: { host: 'x', jid: 'n@x', password: secrets.password } }).catch(() => undefined);
+      await sup.call('create_link', { uid: 'a'.repeat(40), turn: [{ address: 'turn:3478', username: 'u', password: secrets.turn }] }).catch(() => undefined);
+      // A clean stop removed the token file: the controller does not even handshake.
+      await until('the supervisor finds no token file', () => sup.lastError?.includes('ENOENT') === true);
+      expect(squatter.got.some((b) => b[1] === MsgType.Plain)).toBe(false);
+      // A crashed datapath leaves its (0600) token file behind: the controller handshakes with the squatter, which cannot prove itself.
+      writeFileSync(tokenFile, `${oldToken}\n`, { mode: 0o600 });
+      await until('a handshake attempt at the squatter', () => squatter.got.some((b) => b[1] === MsgType.Plain && json(b)?.m === 'hello'));
+      await until('the supervisor gives up on the squatter', () => sup.lastError?.includes('could not prove') === true);
+      const seen = Buffer.concat(squatter.got).toString('latin1');
+      for (const s of [secrets.password, secrets.turn, oldToken, 'password', 'turn']) expect(seen).not.toContain(s);
+      // In plain: hellos only (a nonce each); everything else was sealed in the old session.
+      for (const b of squatter.got) if (b[1] === MsgType.Plain) expect(Object.keys(json(b)!).sort()).toEqual(['m', 'nonce', 'tid']);
+      squatter.close();
+      // The real datapath is back (a new token): the controller attaches again by itself.
+      dp = await RpcServer.start({ address: '127.0.0.1', port }, tokenFile, new Counters(), silent);
+      dp.setHandler(handler(() => dp));
+      await until('the controller attached again', () => attaches === 2 && sup.isAttached);
+      expect(dp.controllerEndpoint).not.toBeNull();
+    } finally {
+      sup.stop();
+      dp.close();
+    }
+  });
+});

@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as z from 'zod';
 
 /**
@@ -7,12 +7,15 @@ import * as z from 'zod';
  * The datapath writes a random token (32 bytes, hex) to a 0600 file. The token never goes on the wire:
  * a client and the datapath prove to each other that they know it (HMAC over both sides' nonces,
  * `hello` / `auth`), then derive one key per direction (HKDF) for the session. Every later datagram,
- * control and packet alike, is sealed:
+ * control and packet alike, is sealed with AES-256-GCM (docs/decisions/rpc-session-auth.md: a
+ * datagram of a live session can reach a squatter after the datapath died, so payloads are encrypted,
+ * not only authenticated):
  *
- *   [version 0x03][type][session id: u32][sequence: u64][payload][tag: 16 bytes]
+ *   [version 0x03][type][session id: u32][sequence: u64][encrypted payload][tag: 16 bytes]
  *
- * tag = the first 16 bytes of HMAC-SHA256(key of the direction, every byte before the tag). The
- * sequence number starts at 1 in each direction and is checked against a window of the last 32 (replay).
+ * The 12 bytes of session id and sequence number are the GCM nonce (unique: a key per direction and
+ * session, the sequence number never repeats), the 14-byte header the additional data. The sequence
+ * number starts at 1 in each direction and is checked against a window of the last 32 (replay).
  * Handshake messages and errors to unauthenticated senders are plain JSON of type 0x04.
  */
 export const RPC_SEAL_HEADER_LEN = 14;
@@ -117,24 +120,34 @@ export class RpcSessionKeys {
     const seq = ++this.sendSeq;
     out.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), 6);
     out.writeUInt32BE(seq >>> 0, 10);
-    payload.copy(out, RPC_SEAL_HEADER_LEN);
-    const end = RPC_SEAL_HEADER_LEN + payload.length;
-    createHmac('sha256', this.sendKey).update(out.subarray(0, end)).digest().copy(out, end, 0, RPC_TAG_LEN);
+    const c = createCipheriv('aes-256-gcm', this.sendKey, out.subarray(2, RPC_SEAL_HEADER_LEN), { authTagLength: RPC_TAG_LEN });
+    c.setAAD(out.subarray(0, RPC_SEAL_HEADER_LEN));
+    const n = c.update(payload).copy(out, RPC_SEAL_HEADER_LEN);
+    c.final();
+    c.getAuthTag().copy(out, RPC_SEAL_HEADER_LEN + n);
     return out;
   }
 
   /**
-   * Verifies a sealed datagram of this session (the caller read its session id) and its sequence
-   * number; the payload is a view into `buf`.
+   * Verifies and decrypts a sealed datagram of this session (the caller read its session id), then
+   * checks its sequence number.
    */
   open(buf: Buffer): OpenedDatagram {
     if (buf.length < RPC_SEAL_OVERHEAD) return { ok: false, reason: 'tag' };
     const end = buf.length - RPC_TAG_LEN;
-    const tag = createHmac('sha256', this.recvKey).update(buf.subarray(0, end)).digest();
-    if (!timingSafeEqual(tag.subarray(0, RPC_TAG_LEN), buf.subarray(end))) return { ok: false, reason: 'tag' };
+    let payload: Buffer;
+    try {
+      const d = createDecipheriv('aes-256-gcm', this.recvKey, buf.subarray(2, RPC_SEAL_HEADER_LEN), { authTagLength: RPC_TAG_LEN });
+      d.setAAD(buf.subarray(0, RPC_SEAL_HEADER_LEN));
+      d.setAuthTag(buf.subarray(end));
+      payload = d.update(buf.subarray(RPC_SEAL_HEADER_LEN, end));
+      d.final();
+    } catch {
+      return { ok: false, reason: 'tag' };
+    }
     const seq = buf.readUInt32BE(6) * 0x1_0000_0000 + buf.readUInt32BE(10);
     if (!this.accept(seq)) return { ok: false, reason: 'replay' };
-    return { ok: true, type: buf[1]!, payload: buf.subarray(RPC_SEAL_HEADER_LEN, end) };
+    return { ok: true, type: buf[1]!, payload };
   }
 
   private accept(seq: number): boolean {
