@@ -156,7 +156,8 @@ describe('tincan-datapath in the lab', () => {
     expect(fuzz.errors).toBeGreaterThan(5000);
     expect(h1.datapath.running).toBe(true);
     const after = await h1.state();
-    expect(after.counters.rpcBadDatagrams! + after.counters.rpcBadRequests! + after.counters.rpcUnauthorized!).toBeGreaterThan(5000);
+    const c = after.counters;
+    expect(c.rpcBadDatagrams! + c.rpcBadRequests! + c.rpcUnauthorized! + c.rpcUnauthenticated! + c.rpcReplayed! + c.rpcHandshakeFailures!).toBeGreaterThan(5000);
     const l2 = await linkOf(h1, h2);
     expect(l2.stats.drops_spoofed! + l2.stats.drops_malformed!).toBeGreaterThan(1000);
     // and the link still carries traffic

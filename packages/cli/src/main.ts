@@ -10,7 +10,7 @@ const program = new Command()
   .name('tincanctl')
   .description('Inspect a running tincan-datapath over its RPC')
   .option('--rpc <address:port>', 'the datapath RPC endpoint', `127.0.0.1:${DEFAULT_RPC_PORT}`)
-  .option('--state-dir <dir>', "the datapath's state directory (holds the RPC token)", '/var/lib/tincan');
+  .option('--state-dir <dir>', "the datapath's state directory (holds the RPC token: run as the datapath's user)", '/var/lib/tincan');
 
 async function withClient<T>(fn: (c: DatapathClient) => Promise<T>): Promise<T> {
   const { rpc, stateDir } = program.opts<{ rpc: string; stateDir: string }>();
@@ -26,8 +26,10 @@ program
   .command('status')
   .description('node, XMPP session, links (state, candidate types, RTT, traffic) and online peers')
   .option('--json', 'print get_state as JSON')
-  .action(async (o: { json?: boolean }) => {
-    const s = await withClient((c) => c.call('get_state', { stats: true }));
+  .option('--all-peers', "list every online TinCan peer, not only those of the datapath's overlay")
+  .action(async (o: { json?: boolean; allPeers?: boolean }) => {
+    // A large state comes in pages (get_state_page); the client reads them all.
+    const s = await withClient((c) => c.call('get_state', { stats: true, peers: o.allPeers ? 'all' : 'overlay' }));
     if (o.json) {
       console.log(JSON.stringify(s, null, 2));
       return;

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { checkConfig, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
+import { checkConfig, type XmppAccount, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
 
 /** A config file that cannot be used; the message names the file, the key and what is expected. */
 export class ConfigError extends Error {
@@ -47,14 +47,23 @@ export function configRelative(file: string, path: string): string {
 }
 
 /**
- * The XMPP credentials for register_svc: reads `password_file` (its first line) and resolves
- * `ca_file` against the config file's directory. `keyPath` names the section in error messages.
+ * A controller's XMPP account: the credentials with the password, and where it came from when it was
+ * read from a file (`password_file`, absolute): then register_svc names the file instead of sending
+ * the password (registerAccount).
  */
-export async function resolveXmppCredentials(file: string, x: XmppConfig, keyPath = 'xmpp'): Promise<XmppCredentials> {
+export type ResolvedXmpp = XmppCredentials & { password_file?: string };
+
+/**
+ * The XMPP credentials for register_svc: reads `password_file` (its first line; it must be readable
+ * here too, so that a bad path fails at start) and resolves it and `ca_file` against the config
+ * file's directory. `keyPath` names the section in error messages.
+ */
+export async function resolveXmppCredentials(file: string, x: XmppConfig, keyPath = 'xmpp'): Promise<ResolvedXmpp> {
   const { password_file, password, ...rest } = x;
   let pw = password;
+  let path: string | undefined;
   if (password_file !== undefined) {
-    const path = configRelative(file, password_file);
+    path = configRelative(file, password_file);
     let text: string;
     try {
       text = await readFile(path, 'utf8');
@@ -67,6 +76,17 @@ export async function resolveXmppCredentials(file: string, x: XmppConfig, keyPat
   return {
     ...rest,
     password: pw!,
+    ...(path !== undefined ? { password_file: path } : {}),
     ...(rest.ca_file !== undefined ? { ca_file: configRelative(file, rest.ca_file) } : {}),
   };
+}
+
+/**
+ * What register_svc carries: the password file's path when the password came from one (the datapath
+ * reads it itself: the password does not travel), else the password; `withPassword` forces the
+ * password (a datapath that cannot read the file, e.g. running as another user).
+ */
+export function xmppAccountFor(x: ResolvedXmpp, withPassword = false): XmppAccount {
+  const { password_file, password, ...rest } = x;
+  return password_file !== undefined && !withPassword ? { ...rest, password_file } : { ...rest, password };
 }

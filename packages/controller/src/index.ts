@@ -1,4 +1,4 @@
-export { DatapathClient, DatapathError, type DatapathAddress, type DatapathClientOptions } from './datapath-client.js';
+export { DatapathClient, DatapathError, HANDSHAKE_REFUSED, UNPROVEN_DATAPATH, type DatapathAddress, type DatapathClientOptions } from './datapath-client.js';
 export * from './clock.js';
 export * from './backoff.js';
 export * from './rate-limit.js';

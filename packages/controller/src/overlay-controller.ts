@@ -13,8 +13,10 @@ import {
   type RpcEvent,
   type StateResult,
   type Uid,
+  type XmppAccount,
 } from '@tincan/protocol';
 import { Backoff } from './backoff.js';
+import { xmppAccountFor } from './config-loader.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { errorMessage, rpcErrorCode, type DatapathPort } from './datapath-port.js';
 import { DatapathSupervisor } from './datapath-supervisor.js';
@@ -348,7 +350,19 @@ export class OverlayController<C extends OverlayCounters> {
    * they did before.
    */
   private async registerSvc(): Promise<void> {
-    const base = { xmpp: this.settings.xmpp, overlay: this.policy.overlay };
+    try {
+      await this.registerAccount(xmppAccountFor(this.settings.xmpp));
+    } catch (err) {
+      // A password file the datapath cannot read (it runs as another user): the password itself, in
+      // the authenticated session.
+      if (this.settings.xmpp.password_file === undefined || rpcErrorCode(err) !== 'bad_request' || !errorMessage(err).includes('password_file')) throw err;
+      this.log.warn({ err: errorMessage(err) }, 'the datapath cannot read the XMPP password file: sending it the password');
+      await this.registerAccount(xmppAccountFor(this.settings.xmpp, true));
+    }
+  }
+
+  private async registerAccount(xmpp: XmppAccount): Promise<void> {
+    const base = { xmpp, overlay: this.policy.overlay };
     const caps = this.signaling.caps();
     try {
       await this.supervisor.call('register_svc', { ...base, ...(caps.length > 0 ? { caps } : {}) });

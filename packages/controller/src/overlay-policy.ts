@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { ConReq, ConResp, EventOf, LinkInfo, StateResult, TurnServer, Uid, XmppCredentials } from '@tincan/protocol';
+import type { ConReq, ConResp, EventOf, LinkInfo, StateResult, TurnServer, Uid } from '@tincan/protocol';
+import type { ResolvedXmpp } from './config-loader.js';
 import type { Clock } from './clock.js';
 import type { DatapathPort } from './datapath-port.js';
 import type { Admission, Peer, PresenceChange } from './peer-table.js';
@@ -90,7 +91,7 @@ export type RefusalCounts = Record<string, number>;
 
 /** The config keys the shared machinery reads (both controllers' settings have them). */
 export interface OverlaySettings {
-  xmpp: XmppCredentials;
+  xmpp: ResolvedXmpp;
   vnic: { name: string; mtu: number };
   stun: string[];
   turn: TurnServer[];

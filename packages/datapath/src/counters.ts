@@ -4,6 +4,17 @@ export class Counters {
   rpcBadDatagrams = 0;
   rpcUnauthorized = 0;
   rpcBadRequests = 0;
+  /** Sessions authenticated (hello, auth), and handshakes refused (a wrong proof, an unknown one). */
+  rpcHandshakes = 0;
+  rpcHandshakeFailures = 0;
+  /** Sealed datagrams dropped: no such session, another sender's, or a wrong tag. */
+  rpcUnauthenticated = 0;
+  /** Sealed datagrams dropped because their sequence number was seen already or is too old. */
+  rpcReplayed = 0;
+  /** Datagrams of the old protocol version 2 (answered with one error). */
+  rpcLegacy = 0;
+  /** Controllers forgotten because they stopped sending keepalives. */
+  rpcControllerTimeouts = 0;
   eventsSent = 0;
   eventsDroppedNoController = 0;
   tunPacketsIn = 0;

@@ -35,7 +35,9 @@ import { NativeHeapTrimmer, type NativeHeapState } from './native-heap.js';
 import { Outside, type TransitSink } from './outside.js';
 import { descriptionKeyMismatch } from './peer-trust.js';
 import { SealedFrames } from './sealing.js';
-import { RpcError, RpcServer, type Endpoint, type RpcHandler } from './rpc-server.js';
+import { RpcError, RpcServer, type Endpoint, type RpcCaller, type RpcHandler } from './rpc-server.js';
+import { StatePager } from './state-pager.js';
+import { resolveXmppAccount } from './xmpp-account.js';
 import { Vnic, type VnicConfig } from './vnic.js';
 import { Lanes } from './lanes/lanes.js';
 import type { TableOp } from './lanes/lane-ipc.js';
@@ -181,6 +183,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private readonly rtc: RtcLibrary;
   /** Gives the C heap's free pages back once links stop changing (native-heap.ts). */
   private readonly heapTrimmer: NativeHeapTrimmer;
+  /** get_state answers larger than a datagram, in pages (state-pager.ts). */
+  private readonly pager = new StatePager();
 
   private constructor(
     readonly counters: Counters,
@@ -226,7 +230,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     return this.rpc.endpoint;
   }
 
-  async handle(req: RpcRequest, from: Endpoint): Promise<unknown> {
+  async handle(req: RpcRequest, from: RpcCaller): Promise<unknown> {
     switch (req.m) {
       case 'echo':
         return { data: req.data ?? '' };
@@ -254,16 +258,20 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       case 'set_peer_cert':
         return this.setPeerCert(req);
       case 'get_state':
-        return this.state();
+        return this.pager.first(from.session, this.state(req.peers));
+      case 'get_state_page':
+        return this.pager.page(from.session, req.snapshot, req.offset);
+      case 'keepalive':
+        return {}; // answered by the RPC server itself
       case 'get_roster':
         return { roster: this.roster === null ? null : [...this.roster].map(([jid, subscription]) => ({ jid, subscription })) };
       case 'send_signal':
         return this.sendSignal(req);
       case 'set_cb_endpoint':
-        if (req.address !== from.address) {
-          throw new RpcError('bad_request', 'the event endpoint must be on the requester\'s own loopback address');
+        if (req.address !== from.address || req.port !== from.port) {
+          throw new RpcError('bad_request', 'the event endpoint must be the requester\'s own address and port (events go sealed in its session)');
         }
-        this.rpc.setController({ address: req.address, port: req.port });
+        this.rpc.setController(from);
         this.log.info({ controller: `${req.address}:${req.port}` }, 'controller registered');
         return {};
       case 'set_logging':
@@ -413,11 +421,12 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     if (!this.local) throw new RpcError('bad_state', 'set_local_ip first: presence carries the node UID');
     const key = JSON.stringify([req.xmpp, req.overlay ?? null, req.caps ?? [], this.local.uid]);
     if (this.xmpp && key === this.xmppKey) return { state: this.xmpp.state };
+    const credentials = await resolveXmppAccount(req.xmpp);
     if (this.xmpp) await this.xmpp.stop();
     this.xmppKey = key;
     this.overlay = req.overlay ?? null;
     const session = new XmppSession({
-      credentials: req.xmpp,
+      credentials,
       uid: this.local.uid,
       ...(req.overlay !== undefined ? { overlay: req.overlay } : {}),
       ...(req.caps !== undefined ? { caps: req.caps } : {}),
@@ -820,7 +829,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   // --- state ---------------------------------------------------------------------------------------
 
-  state(): StateResult {
+  /** get_state; `peers`: `overlay` lists only the registered overlay's online peers (all without one). */
+  state(peers: 'overlay' | 'all' = 'all'): StateResult {
     const local = this.local;
     const links = [...this.links.values()].map((l) => {
       const p = this.table.peer(l.uid);
@@ -847,7 +857,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       },
       links,
       peers: this.xmpp
-        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}) }))
+        ? this.xmpp.peers().filter((p) => peers === 'all' || this.overlay === null || p.overlay === this.overlay).map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}) }))
         : [],
       routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),

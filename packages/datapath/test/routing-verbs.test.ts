@@ -12,7 +12,7 @@ import type { Vnic, VnicConfig } from '../src/vnic.js';
 const LOCAL = uidFromIp4('10.254.0.1');
 const PEER = uidFromIp4('10.254.0.2');
 const FAR = uidFromIp4('10.254.0.4');
-const from = { address: '127.0.0.1', port: 1 };
+const from = { address: '127.0.0.1', port: 1, session: 1 };
 
 function fakeVnic(config: VnicConfig, routes: string[], log: string[]): Vnic {
   return {
@@ -59,7 +59,7 @@ describe('Datapath routing verbs', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = (r: Record<string, unknown>) => dp.handle({ tid: ++tid, token: 't', ...r } as RpcRequest, from);
+  const call = (r: Record<string, unknown>) => dp.handle({ tid: ++tid, ...r } as RpcRequest, from);
   const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: { code?: string }) => e.code ?? 'thrown');
 
   it('needs set_local_ip before a subnet; routes and transit may come first', async () => {
@@ -131,16 +131,16 @@ describe('Datapath set_local_ip', () => {
     });
     try {
       const req = { m: 'set_local_ip', uid: LOCAL, name: 'tincan-t1', ip4: '10.254.0.1/16', mtu: 1280 };
-      const first = dp.handle({ tid: 1, token: 't', ...req } as RpcRequest, from);
-      const resent = dp.handle({ tid: 1, token: 't', ...req } as RpcRequest, from);
-      const other = dp.handle({ tid: 2, token: 't', ...req, ip4: '10.254.0.9/16' } as RpcRequest, from);
+      const first = dp.handle({ tid: 1, ...req } as RpcRequest, from);
+      const resent = dp.handle({ tid: 1, ...req } as RpcRequest, from);
+      const other = dp.handle({ tid: 2, ...req, ip4: '10.254.0.9/16' } as RpcRequest, from);
       await expect(other).rejects.toMatchObject({ code: 'bad_state' });
       release();
       expect(await first).toEqual({ vnic: 'tincan-t1' });
       expect(await resent).toEqual({ vnic: 'tincan-t1' });
       expect(opens).toBe(1);
       // Once open, the same request is still answered, a different one refused.
-      expect(await dp.handle({ tid: 3, token: 't', ...req } as RpcRequest, from)).toEqual({ vnic: 'tincan-t1' });
+      expect(await dp.handle({ tid: 3, ...req } as RpcRequest, from)).toEqual({ vnic: 'tincan-t1' });
     } finally {
       await dp.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -163,7 +163,7 @@ describe('Datapath --offload', () => {
         });
         try {
           const req = { m: 'set_local_ip', uid: LOCAL, name: 'tincan-t2', ip4: '10.254.0.1/16', mtu: 1280 };
-          await dp.handle({ tid: 1, token: 't', ...req } as RpcRequest, from);
+          await dp.handle({ tid: 1, ...req } as RpcRequest, from);
         } finally {
           await dp.stop();
         }

@@ -1,8 +1,8 @@
-import { GroupVpnConfig, type XmppCredentials } from '@tincan/protocol';
-import { loadConfigFile, parseConfigText, resolveXmppCredentials } from '@tincan/controller';
+import { GroupVpnConfig } from '@tincan/protocol';
+import { loadConfigFile, parseConfigText, resolveXmppCredentials, type ResolvedXmpp } from '@tincan/controller';
 
 /** A validated GroupVPN config with the XMPP password resolved (read from password_file if given). */
-export type GroupVpnSettings = Omit<GroupVpnConfig, 'xmpp'> & { xmpp: XmppCredentials };
+export type GroupVpnSettings = Omit<GroupVpnConfig, 'xmpp'> & { xmpp: ResolvedXmpp };
 
 /** Loads `file`; throws ConfigError naming the file, the key path and what is expected. */
 export async function loadGroupVpnConfig(file: string): Promise<GroupVpnSettings> {

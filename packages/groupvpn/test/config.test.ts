@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { groupVpnConfigJsonSchema } from '@tincan/protocol';
-import { ConfigError } from '@tincan/controller';
+import { ConfigError, xmppAccountFor } from '@tincan/controller';
 import { loadGroupVpnConfig } from '../src/config.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -149,7 +149,11 @@ describe('GroupVPN config', () => {
     const { password: _, ...xmpp } = base.xmpp;
     const c = await loadGroupVpnConfig(await write('pwf.json', { ...base, xmpp: { ...xmpp, password_file: 'pw.txt' } }));
     expect(c.xmpp.password).toBe('from-file');
-    expect(c.xmpp).not.toHaveProperty('password_file');
+    // register_svc names the file (absolute) instead of sending the password; the password only when asked.
+    expect(c.xmpp.password_file).toBe(join(dir, 'pw.txt'));
+    expect(xmppAccountFor(c.xmpp)).toEqual({ ...xmpp, port: 5222, mechanism: 'SCRAM-SHA-1', password_file: join(dir, 'pw.txt') });
+    expect(xmppAccountFor(c.xmpp, true)).not.toHaveProperty('password_file');
+    expect(xmppAccountFor(c.xmpp, true).password).toBe('from-file');
     expect(await problem({ ...base, xmpp: { ...xmpp } })).toMatch(/xmpp\.password: missing: give "password" or "password_file"/);
     expect(await problem({ ...base, xmpp: { ...base.xmpp, password_file: 'pw.txt' } })).toMatch(/xmpp\.password_file: give either/);
     expect(await problem({ ...base, xmpp: { ...xmpp, password_file: 'nope.txt' } })).toMatch(

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { CreateLinkRequest, LogLevel, SetLocalIpRequest, XmppCredentials } from './rpc.js';
+import { CreateLinkRequest, LogLevel, SetLocalIpRequest, XmppAccountFields, checkPasswordSource } from './rpc.js';
 import { RoutedSubnet, cidrCovers, cidrOverlaps } from './overlay-messages.js';
 import { ip4ToNumber, ip6ToBytes, numberToIp4 } from './uid.js';
 
@@ -16,31 +16,10 @@ export const NetworkId = z
   .describe('The network id, announced in XMPP presence: only nodes announcing the same id become peers.');
 
 /**
- * XMPP account: the RPC's XmppCredentials, except that the password may come from a file
- * (`password_file`, its first line; relative paths are relative to the config file). Exactly one of
- * `password` and `password_file` is required.
+ * XMPP account: the RPC's XmppAccount, except that `password_file` may be relative to the config
+ * file. Exactly one of `password` and `password_file` is required.
  */
-export const XmppConfig = XmppCredentials.omit({ password: true })
-  .extend({
-    password: XmppCredentials.shape.password.optional().describe('The XMPP password (or use password_file).'),
-    password_file: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('A file whose first line is the XMPP password; relative to the config file.'),
-  })
-  .superRefine((x, ctx) => {
-    if ((x.password === undefined) === (x.password_file === undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: x.password === undefined ? ['password'] : ['password_file'],
-        message:
-          x.password === undefined
-            ? 'missing: give "password" or "password_file"'
-            : 'give either "password" or "password_file", not both',
-      });
-    }
-  });
+export const XmppConfig = XmppAccountFields.superRefine((x, ctx) => checkPasswordSource(x, ctx, false));
 export type XmppConfig = z.infer<typeof XmppConfig>;
 
 /**

@@ -5,41 +5,57 @@ import { NODE_CAPS_MAX, NodeCap, NodeCert } from './signal.js';
 /**
  * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
  *
- * Every datagram: byte 0 = protocol version (0x02, as in the original TinCan), byte 1 = type:
- *  - 0x01 control: a UTF-8 JSON document (request, response or event, below);
- *  - 0x02 packet: a frame [src UID][dst UID][IP packet]: unmapped packets (datapath → controller)
+ * Every datagram: byte 0 = protocol version (0x03), byte 1 = type:
+ *  - 0x04 plain: a UTF-8 JSON document, unauthenticated: the handshake (`hello`, `auth`, rpc-auth.ts)
+ *    and the datapath's errors to senders without a session;
+ *  - sealed (rpc-auth.ts: session id, sequence number, tag around the payload), after the handshake:
+ *    0x01 control: a UTF-8 JSON document (request, response or event, below);
+ *    0x02 packet: a frame [src UID][dst UID][IP packet]: unmapped packets (datapath → controller)
  *    and injected ones (controller → datapath);
- *  - 0x03 inter-controller: reserved for controller-to-controller messages (overlay routing).
+ *    0x03 inter-controller: reserved for controller-to-controller messages (overlay routing).
+ * A datagram of the unauthenticated protocol version 0x02 gets a version-0x02 error that says so.
  */
-export const RPC_VERSION = 0x02;
-export const MsgType = { Control: 0x01, Packet: 0x02, InterController: 0x03 } as const;
+export const RPC_VERSION = 0x03;
+/** The protocol before authenticated sessions (a token in every request): answered with an error only. */
+export const LEGACY_RPC_VERSION = 0x02;
+export const MsgType = { Control: 0x01, Packet: 0x02, InterController: 0x03, Plain: 0x04 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 export const RPC_HEADER_LEN = 2;
 export const DEFAULT_RPC_PORT = 5801;
 /** Largest datagram either side accepts (an IP packet of 64 KiB plus headers). */
 export const MAX_DATAGRAM = 65_507;
 
-export function encodeDatagram(type: MsgType, payload: Buffer): Buffer {
+export function encodeDatagram(type: MsgType, payload: Buffer, version: number = RPC_VERSION): Buffer {
   const out = Buffer.allocUnsafe(RPC_HEADER_LEN + payload.length);
-  out[0] = RPC_VERSION;
+  out[0] = version;
   out[1] = type;
   payload.copy(out, RPC_HEADER_LEN);
   return out;
 }
 
-export function encodeControl(msg: unknown): Buffer {
-  return encodeDatagram(MsgType.Control, Buffer.from(JSON.stringify(msg), 'utf8'));
+/** A plain (unauthenticated) JSON datagram: the handshake, and errors to senders without a session. */
+export function encodePlain(msg: unknown): Buffer {
+  return encodeDatagram(MsgType.Plain, Buffer.from(JSON.stringify(msg), 'utf8'));
+}
+
+/** A control datagram of the old protocol version 0x02 (the datapath's one answer to old clients). */
+export function encodeLegacyControl(msg: unknown): Buffer {
+  return encodeDatagram(MsgType.Control, Buffer.from(JSON.stringify(msg), 'utf8'), LEGACY_RPC_VERSION);
 }
 
 export type DecodedDatagram =
   | { ok: true; type: MsgType; payload: Buffer }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; legacy?: true };
 
+/** Checks the 2-byte header; for sealed types the payload still carries session, sequence and tag. */
 export function decodeDatagram(buf: Buffer): DecodedDatagram {
   if (buf.length < RPC_HEADER_LEN) return { ok: false, reason: 'datagram shorter than its 2-byte header' };
+  if (buf[0] === LEGACY_RPC_VERSION) {
+    return { ok: false, legacy: true, reason: 'protocol version 2 (a token in each request) is no longer accepted: this datapath needs the authenticated RPC, protocol version 3 (docs/rpc.md, "Authentication"); update the client' };
+  }
   if (buf[0] !== RPC_VERSION) return { ok: false, reason: `unsupported protocol version ${buf[0]}` };
   const type = buf[1];
-  if (type !== MsgType.Control && type !== MsgType.Packet && type !== MsgType.InterController) {
+  if (type !== MsgType.Control && type !== MsgType.Packet && type !== MsgType.InterController && type !== MsgType.Plain) {
     return { ok: false, reason: `unknown message type ${type}` };
   }
   return { ok: true, type, payload: buf.subarray(RPC_HEADER_LEN) };
@@ -79,14 +95,42 @@ export const TurnServer = z.strictObject({
 });
 export type TurnServer = z.infer<typeof TurnServer>;
 
-export const XmppCredentials = z.strictObject({
+/** A file whose first line is the XMPP password (the RPC takes absolute paths; configs relative ones too). */
+export const PasswordFile = z.string().min(1).max(4096).describe('A file whose first line is the XMPP password; relative to the config file.');
+
+/** An XMPP account: exactly one of `password` and `password_file` (checked by the schemas using it). */
+export const XmppAccountFields = z.strictObject({
   host: z.string().min(1).max(255),
   port: z.number().int().min(1).max(65535).default(5222),
   jid: z.string().regex(/^[^@/\s]+@[^@/\s]+(\/[^\s]+)?$/, 'expected user@domain[/resource]'),
-  password: z.string().min(1).max(1024),
+  password: z.string().min(1).max(1024).optional().describe('The XMPP password (or use password_file).'),
+  password_file: PasswordFile.optional(),
   ca_file: z.string().min(1).optional(),
   mechanism: z.enum(['SCRAM-SHA-1', 'PLAIN']).default('SCRAM-SHA-1'),
 });
+
+/** Exactly one of `password` and `password_file`; `absolute`: the file's path must be absolute (the RPC). */
+export function checkPasswordSource(x: { password?: string | undefined; password_file?: string | undefined }, ctx: z.RefinementCtx, absolute: boolean): void {
+  if ((x.password === undefined) === (x.password_file === undefined)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: x.password === undefined ? ['password'] : ['password_file'],
+      message: x.password === undefined ? 'missing: give "password" or "password_file"' : 'give either "password" or "password_file", not both',
+    });
+  } else if (absolute && x.password_file !== undefined && !x.password_file.startsWith('/')) {
+    ctx.addIssue({ code: 'custom', path: ['password_file'], message: 'expected an absolute path (the datapath reads it)' });
+  }
+}
+
+/**
+ * register_svc's XMPP account. With `password_file` (absolute) the datapath reads the password
+ * itself, its first line, so that it never travels over the RPC.
+ */
+export const XmppAccount = XmppAccountFields.superRefine((x, ctx) => checkPasswordSource(x, ctx, true));
+export type XmppAccount = z.infer<typeof XmppAccount>;
+
+/** What the datapath's XMPP session logs in with: the account with its password. */
+export const XmppCredentials = XmppAccountFields.omit({ password_file: true }).extend({ password: z.string().min(1).max(1024) });
 export type XmppCredentials = z.infer<typeof XmppCredentials>;
 
 export const SessionDescription = z.strictObject({
@@ -101,9 +145,9 @@ export type LinkState = z.infer<typeof LinkState>;
 export const LogLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 // ---------------------------------------------------------------------------------------------
-// Requests: { tid, token, m, ...params }. Verb names follow the original TinCan where one existed.
+// Requests: { tid, m, ...params }, sealed in a session. Verb names follow the original TinCan where one existed.
 
-const base = { tid: z.number().int().nonnegative(), token: z.string().min(1).max(128) };
+const base = { tid: z.number().int().nonnegative() };
 
 export const EchoRequest = z.strictObject({ ...base, m: z.literal('echo'), data: z.string().max(4096).optional() });
 
@@ -125,7 +169,7 @@ export const SetLocalIpRequest = z.strictObject({
 export const RegisterSvcRequest = z.strictObject({
   ...base,
   m: z.literal('register_svc'),
-  xmpp: XmppCredentials,
+  xmpp: XmppAccount,
   overlay: z.string().max(64).optional(),
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
 });
@@ -230,7 +274,28 @@ export const SetPeerCertRequest = z.strictObject({
   cert: NodeCert.nullable(),
 });
 
-export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
+/**
+ * The node's state. `peers`: `overlay` (the default) lists only the online peers of the overlay the
+ * datapath registered with (all when it registered none), `all` every one. An answer that does not
+ * fit one datagram comes in pages: the first carries `more`, the rest come from get_state_page.
+ */
+export const GetStateRequest = z.strictObject({
+  ...base,
+  m: z.literal('get_state'),
+  stats: z.boolean().default(true),
+  peers: z.enum(['overlay', 'all']).default('overlay'),
+});
+
+/** The next page of a get_state answer: `snapshot` and `offset` from its `more` (or the page before). */
+export const GetStatePageRequest = z.strictObject({
+  ...base,
+  m: z.literal('get_state_page'),
+  snapshot: z.number().int().min(1).max(0xffff_ffff),
+  offset: z.number().int().min(0),
+});
+
+/** A session that is the controller says it is alive (at least every few seconds, docs/rpc.md). */
+export const KeepaliveRequest = z.strictObject({ ...base, m: z.literal('keepalive') });
 
 /** The XMPP roster as the datapath holds it now (the one fetched at login, with every push since). */
 export const GetRosterRequest = z.strictObject({ ...base, m: z.literal('get_roster') });
@@ -269,6 +334,8 @@ export const RpcRequest = z.discriminatedUnion('m', [
   SetPeerCertRequest,
   GetStateRequest,
   GetRosterRequest,
+  GetStatePageRequest,
+  KeepaliveRequest,
   SendSignalRequest,
   SetCbEndpointRequest,
   SetLoggingRequest,
@@ -454,8 +521,28 @@ export const StateResult = z.strictObject({
   memory: DatapathMemory.optional(),
   sctp: DatapathSctp.optional(),
   counters: DatapathCounters,
+  /**
+   * The answer is larger than one datagram: the lists above hold their first items, get_state_page
+   * {snapshot, offset: next} returns the next ones (from a snapshot taken at this call). Absent: whole.
+   */
+  more: z.strictObject({
+    snapshot: z.number().int().min(1),
+    next: z.number().int().min(0),
+    /** Items in the four lists together. */
+    items: z.number().int().min(0),
+  }).optional(),
 });
 export type StateResult = z.infer<typeof StateResult>;
+
+/** A further page of a get_state answer: the next items of each list, in order; `next` null: the last. */
+export const StatePage = z.strictObject({
+  links: z.array(LinkInfo),
+  peers: z.array(PeerInfo),
+  routes: z.array(RouteInfo),
+  subnets: z.array(SubnetInfo),
+  next: z.number().int().min(0).nullable(),
+});
+export type StatePage = z.infer<typeof StatePage>;
 
 // ---------------------------------------------------------------------------------------------
 // Events (datapath → controller): { event, ... } with no tid.
@@ -538,13 +625,30 @@ export interface RpcResults {
   set_peer_cert: { fingerprint: string | null };
   get_state: StateResult;
   get_roster: GetRosterResult;
+  get_state_page: StatePage;
+  keepalive: { controller: boolean };
   send_signal: { jid: string };
   set_cb_endpoint: Record<string, never>;
   set_logging: Record<string, never>;
 }
 
 /** The request of verb M without the envelope fields the client fills in, with defaults optional. */
-export type RpcParams<M extends RpcVerb> = Omit<z.input<Extract<(typeof RpcRequest)['options'][number], { shape: { m: z.ZodLiteral<M> } }>>, 'tid' | 'token' | 'm'>;
+export type RpcParams<M extends RpcVerb> = Omit<z.input<Extract<(typeof RpcRequest)['options'][number], { shape: { m: z.ZodLiteral<M> } }>>, 'tid' | 'm'>;
+
+/**
+ * Plain answers (type 0x04): to `hello` (its result), and errors to datagrams without a valid session;
+ * `session`: the unknown or failed session an error is about (then the client handshakes again).
+ */
+export const PlainResponse = z.union([
+  z.strictObject({ tid: z.number().int().nonnegative(), ok: z.literal(true), result: z.json() }),
+  z.strictObject({
+    tid: z.number().int().nonnegative().nullable(),
+    ok: z.literal(false),
+    session: z.number().int().optional(),
+    error: z.strictObject({ code: RpcErrorCode, message: z.string() }),
+  }),
+]);
+export type PlainResponse = z.infer<typeof PlainResponse>;
 
 /** Where a datapath writes its RPC token (mode 0600): one file per state directory and port. */
 export function tokenFilePath(stateDir: string, port: number): string {

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import {
-  MsgType, RPC_VERSION, RpcEvent, RpcRequest, StateResult, decodeDatagram, encodeControl, encodeDatagram, isNetworkCidr,
+  MsgType, RPC_VERSION, RpcEvent, RpcRequest, StateResult, decodeDatagram, encodePlain, encodeDatagram, isNetworkCidr,
   parseEndpoint, tokenFilePath,
 } from '../src/index.js';
 
-const token = 'secret';
+
 
 describe('RPC datagram framing', () => {
   it('encodes a 2-byte header (version, type) before the payload', () => {
-    const d = encodeControl({ a: 1 });
+    const d = encodePlain({ a: 1 });
     expect(d[0]).toBe(RPC_VERSION);
-    expect(d[1]).toBe(MsgType.Control);
+    expect(d[1]).toBe(MsgType.Plain);
     expect(JSON.parse(d.subarray(2).toString())).toEqual({ a: 1 });
     const p = encodeDatagram(MsgType.Packet, Buffer.from([9, 9]));
     expect([...p]).toEqual([RPC_VERSION, MsgType.Packet, 9, 9]);
@@ -31,11 +31,11 @@ describe('trickle ICE schemas', () => {
   const srflx = { candidate: 'candidate:2 1 UDP 1678769919 198.18.0.11 5000 typ srflx raddr 0.0.0.0 rport 0', mid: '0' };
 
   it('create_link takes trickle (default false); add_candidate takes 1–32 candidate lines with a mid', () => {
-    const c = RpcRequest.parse({ tid: 1, token, m: 'create_link', uid });
+    const c = RpcRequest.parse({ tid: 1, m: 'create_link', uid });
     expect(c.m === 'create_link' && c.trickle).toBe(false);
-    const t = RpcRequest.parse({ tid: 1, token, m: 'create_link', uid, trickle: true });
+    const t = RpcRequest.parse({ tid: 1, m: 'create_link', uid, trickle: true });
     expect(t.m === 'create_link' && t.trickle).toBe(true);
-    expect(RpcRequest.safeParse({ tid: 1, token, m: 'add_candidate', uid, candidates: [host, srflx] }).success).toBe(true);
+    expect(RpcRequest.safeParse({ tid: 1, m: 'add_candidate', uid, candidates: [host, srflx] }).success).toBe(true);
     const bad = [
       [],
       Array(33).fill(host),
@@ -47,7 +47,7 @@ describe('trickle ICE schemas', () => {
       [{ candidate: `${host.candidate} ${'x'.repeat(600)}`, mid: '0' }],
     ];
     for (const candidates of bad) {
-      expect(RpcRequest.safeParse({ tid: 1, token, m: 'add_candidate', uid, candidates }).success, JSON.stringify(candidates).slice(0, 80)).toBe(false);
+      expect(RpcRequest.safeParse({ tid: 1, m: 'add_candidate', uid, candidates }).success, JSON.stringify(candidates).slice(0, 80)).toBe(false);
     }
   });
 
@@ -83,23 +83,23 @@ describe('RPC request schemas', () => {
       { m: 'set_logging', level: 'debug' },
     ];
     for (const [i, r] of ok.entries()) {
-      const parsed = RpcRequest.safeParse({ tid: i, token, ...r });
+      const parsed = RpcRequest.safeParse({ tid: i, ...r });
       expect(parsed.success, JSON.stringify(r)).toBe(true);
     }
-    const sl = RpcRequest.parse({ tid: 1, token, m: 'set_local_ip', uid, name: 'tincan0' });
+    const sl = RpcRequest.parse({ tid: 1, m: 'set_local_ip', uid, name: 'tincan0' });
     expect(sl.m === 'set_local_ip' && sl.mtu).toBe(1280);
-    const x = RpcRequest.parse({ tid: 1, token, m: 'register_svc', xmpp: { host: 'h', jid: 'n@d', password: 'p' } });
+    const x = RpcRequest.parse({ tid: 1, m: 'register_svc', xmpp: { host: 'h', jid: 'n@d', password: 'p' } });
     expect(x.m === 'register_svc' && x.xmpp).toMatchObject({ port: 5222, mechanism: 'SCRAM-SHA-1' });
-    const sub = RpcRequest.parse({ tid: 1, token, m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24' });
+    const sub = RpcRequest.parse({ tid: 1, m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24' });
     expect(sub.m === 'set_remote_subnet' && sub.remove).toBe(false);
   });
 
   it('register_svc takes at most 8 capabilities, each a lower-case token', () => {
     const xmpp = { host: 'h', jid: 'n@vpn.test', password: 'p' };
     for (const caps of [['Trickle'], ['has space'], [''], ['x'.repeat(33)], ['a_b'], 'trickle', Array.from({ length: 9 }, (_, i) => `c${i}`)]) {
-      expect(RpcRequest.safeParse({ tid: 1, token, m: 'register_svc', xmpp, caps }).success, JSON.stringify(caps)).toBe(false);
+      expect(RpcRequest.safeParse({ tid: 1, m: 'register_svc', xmpp, caps }).success, JSON.stringify(caps)).toBe(false);
     }
-    expect(RpcRequest.safeParse({ tid: 1, token, m: 'register_svc', xmpp, caps: [] }).success).toBe(true);
+    expect(RpcRequest.safeParse({ tid: 1, m: 'register_svc', xmpp, caps: [] }).success).toBe(true);
   });
 
   it('validates the routing verbs: via required (null removes), boolean transit, subnets without host bits', () => {
@@ -121,8 +121,8 @@ describe('RPC request schemas', () => {
       { m: 'set_remote_subnet', uid, subnet: '10.44.0.0/24', remove: 'yes' },
       { m: 'set_remote_subnet', subnet: '10.44.0.0/24' },
     ];
-    for (const r of bad) expect(RpcRequest.safeParse({ tid: 1, token, ...r }).success, JSON.stringify(r)).toBe(false);
-    const hostBits = RpcRequest.safeParse({ tid: 1, token, m: 'set_remote_subnet', uid, subnet: '10.44.0.5/24' });
+    for (const r of bad) expect(RpcRequest.safeParse({ tid: 1, ...r }).success, JSON.stringify(r)).toBe(false);
+    const hostBits = RpcRequest.safeParse({ tid: 1, m: 'set_remote_subnet', uid, subnet: '10.44.0.5/24' });
     expect(hostBits.success ? '' : hostBits.error.message).toContain('network address');
   });
 
@@ -150,9 +150,11 @@ describe('RPC request schemas', () => {
       { m: 'create_link', uid, stun: ['no-port'] },
       { m: 'send_signal', uid, type: 'BAD TYPE', data: 1 },
     ];
-    for (const r of bad) expect(RpcRequest.safeParse({ tid: 1, token, ...r }).success, JSON.stringify(r)).toBe(false);
-    expect(RpcRequest.safeParse({ token, m: 'echo' }).success).toBe(false);
-    expect(RpcRequest.safeParse({ tid: 1, m: 'echo' }).success).toBe(false);
+    for (const r of bad) expect(RpcRequest.safeParse({ tid: 1, ...r }).success, JSON.stringify(r)).toBe(false);
+    expect(RpcRequest.safeParse({ m: 'echo' }).success).toBe(false);
+    // The old protocol's token field is refused: requests are authenticated by their session's seal.
+    expect(RpcRequest.safeParse({ tid: 1, token: 'a'.repeat(48), m: 'echo' }).success).toBe(false);
+    expect(RpcRequest.safeParse({ tid: 1, m: 'echo' }).success).toBe(true);
   });
 
   it('get_state carries routes, subnets and the transit flag (required)', () => {

@@ -1,8 +1,8 @@
-import { SocialVpnConfig, type XmppCredentials } from '@tincan/protocol';
-import { ConfigError, loadConfigFile, parseConfigText, resolveXmppCredentials } from '@tincan/controller';
+import { SocialVpnConfig } from '@tincan/protocol';
+import { ConfigError, loadConfigFile, parseConfigText, resolveXmppCredentials, type ResolvedXmpp } from '@tincan/controller';
 
 /** A validated SocialVPN config with the XMPP password resolved (read from password_file if given). */
-export type SocialVpnSettings = Omit<SocialVpnConfig, 'xmpp'> & { xmpp: XmppCredentials };
+export type SocialVpnSettings = Omit<SocialVpnConfig, 'xmpp'> & { xmpp: ResolvedXmpp };
 
 /** GroupVPN keys people carry over by habit: say what SocialVPN does instead. */
 const GROUPVPN_HINTS: Record<string, string> = {
