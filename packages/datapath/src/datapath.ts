@@ -205,6 +205,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.lanes = this.makeLanes();
     this.sampler = setInterval(() => {
       const now = Date.now();
+      this.sealed.rotateIfDue();
       for (const l of this.links.values()) {
         l.sample(now);
         this.lanes?.sample(l, now);

@@ -21,11 +21,13 @@ import type { Peer } from './forwarding-table.js';
  * protocol/src/frame.ts; docs/decisions/sealed-relayed-frames.md says why this construction).
  *
  * Keys: ECDH (P-256) between this node's key and the peer's trusted certificate key gives a secret
- * per pair of nodes; HKDF-SHA-256 of it, salted with the sender's epoch (8 random bytes per datapath
- * start) and labelled with both UIDs in sending order, gives the AES-256-GCM key of one direction and
- * epoch. The nonce is the sender's 64-bit frame counter (one counter per datapath start for all
- * destinations, so no nonce repeats under a key however often it is derived again); the receiver keeps
- * a replay window per source and epoch.
+ * per pair of nodes; HKDF-SHA-256 of it, salted with the sender's epoch and labelled with both UIDs in
+ * sending order, gives the AES-256-GCM key of one direction and epoch. An epoch is 4 bytes of the
+ * sender's clock (seconds, strictly increasing within a process) and 4 random bytes, new at each
+ * datapath start and every EPOCH_LIFETIME_MS. The nonce is the sender's 64-bit frame counter (one
+ * counter per datapath start for all destinations, so no nonce repeats under a key however often it is
+ * derived again); the receiver keeps a replay window per source and epoch, refuses an epoch older than
+ * the newest it authenticated from that source, and one more than MAX_EPOCH_AGE_S older than its clock.
  */
 
 const LABEL = Buffer.from('tincan sealed relayed frame v1 ');
@@ -34,8 +36,14 @@ const NONCE_LEN = 12;
 export const REPLAY_WINDOW = 2048;
 /** Epochs kept with their replay windows per source: its current one and some earlier ones. */
 export const LIVE_EPOCHS = 4;
-/** Epochs forgotten per source whose frames are refused as replays from then on. */
-export const RETIRED_EPOCHS = 64;
+/** A sender starts a new epoch (new keys, fresh replay windows at the receivers) this often. */
+export const EPOCH_LIFETIME_MS = 3_600_000;
+/**
+ * A receiver refuses a new epoch whose clock part is older than this by its own clock: frames recorded
+ * longer ago cannot be replayed, even to a receiver that restarted and forgot its windows. A sender
+ * whose clock is further behind cannot send sealed frames (counted as replays at the receiver).
+ */
+export const MAX_EPOCH_AGE_S = 24 * 3600;
 /** The sender stops here (never reached: 2^53 frames); above it a counter cannot be a JS number exactly. */
 const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
 const TWO_32 = 2 ** 32;
@@ -171,8 +179,8 @@ interface PeerSealState {
   sendKey: Buffer | null;
   /** Most recently used first; at most LIVE_EPOCHS. */
   readonly receive: ReceiveEpoch[];
-  /** Epochs dropped from `receive` (hi, lo pairs), oldest first; at most RETIRED_EPOCHS. */
-  readonly retired: number[];
+  /** The clock part (seconds) of the newest epoch authenticated from this peer; -1 before any. */
+  newestEpochS: number;
 }
 
 /**
@@ -181,15 +189,40 @@ interface PeerSealState {
  * output buffer; Node's cipher objects are the allocation left (docs/decisions/sealed-relayed-frames.md).
  */
 export class SealedFrames {
-  readonly epoch: Buffer;
+  /** This node's current epoch (8 bytes: clock seconds, then random). */
+  epoch = Buffer.alloc(8);
+  private epochStartMs = 0;
   private readonly peers = new Map<Uid, PeerSealState>();
   private localUid: Buffer | null = null;
   private counter = 0;
   private out = Buffer.alloc(9200);
   private readonly nonce = Buffer.alloc(NONCE_LEN);
 
-  constructor(private readonly privateKey: KeyObject, private readonly counters: Counters, epoch: Buffer = randomBytes(8)) {
+  constructor(
+    private readonly privateKey: KeyObject,
+    private readonly counters: Counters,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.rotate();
+  }
+
+  /**
+   * Starts a new epoch if the current one is EPOCH_LIFETIME_MS old, or the clock jumped back as far
+   * (call it about once a second).
+   */
+  rotateIfDue(): void {
+    if (Math.abs(this.now() - this.epochStartMs) >= EPOCH_LIFETIME_MS) this.rotate();
+  }
+
+  /** A new epoch: its clock part after the last one's even if the clock went back; new send keys. */
+  private rotate(): void {
+    const previousS = this.epoch.readUInt32BE(0);
+    this.epochStartMs = this.now();
+    const epoch = Buffer.alloc(8);
+    epoch.writeUInt32BE(Math.min(0xffffffff, Math.max(Math.floor(this.epochStartMs / 1000), previousS + 1)), 0);
+    randomBytes(4).copy(epoch, 4);
     this.epoch = epoch;
+    for (const p of this.peers.values()) p.sendKey = null;
   }
 
   setLocalUid(uid: Buffer): void {
@@ -213,7 +246,7 @@ export class SealedFrames {
     const old = this.peers.get(uid);
     if (old?.fingerprint === cert.fingerprint256) return old.shared !== null;
     const shared = sharedSecret(this.privateKey, cert.publicKey);
-    this.peers.set(uid, { fingerprint: cert.fingerprint256, shared, sendKey: null, receive: [], retired: [] });
+    this.peers.set(uid, { fingerprint: cert.fingerprint256, shared, sendKey: null, receive: [], newestEpochS: -1 });
     return shared !== null;
   }
 
@@ -275,7 +308,8 @@ export class SealedFrames {
       this.counters.sealedReplays++;
       return null;
     }
-    if (e === undefined && isRetired(p.retired, hi, lo)) {
+    // An epoch not live here: the source never goes back to an older one, and it must be recent.
+    if (e === undefined && (hi < p.newestEpochS || hi < this.now() / 1000 - MAX_EPOCH_AGE_S)) {
       this.counters.sealedReplays++;
       return null;
     }
@@ -286,14 +320,12 @@ export class SealedFrames {
       return null;
     }
     if (e === undefined) {
-      // A new epoch of this source, authenticated: it goes first; the least recently used one retires.
+      // A new epoch of this source, authenticated: it goes first, and beyond LIVE_EPOCHS the oldest
+      // is forgotten (older than the newest, so it stays refused).
       e = { hi, lo, key, window: new ReplayWindow() };
       receive.unshift(e);
-      if (receive.length > LIVE_EPOCHS) {
-        const old = receive.pop()!;
-        p.retired.push(old.hi, old.lo);
-        if (p.retired.length > 2 * RETIRED_EPOCHS) p.retired.splice(0, 2);
-      }
+      if (hi > p.newestEpochS) p.newestEpochS = hi;
+      if (receive.length > LIVE_EPOCHS) receive.splice(oldestEpoch(receive), 1);
     } else if (at > 0) {
       receive.splice(at, 1);
       receive.unshift(e);
@@ -304,7 +336,9 @@ export class SealedFrames {
   }
 }
 
-function isRetired(retired: readonly number[], hi: number, lo: number): boolean {
-  for (let i = 0; i < retired.length; i += 2) if (retired[i] === hi && retired[i + 1] === lo) return true;
-  return false;
+/** Where the epoch with the oldest clock part is in `receive`. */
+function oldestEpoch(receive: readonly ReceiveEpoch[]): number {
+  let at = 0;
+  for (let i = 1; i < receive.length; i++) if (receive[i]!.hi < receive[at]!.hi) at = i;
+  return at;
 }

@@ -12,7 +12,7 @@ import {
 import { Counters } from '../src/counters.js';
 import { ForwardingTable, type Peer } from '../src/forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from '../src/identity.js';
-import { LIVE_EPOCHS, REPLAY_WINDOW, ReplayWindow, SealedFrames, deriveFrameKey, openFrame, sealFrame, sharedSecret } from '../src/sealing.js';
+import { EPOCH_LIFETIME_MS, LIVE_EPOCHS, MAX_EPOCH_AGE_S, REPLAY_WINDOW, ReplayWindow, SealedFrames, deriveFrameKey, openFrame, sealFrame, sharedSecret } from '../src/sealing.js';
 
 const A = uidFromIp4('10.254.0.1');
 const C = uidFromIp4('10.254.0.3');
@@ -25,9 +25,9 @@ function packet(len = 100): Buffer {
 }
 
 /** One node's view: its sealing state, counters, and peer records for the others. */
-function node(uid: Uid, id: { privateKey: NodeIdentity['privateKey'] }, epoch?: Buffer) {
+function node(uid: Uid, id: { privateKey: NodeIdentity['privateKey'] }, now: () => number = Date.now) {
   const counters = new Counters();
-  const sealed = new SealedFrames(id.privateKey, counters, epoch);
+  const sealed = new SealedFrames(id.privateKey, counters, now);
   const table = new ForwardingTable();
   sealed.setLocalUid(Buffer.from(uid, 'hex'));
   const peer = (u: Uid): Peer => table.ensurePeer(u);
@@ -138,7 +138,7 @@ describe('sealed relayed frames: the codec', () => {
     expect(c.sealed.open(relayed, c.peer(A))?.equals(p)).toBe(true);
   });
 
-  it('refuses replays within the window, frames older than the window, and a retired epoch', () => {
+  it('refuses replays within the window, frames older than the window, and an epoch older than the newest', () => {
     const { a, c } = pair();
     const frames: Buffer[] = [];
     for (let i = 0; i < 5; i++) {
@@ -157,16 +157,60 @@ describe('sealed relayed frames: the codec', () => {
     expect(c.sealed.open(again, c.peer(A))).toBeNull();
     expect(c.counters.sealedReplays).toBe(5);
 
-    // LIVE_EPOCHS newer epochs of A (restarts) retire the first: its frames are refused from then on.
-    for (let e = 0; e < LIVE_EPOCHS; e++) {
-      const restarted = node(A, idA);
+    // LIVE_EPOCHS newer epochs of A (restarts, a second apart) push the first out: its frames are
+    // refused from then on, being older than the newest epoch C authenticated from A.
+    for (let e = 1; e <= LIVE_EPOCHS; e++) {
+      const restarted = node(A, idA, () => Date.now() + e * 1000);
       restarted.sealed.setPeer(C, idC.certificate);
       const p = packet();
       expect(c.sealed.open(Buffer.from(restarted.sealed.seal(p, 0, p.length, restarted.peer(C))!), c.peer(A))?.equals(p)).toBe(true);
     }
-    const early = Buffer.from(a.sealed.seal(packet(), 0, 100, a.peer(C))!); // a fresh counter of the retired epoch
+    const early = Buffer.from(a.sealed.seal(packet(), 0, 100, a.peer(C))!); // a fresh counter of the forgotten epoch
     expect(c.sealed.open(early, c.peer(A))).toBeNull();
     expect(c.counters.sealedReplays).toBe(6);
+  });
+
+  it('a sender starts a new epoch every EPOCH_LIFETIME_MS, later than the last even if its clock went back', () => {
+    let now = Date.now();
+    const a = node(A, idA, () => now);
+    const c = node(C, idC);
+    a.sealed.setPeer(C, idC.certificate);
+    c.sealed.setPeer(A, idA.certificate);
+    const first = Buffer.from(a.sealed.epoch);
+    a.sealed.rotateIfDue();
+    expect(a.sealed.epoch.equals(first)).toBe(true); // not due yet
+    const p = packet();
+    expect(c.sealed.open(Buffer.from(a.sealed.seal(p, 0, p.length, a.peer(C))!), c.peer(A))?.equals(p)).toBe(true);
+    const old = Buffer.from(a.sealed.seal(p, 0, p.length, a.peer(C))!);
+    now += EPOCH_LIFETIME_MS;
+    a.sealed.rotateIfDue();
+    expect(a.sealed.epoch.equals(first)).toBe(false);
+    expect(a.sealed.epoch.readUInt32BE(0)).toBe(Math.floor(now / 1000));
+    const fresh = Buffer.from(a.sealed.seal(p, 0, p.length, a.peer(C))!);
+    expect(fresh.subarray(SEALED_EPOCH_OFFSET, SEALED_EPOCH_OFFSET + 8).equals(a.sealed.epoch)).toBe(true);
+    // Both epochs are live at C: a frame of the old one still in flight opens, once.
+    expect(c.sealed.open(fresh, c.peer(A))?.equals(p)).toBe(true);
+    expect(c.sealed.open(old, c.peer(A))?.equals(p)).toBe(true);
+    expect(c.sealed.open(old, c.peer(A))).toBeNull();
+    // The clock goes back an hour: the next epoch is still later than the last.
+    const last = a.sealed.epoch.readUInt32BE(0);
+    now -= 2 * EPOCH_LIFETIME_MS;
+    a.sealed.rotateIfDue(); // "due": the clock moved by more than the lifetime
+    expect(a.sealed.epoch.readUInt32BE(0)).toBe(last + 1);
+  });
+
+  it('an epoch older than MAX_EPOCH_AGE_S by the receiver\'s clock is refused, even by a receiver that forgot everything', () => {
+    const recorded = node(A, idA, () => Date.now() - (MAX_EPOCH_AGE_S + 60) * 1000);
+    recorded.sealed.setPeer(C, idC.certificate);
+    const p = packet();
+    const frame = Buffer.from(recorded.sealed.seal(p, 0, p.length, recorded.peer(C))!);
+    const c = node(C, idC); // a receiver that just started: no windows, no newest epoch
+    c.sealed.setPeer(A, idA.certificate);
+    expect(c.sealed.open(frame, c.peer(A))).toBeNull();
+    expect(c.counters.sealedReplays).toBe(1);
+    const recent = node(A, idA, () => Date.now() - (MAX_EPOCH_AGE_S - 60) * 1000);
+    recent.sealed.setPeer(C, idC.certificate);
+    expect(c.sealed.open(Buffer.from(recent.sealed.seal(p, 0, p.length, recent.peer(C))!), c.peer(A))?.equals(p)).toBe(true);
   });
 
   it('the replay window: anything above the top, and unseen counters up to REPLAY_WINDOW below it, once', () => {
