@@ -85,7 +85,7 @@ interface Learned {
 }
 
 /**
- * Distance-vector routing between controllers (issue 6): each node tells its neighbours how many
+ * Distance-vector routing between controllers: each node tells its neighbours how many
  * overlay hops away every node it knows is; a node's best route to D is through the neighbour that
  * reports D closest. Poison reverse (a route is advertised as unreachable to the neighbour it goes
  * through), a hop limit, triggered updates and expiry keep it loop-free and quick to converge. Works on

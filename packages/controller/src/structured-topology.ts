@@ -1,7 +1,7 @@
 import type { Uid } from '@tincan/protocol';
 
 /**
- * The structured overlay for large groups (issue 6; evio's Symphony-style ring is the reference):
+ * The structured overlay for large groups (evio's Symphony-style ring is the reference):
  * members sit on a ring ordered by their UIDs; each links to its next `successors` members and to the
  * members n/2, n/4, n/8, … places further round the ring (about log2(n) long-distance links). The
  * distances are counted in ring positions rather than in UID space (Chord) or drawn at random

@@ -48,7 +48,7 @@ export interface DatapathOptions {
   rpc: Endpoint;
   stateDir: string;
   logger: Logger;
-  /** Frames queued in a data channel above this are dropped (design.md: 16–64 KB). */
+  /** Frames queued in a data channel above this are dropped (16–64 KB measured alike for throughput, with far less queueing delay than more). */
   maxBufferedBytes?: number;
   /** Unmapped packets handed to the controller per second, at most. */
   unmappedPerSecond?: number;
@@ -117,7 +117,7 @@ export interface DatapathOptions {
 
 /**
  * RtcConfig mtu = min(MAX_RTC_MTU, vNIC MTU + LINK_OVERHEAD): the 124 bytes SCTP/DTLS/UDP/IP take
- * (design.md: the largest message in one SCTP packet is mtu − 124) plus a full frame's 40-byte header.
+ * (docs/architecture.md, "RtcConfig mtu and the vNIC MTU": the largest message in one SCTP packet is mtu − 124) plus a full frame's 40-byte header.
  * At a 1500-byte path MTU: up to a vNIC MTU of 1336 every plaintext frame fits one SCTP packet; from
  * 1337 to 1376 compact frames (direct links, frame.ts) still do while full frames (transit,
  * controller-injected, or to peers without compact frames) are split in two by SCTP — correct, only

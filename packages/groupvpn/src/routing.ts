@@ -93,7 +93,7 @@ export interface RoutingStatus {
 }
 
 /**
- * GroupVPN's overlay routing (issue 6): the inter-controller channel, the distance-vector router, the
+ * GroupVPN's overlay routing: the inter-controller channel, the distance-vector router, the
  * structured topology and router mode, and what they install in the datapath: `set_transit` (this
  * node relays), `set_route` (member → neighbour to send through) with the member's address mapping, and
  * `set_remote_subnet` (a subnet another member routes for). The controller calls in on link and

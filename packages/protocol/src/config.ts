@@ -124,7 +124,7 @@ export const NetworkCidr = z
 /** Subnets a member may advertise unless the config says otherwise: private IPv4 and ULA IPv6. */
 export const DEFAULT_ACCEPTED_SUBNETS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'];
 
-/** Multi-hop overlay routing, structured topology and router mode (issue 6). */
+/** Multi-hop overlay routing, structured topology and router mode. */
 export const RoutingConfig = z
   .strictObject({
     multihop: z

@@ -3,7 +3,7 @@ import { isNetworkCidr } from './rpc.js';
 import { Uid, ip4ToNumber, ip6ToBytes, parseCidr } from './uid.js';
 
 /**
- * Inter-controller messages (issue 6, paper §4.1): controllers talk to their overlay neighbours over
+ * Inter-controller messages (paper §4.1): controllers talk to their overlay neighbours over
  * the TinCan links themselves, as UDP datagrams between the IPv6 vNIC addresses derived from their
  * UIDs (fd50:dbc:41f2:4a3c::/64 + the UID's first 64 bits), port CONTROLLER_PORT. Each datagram is one
  * UTF-8 JSON document validated here. Objects are not strict: newer controllers may add keys.

@@ -241,10 +241,10 @@ export const SetRouteRequest = z.strictObject({
 });
 
 /**
- * Transit (overlay routing): when enabled, frames from a link addressed to another node are forwarded
- * on the datapath's fast path, and frames relayed by a peer on behalf of another known peer are
- * accepted. Off (the default): only the link's own peer may send, and frames for others go to the
- * controller.
+ * Transit (overlay routing): when enabled, sealed frames from a link addressed to another node are
+ * forwarded unopened on the datapath's fast path, and sealed frames relayed to this node on behalf of
+ * another peer with a trusted certificate are opened and accepted. Off (the default): frames for
+ * others go to the controller. Plaintext is taken only from a link's own peer, either way.
  */
 export const SetTransitRequest = z.strictObject({ ...base, m: z.literal('set_transit'), enabled: z.boolean() });
 

@@ -125,7 +125,7 @@ export function buildSignalMessage(to: string, json: string, id?: string): XmlEl
 export type PresenceParse =
   /** An available TinCan node. */
   | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[]; cert: string | null }
-  /** type="unavailable", or type="error" (treated alike; see design.md). `jid` may be bare. */
+  /** type="unavailable", or type="error" (treated alike: the peer is gone either way). `jid` may be bare. */
   | { kind: 'unavailable'; jid: ParsedJid; error: boolean }
   /** Not for us: subscription requests, probes, presence without the TinCan child, no sender. */
   | { kind: 'ignore'; reason: string }
