@@ -140,6 +140,7 @@ export class OverlayController<C extends OverlayCounters> {
         prepare: (uid, msg) => this.policy.prepare(uid, msg),
         onUp: (uid) => this.onLinkUp(uid),
         onClosed: (uid, reason, detail) => this.onLinkClosed(uid, reason, detail),
+        jid: (uid) => this.peers.member(uid)?.jid ?? null,
       },
     });
     this.statusFile = opts.statusPath === null ? null : new StatusFile(opts.statusPath, this.clock, this.log);
@@ -505,7 +506,7 @@ export class OverlayController<C extends OverlayCounters> {
         : this.policy.checkOffer(sender.peer, e.uid, msg);
     if (problem !== null) {
       this.refuse(e, problem.refusal, problem.detail);
-      if (parsed.type === 'con_req') this.reject(e.uid, problem.reject, msg.attempt);
+      if (parsed.type === 'con_req') this.reject(e.uid, e.jid, problem.reject, msg.attempt);
       return;
     }
     if (parsed.type === 'con_resp') {
@@ -519,7 +520,7 @@ export class OverlayController<C extends OverlayCounters> {
     if (this.signaling.state(e.uid) === 'idle' && this.signaling.activeCount() >= this.settings.max_links) {
       const victims = this.policy.lruVictims(1);
       if (victims.length === 0) {
-        this.reject(e.uid, 'max_links', msg.attempt);
+        this.reject(e.uid, e.jid, 'max_links', msg.attempt);
         return;
       }
       for (const v of victims) {
@@ -541,10 +542,11 @@ export class OverlayController<C extends OverlayCounters> {
     else if (o === 'glare_yielded') this.counters.glare_yielded++;
   }
 
-  private reject(uid: Uid, reason: string, attempt: string): void {
+  /** Rejects a con_req; to the sender's full JID (a verified member's), never by UID. */
+  private reject(uid: Uid, jid: string, reason: string, attempt: string): void {
     this.counters.con_reject_sent++;
     this.supervisor
-      .call('send_signal', { uid, type: 'con_reject', data: { reason, attempt } })
+      .call('send_signal', { jid, type: 'con_reject', data: { reason, attempt } })
       .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot send con_reject'));
   }
 

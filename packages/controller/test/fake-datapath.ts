@@ -51,7 +51,9 @@ interface FakeLink {
   remoteCandidates: Set<string>;
 }
 
-export type FakeRosterItem = EventOf<'roster'>['items'][number];
+/** A roster item as a test writes it (groups optional, as from an older datapath). */
+export type FakeRosterItem = Omit<EventOf<'roster'>['items'][number], 'groups'> & { groups?: string[] };
+const rosterItem = (i: FakeRosterItem): EventOf<'roster'>['items'][number] => ({ ...i, groups: [...(i.groups ?? [])] });
 
 export interface CallRecord {
   m: string;
@@ -239,8 +241,12 @@ export class FakeDatapath {
       case 'get_state':
         return this.state(now);
       case 'send_signal': {
-        const p = params as { uid?: Uid; type: string; data: unknown };
+        const p = params as { uid?: Uid; jid?: string; type: string; data: unknown };
         if (this.xmppState !== 'online') throw new FakeRpcError('bad_state', 'XMPP is not online');
+        if (p.jid !== undefined) {
+          this.net.deliver(this, p.jid, p.type, p.data);
+          return { jid: p.jid };
+        }
         const to = [...this.presences.values()].find((x) => x.uid === p.uid);
         if (!to) throw new FakeRpcError('not_found', `no online XMPP peer for ${p.uid}`);
         this.net.deliver(this, to.jid, p.type, p.data);
@@ -260,11 +266,11 @@ export class FakeDatapath {
       if (it.subscription !== 'remove') roster.push({ ...it });
     }
     this.roster = roster;
-    if (this.xmppState === 'online') this.emit({ event: 'roster', items: items.map((i) => ({ ...i })), full: false });
+    if (this.xmppState === 'online') this.emit({ event: 'roster', items: items.map(rosterItem), full: false });
   }
 
   goOnline(): void {
-    if (this.roster !== null) this.emit({ event: 'roster', items: this.roster.map((i) => ({ ...i })), full: true });
+    if (this.roster !== null) this.emit({ event: 'roster', items: this.roster.map(rosterItem), full: true });
     this.xmppState = 'online';
     this.emit({ event: 'xmpp', state: 'online' });
     this.net.online(this);

@@ -232,6 +232,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         return this.setPeerCert(req);
       case 'get_state':
         return this.state();
+      case 'get_roster':
+        return this.xmpp ? this.xmpp.roster() : { known: false, items: [] };
       case 'send_signal':
         return this.sendSignal(req);
       case 'set_cb_endpoint':

@@ -246,12 +246,26 @@ describe('roster', () => {
         `</query></iq>`,
     ).getChild('query', 'jabber:iq:roster');
     expect(parseRosterQuery(q)).toEqual([
-      { jid: 'bob@vpn.test', subscription: 'both' },
-      { jid: 'carol@vpn.test', subscription: 'none' },
-      { jid: 'dave@vpn.test', subscription: 'none' },
-      { jid: 'eve@vpn.test', subscription: 'remove' },
+      { jid: 'bob@vpn.test', subscription: 'both', groups: [] },
+      { jid: 'carol@vpn.test', subscription: 'none', groups: [] },
+      { jid: 'dave@vpn.test', subscription: 'none', groups: [] },
+      { jid: 'eve@vpn.test', subscription: 'remove', groups: [] },
     ]);
     expect(parseRosterQuery(undefined)).toEqual([]);
+  });
+
+  it('reads roster groups: trimmed, each once, bounded; empty and overlong names skipped', () => {
+    const many = Array.from({ length: 40 }, (_, i) => `<group>g${i}</group>`).join('');
+    const q = one(
+      `<iq type="result"><query xmlns="jabber:iq:roster">` +
+        `<item jid="a@vpn.test" subscription="both"><group> lab </group><group>lab</group><group></group>` +
+        `<group>${'x'.repeat(257)}</group><group>ops &amp; dev</group><foo>bar</foo></item>` +
+        `<item jid="b@vpn.test" subscription="both">${many}</item>` +
+        `</query></iq>`,
+    ).getChild('query', 'jabber:iq:roster');
+    const items = parseRosterQuery(q);
+    expect(items[0]).toEqual({ jid: 'a@vpn.test', subscription: 'both', groups: ['lab', 'ops & dev'] });
+    expect(items[1]!.groups).toHaveLength(32);
   });
 });
 

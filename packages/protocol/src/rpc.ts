@@ -232,6 +232,9 @@ export const SetPeerCertRequest = z.strictObject({
 
 export const GetStateRequest = z.strictObject({ ...base, m: z.literal('get_state'), stats: z.boolean().default(true) });
 
+/** The XMPP session's roster (a controller that attaches to a running datapath missed its roster event). */
+export const GetRosterRequest = z.strictObject({ ...base, m: z.literal('get_roster') });
+
 /** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
 export const SendSignalRequest = z.strictObject({
   ...base,
@@ -265,6 +268,7 @@ export const RpcRequest = z.discriminatedUnion('m', [
   SetRemoteSubnetRequest,
   SetPeerCertRequest,
   GetStateRequest,
+  GetRosterRequest,
   SendSignalRequest,
   SetCbEndpointRequest,
   SetLoggingRequest,
@@ -501,7 +505,10 @@ export const XmppEvent = z.strictObject({
 export const RosterItem = z.strictObject({
   jid: z.string(),
   subscription: z.enum(['none', 'to', 'from', 'both', 'remove']),
+  /** Its roster groups (e.g. a shared roster group); absent from an older datapath. */
+  groups: z.array(z.string().max(256)).max(32).default([]),
 });
+export type RosterItem = z.infer<typeof RosterItem>;
 export const RosterEvent = z.strictObject({
   event: z.literal('roster'),
   items: z.array(RosterItem),
@@ -529,6 +536,8 @@ export interface RpcResults {
   set_remote_subnet: Record<string, never>;
   set_peer_cert: { fingerprint: string | null };
   get_state: StateResult;
+  /** `known`: the roster of the current XMPP login arrived (false: not registered or not logged in yet). */
+  get_roster: { known: boolean; items: RosterItem[] };
   send_signal: { jid: string };
   set_cb_endpoint: Record<string, never>;
   set_logging: Record<string, never>;

@@ -9,7 +9,7 @@
  */
 import { xml, type XmlElement } from '@xmpp/client-core';
 import { X509Certificate } from 'node:crypto';
-import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal } from '@tincan/protocol';
+import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal, type RosterItem } from '@tincan/protocol';
 
 export type { XmlElement } from '@xmpp/client-core';
 
@@ -271,11 +271,12 @@ export function parseSignalMessage(
 // ---------------------------------------------------------------------------------------------
 // Roster
 
-export type Subscription = 'none' | 'to' | 'from' | 'both' | 'remove';
-export interface RosterItem {
-  jid: string;
-  subscription: Subscription;
-}
+export type Subscription = RosterItem['subscription'];
+/** A roster item: bare JID, subscription, and its roster groups (e.g. a shared group of prosody's mod_groups). */
+export type { RosterItem };
+/** Groups read per roster item, and the longest group name kept (longer ones are skipped). */
+export const ROSTER_GROUPS_MAX = 32;
+export const ROSTER_GROUP_MAX_LEN = 256;
 const SUBSCRIPTIONS: ReadonlySet<string> = new Set(['none', 'to', 'from', 'both', 'remove']);
 
 export function buildRosterGet(): XmlElement {
@@ -290,7 +291,13 @@ export function parseRosterQuery(query: XmlElement | undefined): RosterItem[] {
     const jid = parseJid(item.attrs.jid);
     if (!jid) continue;
     const sub = item.attrs.subscription ?? 'none';
-    items.push({ jid: jid.bare, subscription: (SUBSCRIPTIONS.has(sub) ? sub : 'none') as Subscription });
+    const groups: string[] = [];
+    for (const g of item.getChildren('group')) {
+      if (groups.length === ROSTER_GROUPS_MAX) break;
+      const name = g.text().trim();
+      if (name.length > 0 && name.length <= ROSTER_GROUP_MAX_LEN && !groups.includes(name)) groups.push(name);
+    }
+    items.push({ jid: jid.bare, subscription: (SUBSCRIPTIONS.has(sub) ? sub : 'none') as Subscription, groups });
   }
   return items;
 }
