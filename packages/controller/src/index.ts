@@ -20,3 +20,5 @@ export * from './run-controller.js';
 export * from './overlay-router.js';
 export * from './controller-channel.js';
 export * from './structured-topology.js';
+export * from './membership.js';
+export * from './member-cert.js';

@@ -7,6 +7,8 @@ import {
   ip6FromUid,
   ip6ToBytes,
   parseControllerSignal,
+  pinKey,
+  sdpFingerprint,
   uidToBytes,
   type EventOf,
   type LinkInfo,
@@ -20,7 +22,8 @@ import { errorMessage, rpcErrorCode, type DatapathPort } from './datapath-port.j
 import { DatapathSupervisor } from './datapath-supervisor.js';
 import { PacketQueue } from './packet-queue.js';
 import type { OverlayCounters, OverlayHostOptions, OverlayPolicy, OverlaySettings, OverlayTuning, RefusalCounts } from './overlay-policy.js';
-import { PeerTable, type PresenceChange } from './peer-table.js';
+import { PeerTable, type PresenceChange, type PresenceInput } from './peer-table.js';
+import { bareJid, type Membership } from './membership.js';
 import type { LinkActivity } from './link-policy.js';
 import { LogLimiter } from './rate-limit.js';
 import { FAILURE_REASONS, Signaling, type CloseReason, type SignalOutcome } from './signaling.js';
@@ -42,6 +45,10 @@ export interface OverlayControllerOptions<C extends OverlayCounters> {
   /** The status file path, or null for none. */
   statusPath: string | null;
   status: () => unknown;
+  /** Admission beyond the policy's: members filter, keys (pins or membership CA). */
+  membership: Membership;
+  /** Our membership certificate, announced in presence (register_svc member_cert), or null. */
+  memberCert?: string | null;
 }
 
 const ZERO_UID = Buffer.alloc(UID_BYTES);
@@ -62,6 +69,11 @@ export class OverlayController<C extends OverlayCounters> {
   readonly supervisor: DatapathSupervisor;
   readonly counters: C;
   readonly refusals: RefusalCounts = {};
+  /** Presences refused, by reason (not_member, no_cert, key_changed, uid_taken, member_cert_…, and the policy's). */
+  readonly admissionRefusals: RefusalCounts = {};
+  readonly membership: Membership;
+  /** The certificate last handed to the datapath per peer (set_peer_cert). */
+  private readonly peerCertsSent = new Map<Uid, string>();
   readonly backoff: Backoff;
   readonly queue: PacketQueue;
   readonly warnLimiter: LogLimiter;
@@ -84,6 +96,7 @@ export class OverlayController<C extends OverlayCounters> {
   private networkChanged = false;
   private readonly statusFile: StatusFile | null;
   private readonly statusOf: () => unknown;
+  private readonly memberCert: string | null;
   /** set_local_ip and register_svc done on the current datapath: the policy may act. */
   private ready = false;
   private xmppState = 'unregistered';
@@ -103,12 +116,21 @@ export class OverlayController<C extends OverlayCounters> {
     this.clock = opts.clock;
     this.log = opts.log;
     this.statusOf = opts.status;
+    this.memberCert = opts.memberCert ?? null;
     const t = this.tuning;
     const host = opts.host;
     this.backoff = new Backoff({ initialMs: t.backoffInitialMs, maxMs: t.backoffMaxMs, ...(host.random ? { random: host.random } : {}) });
     this.queue = new PacketQueue({ perPeer: t.queuePerPeer, maxAgeMs: t.queueMaxAgeMs });
     this.warnLimiter = new LogLimiter(this.clock, t.warnIntervalMs);
-    this.peers = new PeerTable({ localUid: this.uid, admit: (p) => this.policy.admit(p) });
+    this.membership = opts.membership;
+    this.peers = new PeerTable({
+      localUid: this.uid,
+      admit: (p) => {
+        const r = this.policy.admit(p);
+        return r.ok ? this.membership.admit(p) : r;
+      },
+      onRefused: (p, reason, detail) => this.presenceRefused(p, reason, detail),
+    });
     this.supervisor = new DatapathSupervisor({
       ...(host.client ? { client: host.client } : {}),
       ...(host.connect ? { connect: host.connect } : {}),
@@ -166,7 +188,7 @@ export class OverlayController<C extends OverlayCounters> {
     this.wakeups.clear();
     for (const t of this.departures.values()) this.clock.clearTimeout(t);
     this.departures.clear();
-    await this.statusFile?.flush();
+    await Promise.all([this.statusFile?.flush(), this.membership.flush()]);
   }
 
   /** The status file is out of date (rewritten soon, at most so often). */
@@ -184,6 +206,7 @@ export class OverlayController<C extends OverlayCounters> {
       this.policy.datapathRestarted();
       this.activity.clear();
       this.packetsSeen.clear();
+      this.peerCertsSent.clear();
       this.signaling.reset('the datapath restarted');
       this.handlePresence(this.peers.clear(this.clock.now()));
     }
@@ -196,6 +219,7 @@ export class OverlayController<C extends OverlayCounters> {
       mtu: this.settings.vnic.mtu,
     });
     await this.registerSvc();
+    await this.fetchRoster();
     await this.policy.attached?.();
     this.ready = true;
     this.sync(state, seq);
@@ -258,8 +282,10 @@ export class OverlayController<C extends OverlayCounters> {
       this.signaling.trim(uid, `more than max_links (${this.settings.max_links}) links: least recently used`);
     }
     policy.synced?.(state, now);
+    this.rejudgeKeys(now);
     this.queue.expire(now);
     this.forgetGone();
+    this.syncPeerCerts();
     policy.beforeReconcile?.();
     this.reconcileAll();
     this.markDirty();
@@ -271,6 +297,7 @@ export class OverlayController<C extends OverlayCounters> {
       if (p.status !== 'absent' || this.wakeups.has(p.uid)) continue;
       const s = this.signaling.session(p.uid);
       if (s && s.state !== 'idle') continue;
+      this.forgetPeerCert(p.uid);
       this.signaling.forget(p.uid);
       this.peers.forget(p.uid);
       this.backoff.reset(p.uid);
@@ -349,7 +376,7 @@ export class OverlayController<C extends OverlayCounters> {
    * they did before.
    */
   private async registerSvc(): Promise<void> {
-    const base = { xmpp: this.settings.xmpp, overlay: this.policy.overlay };
+    const base = { xmpp: this.settings.xmpp, overlay: this.policy.overlay, ...(this.memberCert !== null ? { member_cert: this.memberCert } : {}) };
     const caps = this.signaling.caps();
     try {
       await this.supervisor.call('register_svc', { ...base, ...(caps.length > 0 ? { caps } : {}) });
@@ -388,6 +415,9 @@ export class OverlayController<C extends OverlayCounters> {
         this.setXmppState(e.state, now);
         break;
       case 'roster':
+        if (this.membership.applyRoster(e.items, e.full) && this.membership.filtering) {
+          this.handlePresence(this.peers.rejudge(() => true, now));
+        }
         this.policy.roster?.(e);
         break;
     }
@@ -412,6 +442,7 @@ export class OverlayController<C extends OverlayCounters> {
       }
       if (c.after === 'member') {
         this.cancelDeparture(c.uid);
+        this.sendPeerCert(c.uid);
         this.policy.joined(c.uid);
       } else if (c.before === 'member' && c.after === 'absent') {
         this.log.info({ peer: c.uid.slice(0, 12) }, texts.memberLeft);
@@ -500,10 +531,14 @@ export class OverlayController<C extends OverlayCounters> {
       return;
     }
     const msg = parsed.msg;
+    const trust = sender.peer.claims.get(e.jid)?.trust ?? null;
+    const sdpFp = sdpFingerprint(msg.description.sdp);
     const problem =
       msg.overlay !== this.policy.overlay
         ? { refusal: 'overlay_mismatch', detail: `overlay ${JSON.stringify(msg.overlay)}`, reject: 'overlay_mismatch' }
-        : this.policy.checkOffer(sender.peer, e.uid, msg);
+        : trust !== null && sdpFp !== trust.fingerprint
+          ? { refusal: 'fingerprint_mismatch', detail: `description for key ${sdpFp ?? 'none'}, trusted ${trust.fingerprint}`, reject: 'fingerprint_mismatch' }
+          : this.policy.checkOffer(sender.peer, e.uid, msg);
     if (problem !== null) {
       this.refuse(e, problem.refusal, problem.detail);
       if (parsed.type === 'con_req') this.reject(e.uid, e.jid, problem.reject, msg.attempt);
@@ -548,6 +583,78 @@ export class OverlayController<C extends OverlayCounters> {
     this.supervisor
       .call('send_signal', { jid, type: 'con_reject', data: { reason, attempt } })
       .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot send con_reject'));
+  }
+
+  // --- membership -----------------------------------------------------------------------------------
+
+  /** Counts and (rate-limited) logs a refused presence. */
+  private presenceRefused(p: PresenceInput, reason: string, detail: string | undefined): void {
+    this.admissionRefusals[reason] = (this.admissionRefusals[reason] ?? 0) + 1;
+    const gate = this.warnLimiter.allow(`presence ${reason} ${p.jid}`);
+    if (!gate.ok) return;
+    const fields = { jid: p.jid, peer: p.uid.slice(0, 12), reason, detail, suppressed: gate.suppressed || undefined };
+    if (reason === 'key_changed' || reason === 'uid_taken' || reason.startsWith('member_cert_') || reason === 'no_member_cert') {
+      this.log.error(fields, 'presence refused: not admitted');
+    } else {
+      this.log.warn(fields, 'presence refused: not admitted');
+    }
+  }
+
+  /**
+   * After a controller restart the datapath's roster event is long gone: ask for the roster (the
+   * members filter reads its groups). A datapath without get_roster is left alone.
+   */
+  private async fetchRoster(): Promise<void> {
+    try {
+      const r = await this.supervisor.call('get_roster', {});
+      if (r.known && this.membership.applyRoster(r.items, true) && this.membership.filtering) {
+        this.handlePresence(this.peers.rejudge(() => true, this.clock.now()));
+      }
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, 'get_roster failed');
+    }
+  }
+
+  /** Key changes the operator accepted (tincanctl trust accept), and certificates that expired. */
+  private rejudgeKeys(now: number): void {
+    const accepted = new Set(this.membership.takeAcceptRequests());
+    if (accepted.size > 0) {
+      this.handlePresence(this.peers.rejudge((p) => accepted.has(pinKey(bareJid(p.jid), p.uid)), now));
+    }
+    this.handlePresence(this.peers.rejudge((_p, c) => c !== null && c.trust?.expiresMs != null && c.trust.expiresMs <= now, now));
+  }
+
+  /** Hands the member's trusted certificate to the datapath (set_peer_cert), if it has not got it. */
+  private sendPeerCert(uid: Uid): void {
+    const trust = this.peers.trustOf(uid);
+    if (trust === null || this.peerCertsSent.get(uid) === trust.cert) return;
+    this.peerCertsSent.set(uid, trust.cert);
+    this.supervisor.call('set_peer_cert', { uid, cert: trust.cert }).catch((err: unknown) => {
+      if (this.peerCertsSent.get(uid) === trust.cert) this.peerCertsSent.delete(uid);
+      this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'set_peer_cert failed');
+    });
+  }
+
+  private forgetPeerCert(uid: Uid): void {
+    if (!this.peerCertsSent.delete(uid)) return;
+    this.supervisor.call('set_peer_cert', { uid, cert: null }).catch((err: unknown) => {
+      this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'set_peer_cert (forget) failed');
+    });
+  }
+
+  /** Every member's certificate in the datapath (a key accepted while it stayed a member, a failed call). */
+  private syncPeerCerts(): void {
+    for (const p of this.peers.members()) this.sendPeerCert(p.uid);
+  }
+
+  /**
+   * The subnets a member's membership certificate grants (what routing may take from it): null when
+   * the network has no membership CA (no certificate restricts it), [] for a UID that is not an
+   * admitted member.
+   */
+  grantedSubnets(uid: Uid): string[] | null {
+    if (this.membership.ca === null) return null;
+    return this.peers.trustOf(uid)?.subnets ?? [];
   }
 
   // --- unmapped packets (on-demand trigger) -------------------------------------------------------

@@ -348,7 +348,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   private async registerSvc(req: RequestOf<'register_svc'>): Promise<unknown> {
     if (!this.local) throw new RpcError('bad_state', 'set_local_ip first: presence carries the node UID');
-    const key = JSON.stringify([req.xmpp, req.overlay ?? null, req.caps ?? [], this.local.uid]);
+    const key = JSON.stringify([req.xmpp, req.overlay ?? null, req.caps ?? [], req.member_cert ?? null, this.local.uid]);
     if (this.xmpp && key === this.xmppKey) return { state: this.xmpp.state };
     if (this.xmpp) await this.xmpp.stop();
     this.xmppKey = key;
@@ -359,6 +359,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       ...(req.overlay !== undefined ? { overlay: req.overlay } : {}),
       ...(req.caps !== undefined ? { caps: req.caps } : {}),
       cert: this.identity.certificateBase64,
+      ...(req.member_cert !== undefined ? { memberCert: req.member_cert } : {}),
       logger: this.log.child({ component: 'xmpp' }),
     });
     session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
@@ -755,7 +756,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       },
       links,
       peers: this.xmpp
-        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}) }))
+        ? this.xmpp.peers().map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}), ...(p.memberCert ? { member_cert: p.memberCert } : {}) }))
         : [],
       routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),

@@ -56,6 +56,8 @@ export interface XmppSessionOptions {
   caps?: readonly string[];
   /** Our node certificate (base64 DER), announced in presence. */
   cert?: string;
+  /** Our membership certificate (MemberCert), announced in presence. */
+  memberCert?: string;
   /** Presence re-broadcast (and server ping) period; the paper's two minutes by default. */
   livenessIntervalMs?: number;
   logger: Logger;
@@ -81,6 +83,8 @@ export interface XmppPresence {
   caps?: string[];
   /** Its node certificate, base64 DER (online, and only when it announced a readable one). */
   cert?: string;
+  /** Its membership certificate (online, and only when it announced one of the right form). */
+  member_cert?: string;
 }
 
 export interface XmppSignalIn {
@@ -110,6 +114,7 @@ export interface XmppPeer {
   overlay: string | null;
   caps: string[];
   cert: string | null;
+  memberCert: string | null;
   /** ms since the epoch of the last presence or signal from that JID. */
   lastHeardMs: number;
 }
@@ -179,6 +184,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private readonly overlay: string | null;
   private readonly caps: readonly string[];
   private readonly cert: string | null;
+  private readonly memberCert: string | null;
   private readonly own: ParsedJid;
   private readonly livenessMs: number;
   private readonly backoffInitialMs: number;
@@ -210,6 +216,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     this.overlay = opts.overlay ? opts.overlay : null;
     this.caps = opts.caps ?? [];
     this.cert = opts.cert ?? null;
+    this.memberCert = opts.memberCert ?? null;
     const jid = parseJid(this.creds.jid);
     if (!jid || !jid.local) throw new Error(`not a user JID: ${this.creds.jid}`);
     const resource = jid.resource || defaultResource(this.uid);
@@ -293,7 +300,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   }
 
   peers(): XmppPeer[] {
-    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, cert: r.cert, lastHeardMs: r.lastHeardMs }));
+    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, cert: r.cert, memberCert: r.memberCert, lastHeardMs: r.lastHeardMs }));
   }
 
   jidOfUid(uid: string): string | undefined {
@@ -448,7 +455,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
 
   private async announce(att: Attempt): Promise<boolean> {
     try {
-      await att.conn.entity.send(buildPresence(this.uid, { overlay: this.overlay, caps: this.caps, cert: this.cert }));
+      await att.conn.entity.send(buildPresence(this.uid, { overlay: this.overlay, caps: this.caps, cert: this.cert, memberCert: this.memberCert }));
       this.ctr.presence_out++;
       return !att.done;
     } catch (err) {
@@ -498,7 +505,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
           this.log.debug({ from: p.jid.full, roster_known: this.rosterKnown }, 'presence dropped: not a mutual roster contact');
           return;
         }
-        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps, p.cert));
+        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps, p.cert, p.memberCert));
         return;
       case 'unavailable':
         if (p.jid.full === this.boundJid) return;
@@ -543,6 +550,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
         online: c.online,
         ...(c.online && c.caps?.length ? { caps: c.caps } : {}),
         ...(c.online && c.cert ? { cert: c.cert } : {}),
+        ...(c.online && c.memberCert ? { member_cert: c.memberCert } : {}),
       });
     }
   }

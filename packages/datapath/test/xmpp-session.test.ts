@@ -118,7 +118,22 @@ describe('presence', () => {
     expect(cert(NODE_CERT.slice(0, 100))).toBeNull(); // a truncated certificate
     expect(cert('A'.repeat(5000))).toBeNull(); // longer than any node certificate
     const none = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}"/></presence>`));
-    expect(none).toMatchObject({ kind: 'available', cert: null });
+    expect(none).toMatchObject({ kind: 'available', cert: null, memberCert: null });
+  });
+
+  it("announces our membership certificate and reads a peer's; one of the wrong form costs the certificate only", () => {
+    const MCERT = `tcm1.${'e'.repeat(40)}.${'s'.repeat(86)}`;
+    const built = one(buildPresence(UID_A, { cert: NODE_CERT, memberCert: MCERT }).toString());
+    expect(built.getChild('node', PRESENCE_NS)?.attrs.mcert).toBe(MCERT);
+    const mcert = (attr: string) => {
+      const p = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}" mcert="${attr}"/></presence>`));
+      expect(p.kind).toBe('available');
+      return p.kind === 'available' ? p.memberCert : undefined;
+    };
+    expect(mcert(MCERT)).toBe(MCERT);
+    for (const bad of ['', 'tcm1..', `tcm2.${'e'.repeat(40)}.${'s'.repeat(86)}`, `tcm1.${'e'.repeat(40)}.${'s'.repeat(85)}`, `tcm1.${'e'.repeat(3000)}.${'s'.repeat(86)}`, `tcm1.${'e'.repeat(40)}+.${'s'.repeat(86)}`]) {
+      expect(mcert(bad)).toBeNull();
+    }
   });
 
   it('takes unavailable and error presence as unavailable', () => {
@@ -315,24 +330,24 @@ describe('peer table', () => {
   it('reports first sight and changes, not repeats', () => {
     let now = 1000;
     const t = new PeerTable(() => now);
-    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [], cert: null }]);
+    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [], cert: null, memberCert: null }]);
     now = 2000;
     expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([]);
     expect(t.list()[0]?.lastHeardMs).toBe(2000);
-    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [], cert: null }]);
+    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [], cert: null, memberCert: null }]);
     // New capabilities (the peer's controller was upgraded) are news too; the same ones again are not.
-    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: null }]);
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: null, memberCert: null }]);
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([]);
     expect(t.list()[0]?.caps).toEqual(['trickle']);
     // A new certificate (the node's key changed) is news: trusting it is the controller's decision.
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'], NODE_CERT)).toEqual([
-      { jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: NODE_CERT },
+      { jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: NODE_CERT, memberCert: null },
     ]);
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'], NODE_CERT)).toEqual([]);
     expect(t.list()[0]?.cert).toBe(NODE_CERT);
     expect(t.available(jid(PEER), UID_A, 'other')).toEqual([
       { jid: PEER, uid: UID_B, overlay: 'other', online: false },
-      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [], cert: null },
+      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [], cert: null, memberCert: null },
     ]);
     expect(t.uidOf(PEER)).toBe(UID_A);
   });

@@ -3,12 +3,19 @@ import type { Logger } from 'pino';
 import { ip6FromUid, numberToIp4, uidFromIp4, type ConReq, type ConResp, type LinkInfo, type Uid } from '@tincan/protocol';
 import {
   DEFAULT_OVERLAY_TUNING,
+  EXPIRY_WARNING_MS,
   LinkPolicy,
+  Membership,
   OverlayController,
+  bareJid,
   Subnet4,
   errorMessage,
+  ownMemberCertStatus,
+  parseCaPublicKey,
   systemClock,
   type Clock,
+  type MembershipStatus,
+  type OwnMemberCertStatus,
   type OfferRefusal,
   type OverlayCounters,
   type OverlayHostOptions,
@@ -69,6 +76,17 @@ export interface GroupVpnStatus {
   /** Trickle ICE signaling: con_cand sent, candidates sent, applied, buffered and dropped. */
   trickle: TrickleCounters;
   routing: RoutingStatus;
+  membership: GroupVpnMembershipStatus;
+}
+
+/** Who gets in (docs/security.md): the mode, refusals by reason, pending key changes, certificates. */
+export interface GroupVpnMembershipStatus extends MembershipStatus {
+  /** Presences refused, by reason (key_changed, no_cert, uid_taken, not_member, member_cert_…). */
+  refusals: RefusalCounts;
+  /** With a membership CA: our own certificate (expiry, a warning within 7 days, what is wrong). */
+  own_cert: OwnMemberCertStatus | null;
+  /** With a membership CA: members whose certificate expires within 7 days. */
+  expiring: { uid: Uid; jid: string | null; expires_ms: number }[];
 }
 
 const IP_CACHE_MAX = 4096;
@@ -116,6 +134,10 @@ export class GroupVpnController {
   private readonly structuralPolicy: LinkPolicy;
   /** When the structured ring last changed (membership). */
   private ringChangedMs = 0;
+  private readonly membership: Membership;
+  /** Our node certificate's fingerprint (get_state), to check our own membership certificate. */
+  private ownFingerprint: string | null = null;
+  private ownCertLogged = false;
 
   constructor(opts: GroupVpnControllerOptions) {
     const config = (this.config = opts.config);
@@ -134,7 +156,18 @@ export class GroupVpnController {
       proactiveWaitMs: tuning.proactiveWaitMs,
     });
     const statusPath = opts.statusFile === undefined ? join(config.state_dir, STATUS_FILE) : opts.statusFile;
+    this.membership = new Membership({
+      ctl: 'groupvpn',
+      stateDir: opts.trustDir === undefined ? config.state_dir : opts.trustDir,
+      ownBare: bareJid(config.xmpp.jid),
+      members: config.members,
+      ca: config.membership ? { key: parseCaPublicKey(config.membership.ca_key), network: config.network_id } : null,
+      clock: this.clock,
+      log: this.log,
+    });
     this.core = new OverlayController({
+      membership: this.membership,
+      memberCert: config.member_cert ?? null,
       uid: this.uid,
       subnet: this.subnet,
       settings: config,
@@ -212,6 +245,8 @@ export class GroupVpnController {
       linkUp: (uid) => this.routing.linkUp(uid),
       ...(this.config.routing.multihop ? { controlPackets: (uid: Uid) => this.routing.controlPackets(uid) } : {}),
       synced: (state, now) => {
+        this.ownFingerprint = state.node.fingerprint;
+        this.checkOwnCert(now);
         for (const uid of this.routing.shortcuts(state)) {
           const peer = this.peers.member(uid);
           if (peer) peer.demandMs = now;
@@ -378,6 +413,39 @@ export class GroupVpnController {
       .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot unmap'));
   }
 
+  /**
+   * The subnets a member's membership certificate grants: what routing may accept from it. null when
+   * the network has no membership CA; [] for a UID that is not an admitted member.
+   */
+  grantedSubnets(uid: Uid): string[] | null {
+    return this.core.grantedSubnets(uid);
+  }
+
+  /** Logs (once per controller start) what is wrong with our own membership certificate, or its coming expiry. */
+  private checkOwnCert(now: number): void {
+    const ca = this.membership.ca;
+    if (ca === null || this.ownCertLogged || this.ownFingerprint === null) return;
+    this.ownCertLogged = true;
+    const own = this.ownCert(now)!;
+    if (own.problem) this.log.error({ problem: own.problem }, 'our membership certificate will be refused by the other members');
+    else if (own.warning) this.log.warn({ expires: new Date(own.expires_ms!).toISOString() }, `our membership certificate ${own.warning}`);
+  }
+
+  private ownCert(now: number): OwnMemberCertStatus | null {
+    const ca = this.membership.ca;
+    if (ca === null) return null;
+    return ownMemberCertStatus(ca, this.config.member_cert ?? null, { bareJid: bareJid(this.config.xmpp.jid), fingerprint: this.ownFingerprint, uid: this.uid }, now);
+  }
+
+  private membershipStatus(now: number): GroupVpnMembershipStatus {
+    const expiring: GroupVpnMembershipStatus['expiring'] = [];
+    for (const p of this.peers.members()) {
+      const exp = this.peers.trustOf(p.uid)?.expiresMs ?? null;
+      if (exp !== null && exp - now <= EXPIRY_WARNING_MS) expiring.push({ uid: p.uid, jid: p.jid, expires_ms: exp });
+    }
+    return { ...this.membership.status(), refusals: { ...this.core.admissionRefusals }, own_cert: this.ownCert(now), expiring };
+  }
+
   // --- status -----------------------------------------------------------------------------------------
 
   status(): GroupVpnStatus {
@@ -419,6 +487,7 @@ export class GroupVpnController {
       refusals: { ...this.refusals },
       trickle: { ...this.signaling.trickleCounters },
       routing: this.routing.status(),
+      membership: this.membershipStatus(now),
     };
   }
 }

@@ -8,3 +8,5 @@ export * from './controller-messages.js';
 export * from './social-config.js';
 export * from './overlay-messages.js';
 export * from './lane-control.js';
+export * from './member-cert.js';
+export * from './trust.js';

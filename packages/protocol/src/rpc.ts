@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { Uid, ip4ToNumber, ip6ToBytes, parseCidr } from './uid.js';
 import { NODE_CAPS_MAX, NodeCap, NodeCert } from './signal.js';
+import { MemberCert } from './member-cert.js';
 
 /**
  * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
@@ -119,8 +120,8 @@ export const SetLocalIpRequest = z.strictObject({
 });
 
 /**
- * Connects the datapath's XMPP session; `overlay` (GroupVPN network id) and `caps` (what the
- * controller takes, e.g. `trickle`) are announced in presence.
+ * Connects the datapath's XMPP session; `overlay` (GroupVPN network id), `caps` (what the
+ * controller takes, e.g. `trickle`) and `member_cert` are announced in presence.
  */
 export const RegisterSvcRequest = z.strictObject({
   ...base,
@@ -128,6 +129,8 @@ export const RegisterSvcRequest = z.strictObject({
   xmpp: XmppCredentials,
   overlay: z.string().max(64).optional(),
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
+  /** This node's membership certificate, announced in presence (`mcert`) when the network has a CA. */
+  member_cert: MemberCert.optional(),
 });
 
 /**
@@ -380,6 +383,8 @@ export const PeerInfo = z.strictObject({
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
   /** The node certificate its presence announced (absent when none or unreadable). */
   cert: NodeCert.optional(),
+  /** The membership certificate its presence announced (absent when none or not of the right form). */
+  member_cert: MemberCert.optional(),
 });
 export type PeerInfo = z.infer<typeof PeerInfo>;
 
@@ -473,6 +478,8 @@ export const PresenceEvent = z.strictObject({
    * could not read as an X.509 certificate). Announced, not verified: trusting it is policy.
    */
   cert: NodeCert.optional(),
+  /** The peer's membership certificate (online only; as announced, not verified). */
+  member_cert: MemberCert.optional(),
 });
 export const SignalEvent = z.strictObject({
   event: z.literal('signal'),

@@ -14,6 +14,7 @@ import {
 import {
   AddressPool,
   DEFAULT_OVERLAY_TUNING,
+  Membership,
   OverlayController,
   PersistentJsonFile,
   Subnet4,
@@ -147,7 +148,17 @@ export class SocialVpnController {
     this.stateFile = statePath === null ? null : new PersistentJsonFile(statePath, this.clock, this.log);
 
     const statusPath = opts.statusFile === undefined ? join(opts.config.state_dir, STATUS_FILE) : opts.statusFile;
+    const membership = new Membership({
+      ctl: 'socialvpn',
+      stateDir: opts.trustDir !== undefined ? opts.trustDir : statePath === null ? null : opts.config.state_dir,
+      ownBare: this.ownBare,
+      members: opts.config.members,
+      ca: null,
+      clock: this.clock,
+      log: this.log,
+    });
     this.core = new OverlayController({
+      membership,
       uid: this.uid,
       subnet: this.subnet,
       settings: opts.config,
@@ -442,15 +453,7 @@ export class SocialVpnController {
 
   /** Judges the presences of `bare`'s devices again (the roster changed). */
   private readmit(bare: string): void {
-    const now = this.clock.now();
-    const again: { uid: Uid; jid: string; overlay: string | null; online: true }[] = [];
-    for (const p of this.peers.all()) {
-      for (const c of p.claims.values()) if (bareJid(c.jid) === bare) again.push({ uid: p.uid, jid: c.jid, overlay: c.overlay, online: true });
-    }
-    for (const [jid, r] of this.refusedPresences) {
-      if (bareJid(jid) === bare) again.push({ uid: r.uid, jid, overlay: r.overlay, online: true });
-    }
-    for (const ev of again) this.core.handlePresence(this.peers.presence(ev, now));
+    this.core.handlePresence(this.peers.rejudge((p) => bareJid(p.jid) === bare, this.clock.now()));
   }
 
   // --- addresses ------------------------------------------------------------------------------------
@@ -641,6 +644,7 @@ export class SocialVpnController {
       counters: { ...this.counters },
       refusals: { ...this.refusals },
       trickle: { ...this.signaling.trickleCounters },
+      membership: { ...this.core.membership.status(), refusals: { ...this.core.admissionRefusals } },
     };
   }
 

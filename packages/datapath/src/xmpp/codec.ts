@@ -3,13 +3,13 @@
  * The TinCan stanza codec: what the datapath puts on XMPP and how it reads what comes back.
  * Pure functions over ltx elements (no connection), so every garbage case is unit-testable.
  *
- *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=… cert=…/></presence>
+ *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=… cert=… mcert=…/></presence>
  *  - signal:   <message to=FULL type="normal"><signal xmlns=SIGNAL_NS>JSON</signal>
  *              <no-store xmlns="urn:xmpp:hints"/></message>, JSON = XmppSignal {v:1, uid, type, data}
  */
 import { xml, type XmlElement } from '@xmpp/client-core';
 import { X509Certificate } from 'node:crypto';
-import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal, type RosterItem } from '@tincan/protocol';
+import { MAX_SIGNAL_BYTES, MemberCert, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal, type RosterItem } from '@tincan/protocol';
 
 export type { XmlElement } from '@xmpp/client-core';
 
@@ -71,6 +71,8 @@ export interface PresenceAnnouncement {
   caps?: readonly string[];
   /** The node certificate's DER, base64 (NodeCert). */
   cert?: string | null;
+  /** The membership certificate (MemberCert), when the network has a CA. */
+  memberCert?: string | null;
 }
 
 export function buildPresence(uid: string, a: PresenceAnnouncement = {}): XmlElement {
@@ -85,6 +87,7 @@ export function buildPresence(uid: string, a: PresenceAnnouncement = {}): XmlEle
       ...(a.overlay ? { overlay: a.overlay } : {}),
       ...(caps.length > 0 ? { caps: caps.join(' ') } : {}),
       ...(a.cert ? { cert: a.cert } : {}),
+      ...(a.memberCert ? { mcert: a.memberCert } : {}),
     }),
   );
 }
@@ -124,7 +127,7 @@ export function buildSignalMessage(to: string, json: string, id?: string): XmlEl
 
 export type PresenceParse =
   /** An available TinCan node. */
-  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[]; cert: string | null }
+  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[]; cert: string | null; memberCert: string | null }
   /** type="unavailable", or type="error" (treated alike; see design.md). `jid` may be bare. */
   | { kind: 'unavailable'; jid: ParsedJid; error: boolean }
   /** Not for us: subscription requests, probes, presence without the TinCan child, no sender. */
@@ -155,6 +158,7 @@ export function parsePresence(stanza: XmlElement): PresenceParse {
     overlay: overlay ?? null,
     caps: parseCaps(node.attrs.caps),
     cert: parseNodeCert(node.attrs.cert),
+    memberCert: MemberCert.safeParse(node.attrs.mcert).success ? (node.attrs.mcert as string) : null,
   };
 }
 
