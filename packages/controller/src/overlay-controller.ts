@@ -446,7 +446,9 @@ export class OverlayController<C extends OverlayCounters> {
         this.policy.joined(c.uid);
       } else if (c.before === 'member' && c.after === 'absent') {
         this.log.info({ peer: c.uid.slice(0, 12) }, texts.memberLeft);
-        if (this.signaling.state(c.uid) === 'up' && this.tuning.departGraceMs > 0) this.scheduleDeparture(c.uid);
+        // Gone from XMPP: its link gets a grace period (a server restart); refused (a key change, an
+        // expired certificate, a roster change): trimmed at once.
+        if (this.signaling.state(c.uid) === 'up' && this.tuning.departGraceMs > 0 && !this.peers.refusedUid(c.uid)) this.scheduleDeparture(c.uid);
         else this.departed(c.uid);
       }
     }

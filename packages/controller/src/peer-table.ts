@@ -115,6 +115,12 @@ export class PeerTable {
     return this.refused.size;
   }
 
+  /** Whether a presence announcing `uid` is online but refused (not merely gone). */
+  refusedUid(uid: Uid): boolean {
+    for (const r of this.refused.values()) if (r.uid === uid) return true;
+    return false;
+  }
+
   /** Our own full JID (from get_state): our own presence, reflected by the server, is ignored. */
   setOwnJid(jid: string | null, now: number): PresenceChange[] {
     if (jid === this.ownJid) return [];

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ip6FromUid, ip6ToBytes, uidFromIp4, uidToBytes } from '@tincan/protocol';
-import { ManualClock, certFingerprint } from '@tincan/controller';
+import { ip6FromUid, ip6ToBytes, uidFromIp4, uidToBytes, type MemberCertPayload } from '@tincan/protocol';
+import { ManualClock, certFingerprint, generateMemberCa, parseCaPrivateKey, signMemberCert } from '@tincan/controller';
 import { FakeNet, node, unmappedFrame, warnings, type TestNode } from './helpers.js';
 
 let clock: ManualClock;
@@ -497,6 +497,64 @@ describe('GroupVpnController: admission', () => {
     expect(a.ctl.peers.member(b.uid)).toBeUndefined();
     expect(a.ctl.status().membership.refusals).toMatchObject({ no_cert: 1 });
     expect(linkState(a, b)).toBe('idle');
+  });
+});
+
+describe('GroupVpnController: membership CA', () => {
+  const caPair = generateMemberCa();
+  const caPriv = parseCaPrivateKey(caPair.privatePem);
+  const other = parseCaPrivateKey(generateMemberCa().privatePem);
+  const nowS = Math.floor(new ManualClock().now() / 1000);
+  /** The fake datapath's node certificate for the node of `ip4` (its JID is derived from the address). */
+  const fpOf = (ip4: string) => certFingerprint(Buffer.from(`fake node certificate of ${ip4.replace(/\./g, '-')}@vpn.test/tincan`).toString('base64'));
+  const cert = (ip4: string, over: Partial<MemberCertPayload> = {}, key = caPriv) =>
+    signMemberCert(key, { v: 1, net: 'lab', jid: `${ip4.replace(/\./g, '-')}@vpn.test`, fp: fpOf(ip4), ip4, subnets: [], nbf: nowS - 60, exp: nowS + 86_400, ...over });
+  const withCa = (ip4: string, memberCert: string | null) => ({
+    link_policy: 'proactive' as const,
+    membership: { ca_key: caPair.publicKey, cert_file: 'unused' },
+    member_cert: memberCert ?? null,
+  });
+
+  it('links members with valid certificates, refuses the others by reason, and grants what the certificate says', async () => {
+    const a = await node(net, clock, '10.254.0.1', withCa('10.254.0.1', cert('10.254.0.1')));
+    const b = await node(net, clock, '10.254.0.2', withCa('10.254.0.2', cert('10.254.0.2', { subnets: ['10.88.0.0/24'], exp: nowS + 3600 })));
+    const bad = [
+      await node(net, clock, '10.254.0.3', withCa('10.254.0.3', null)),
+      await node(net, clock, '10.254.0.4', withCa('10.254.0.4', cert('10.254.0.4', {}, other))),
+      await node(net, clock, '10.254.0.5', withCa('10.254.0.5', cert('10.254.0.5', { fp: fpOf('10.254.0.9') }))),
+      await node(net, clock, '10.254.0.6', withCa('10.254.0.6', cert('10.254.0.7'))), // another member's certificate
+      await node(net, clock, '10.254.0.8', withCa('10.254.0.8', cert('10.254.0.8', { nbf: nowS - 7200, exp: nowS - 3600 }))),
+    ];
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    for (const n of bad) expect(linkState(a, n)).toBe('idle');
+    expect(a.dp.callsOf('register_svc')[0]!.params.member_cert).toBe(cert('10.254.0.1'));
+    expect(a.ctl.status().membership).toMatchObject({
+      mode: 'ca',
+      refusals: { no_member_cert: 1, member_cert_bad_signature: 1, member_cert_wrong_key: 1, member_cert_wrong_jid: 1, member_cert_expired: 1 },
+      own_cert: { problem: null, warning: expect.stringMatching(/^expires in 24 h/) }, // a day left: within the warning week
+      expiring: [{ uid: b.uid, jid: b.dp.jid, expires_ms: (nowS + 3600) * 1000 }],
+    });
+    expect(bad[0]!.ctl.status().membership.own_cert?.problem).toMatch(/no membership certificate/);
+    expect(a.ctl.grantedSubnets(b.uid)).toEqual(['10.88.0.0/24']);
+    expect(a.ctl.grantedSubnets(bad[0]!.uid)).toEqual([]);
+    expect(b.ctl.grantedSubnets(a.uid)).toEqual([]);
+    // no pins are made with a CA
+    expect(a.ctl.status().membership.pinned).toBe(0);
+    // b's certificate expires: b is refused from then on, and its link trimmed
+    await clock.advance(3600_000 + 5_000); // its expiry and the next poll: refused, so no grace for its link
+    expect(a.ctl.peers.member(b.uid)).toBeUndefined();
+    expect(linkState(a, b)).toBe('idle');
+    expect(a.ctl.status().membership.refusals.member_cert_expired).toBe(2);
+    expect(a.ctl.grantedSubnets(b.uid)).toEqual([]);
+  });
+
+  it('without a CA, certificates restrict nothing: grantedSubnets is null', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.ctl.grantedSubnets(b.uid)).toBeNull();
   });
 });
 
