@@ -622,6 +622,7 @@ export class OverlayController<C extends OverlayCounters> {
     const accepted = new Set(this.membership.takeAcceptRequests());
     if (accepted.size > 0) {
       this.handlePresence(this.peers.rejudge((p) => accepted.has(pinKey(bareJid(p.jid), p.uid)), now));
+      this.markDirty();
     }
     this.handlePresence(this.peers.rejudge((_p, c) => c !== null && c.trust?.expiresMs != null && c.trust.expiresMs <= now, now));
   }
