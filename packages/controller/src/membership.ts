@@ -51,8 +51,9 @@ export interface MembershipOptions {
   log: Logger;
 }
 
-/** Pins kept, and refused key changes remembered (the oldest is forgotten beyond these). */
+/** Pins kept in all and per account (a member announcing ever new UIDs), and refused key changes remembered. */
 const MAX_PINS = 65_536;
+const MAX_PINS_PER_ACCOUNT = 1024;
 const MAX_PENDING = 256;
 /** A membership certificate expiring within this long is reported (status, log). */
 export const EXPIRY_WARNING_MS = 7 * 86_400_000;
@@ -152,7 +153,12 @@ export class Membership {
     const pin = this.pins.pins[key];
     const trust: ClaimTrust = { cert: p.cert, fingerprint, subnets: null, expiresMs: null };
     if (pin === undefined) {
-      if (Object.keys(this.pins.pins).length >= MAX_PINS) return { ok: false, reason: 'pins_full', detail: `${MAX_PINS} keys pinned already` };
+      const keys = Object.keys(this.pins.pins);
+      if (keys.length >= MAX_PINS) return { ok: false, reason: 'pins_full', detail: `${MAX_PINS} keys pinned already` };
+      const prefix = `${bare} `;
+      if (keys.filter((k) => k.startsWith(prefix)).length >= MAX_PINS_PER_ACCOUNT) {
+        return { ok: false, reason: 'pins_full', detail: `${MAX_PINS_PER_ACCOUNT} keys pinned for ${bare} already` };
+      }
       this.pins.pins[key] = { fingerprint, since_ms: this.o.clock.now() };
       delete this.pins.pending[key];
       this.o.log.info({ jid: bare, peer: p.uid.slice(0, 12), fingerprint }, 'first key seen for this member: pinned');

@@ -193,6 +193,20 @@ describe('Membership', () => {
     expect(lines.some((l) => l.msg === 'key change accepted by the operator: new key pinned')).toBe(true);
   });
 
+  it('bounds the pins an account can make by announcing ever new UIDs', () => {
+    const { m } = make();
+    let refused = 0;
+    for (let i = 0; i < 1030; i++) {
+      const r = m.admit(presence('flood@vpn.test/x', NODE_CERT, uidFromIp4(`10.9.${i >> 8}.${i & 255}`)));
+      if (!r.ok) {
+        expect(r.reason).toBe('pins_full');
+        refused++;
+      }
+    }
+    expect(refused).toBe(6);
+    expect(m.admit(presence('other@vpn.test/x')).ok).toBe(true);
+  });
+
   it('with a CA, admits only what a valid certificate binds, and reports what it grants', () => {
     const k = ca();
     const { m } = make({ ca: { key: k.pub, network: 'lab' } });
