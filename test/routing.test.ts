@@ -15,15 +15,9 @@ const lab = JSON.parse(readFileSync(`${LAB_DIR}/lab.json`, 'utf8')) as LabInfo;
 const ip = (...args: string[]) => run('ip', args, { timeout: 10_000 });
 
 const ttlOf = (pingOutput: string): number => Number(/ttl=(\d+)/.exec(pingOutput)?.[1] ?? NaN);
-/**
- * The lab's presences carry no node certificates yet, so the controllers' channel has no keys: routes
- * are exchanged unauthenticated (the MACs are covered by packages/controller/test/channel-auth.test.ts).
- */
-const UNAUTHENTICATED = { allow_unauthenticated: true };
-
 describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays and routes a container subnet', () => {
   /** Every member's config grants pub the container subnet. */
-  const ROUTER_MODE = { ...UNAUTHENTICATED, routers: { '10.254.6.4': ['10.44.0.0/24'] } };
+  const ROUTER_MODE = { routers: { '10.254.6.4': ['10.44.0.0/24'] } };
   const CONTAINER_NS = ns('ct4');
   const h1 = new GroupNode({
     host: 'h1', ip4: '10.254.6.1', account: 'node21', networkId: 'gv-route', policy: 'proactive',
@@ -116,7 +110,7 @@ describe('multi-hop routing and router mode: h1 and h2 may not link, pub relays 
 
 describe('on demand: traffic flows through a relay while the direct link is being made', () => {
   const mk = (host: string, i: number, account: string) => new GroupNode({
-    host, ip4: `10.254.8.${i}`, account, networkId: 'gv-demand', policy: 'on-demand', routing: UNAUTHENTICATED,
+    host, ip4: `10.254.8.${i}`, account, networkId: 'gv-demand', policy: 'on-demand',
   }, lab);
   const h1 = mk('h1', 1, 'node25');
   const h2 = mk('h2', 2, 'node26');
@@ -156,7 +150,7 @@ describe('structured topology: 32 nodes, O(log n) links per node and hops', () =
   const N = 32;
   const nodes = Array.from({ length: N }, (_, i) => new GroupNode({
     host: `m${i + 1}`, ip4: `10.254.7.${i + 1}`, account: `node${33 + i}`, networkId: 'gv-ring', policy: 'on-demand',
-    routing: { topology: 'structured', ...UNAUTHENTICATED },
+    routing: { topology: 'structured' },
   }, lab));
   printLogsOnFailure(() => nodes.slice(0, 3));
 

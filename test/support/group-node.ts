@@ -35,6 +35,8 @@ export interface GroupNodeSpec {
   routing?: Record<string, unknown>;
   /** Extra tincan-datapath options (e.g. --watchdog). */
   datapathArgs?: string[];
+  /** More config keys (e.g. members, membership). */
+  extraConfig?: Record<string, unknown>;
 }
 
 /** The parts of groupvpn-status.json the tests read. */
@@ -97,6 +99,7 @@ export class GroupNode {
       datapath: '127.0.0.1:5801',
       state_dir: stateDir,
       ...(spec.routing ? { routing: spec.routing } : {}),
+      ...spec.extraConfig,
     }, null, 2));
     this.files = { dir, stateDir, configFile };
     return this.files;
@@ -158,8 +161,13 @@ export class GroupNode {
   }
 
   async status(): Promise<StateLike> {
-    const { stdout } = await run('ip', ['netns', 'exec', this.ns, process.execPath, CTL_BIN, '--state-dir', this.stateDir, 'status', '--json'], { timeout: 10_000 });
-    return JSON.parse(stdout) as StateLike;
+    return JSON.parse(await this.ctl('status', '--json')) as StateLike;
+  }
+
+  /** Runs tincanctl in the node's namespace with its state directory; its stdout. */
+  async ctl(...args: string[]): Promise<string> {
+    const { stdout } = await run('ip', ['netns', 'exec', this.ns, process.execPath, CTL_BIN, '--state-dir', this.stateDir, ...args], { timeout: 20_000 });
+    return stdout;
   }
 
   /** Links in state up, by peer UID (empty if the datapath does not answer). */

@@ -1,20 +1,33 @@
 #!/usr/bin/env node
-import { readFile } from 'node:fs/promises';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { DEFAULT_RPC_PORT, parseEndpoint } from '@tincan/protocol';
-import { DatapathClient } from '@tincan/controller';
-import { renderControllerDrops, renderStatus } from './status-table.js';
+import { DatapathClient, generateMemberCa } from '@tincan/controller';
+import { renderControllerDrops, renderMembership, renderStatus } from './status-table.js';
+import {
+  describeCertificate,
+  pendingChanges,
+  renderTrust,
+  requestsTaken,
+  selectPending,
+  signCertificate,
+  writeAcceptRequests,
+} from './membership.js';
 
 const program = new Command()
   .name('tincanctl')
-  .description('Inspect a running tincan-datapath over its RPC')
+  .description('Inspect a running tincan-datapath and its controller; manage key trust and the membership CA')
   .option('--rpc <address:port>', 'the datapath RPC endpoint', `127.0.0.1:${DEFAULT_RPC_PORT}`)
-  .option('--state-dir <dir>', "the datapath's state directory (holds the RPC token: run as the datapath's user)", '/var/lib/tincan');
+  .option('--state-dir <dir>', "the datapath's (and controller's) state directory: RPC token, status files, key pins (run as the datapath's user)", '/var/lib/tincan');
+
+function stateDir(): string {
+  return program.opts<{ stateDir: string }>().stateDir;
+}
 
 async function withClient<T>(fn: (c: DatapathClient) => Promise<T>): Promise<T> {
-  const { rpc, stateDir } = program.opts<{ rpc: string; stateDir: string }>();
-  const client = await DatapathClient.connect({ rpc: parseEndpoint(rpc), stateDir, timeoutMs: 2000 });
+  const { rpc } = program.opts<{ rpc: string }>();
+  const client = await DatapathClient.connect({ rpc: parseEndpoint(rpc), stateDir: stateDir(), timeoutMs: 2000 });
   try {
     return await fn(client);
   } finally {
@@ -22,9 +35,22 @@ async function withClient<T>(fn: (c: DatapathClient) => Promise<T>): Promise<T> 
   }
 }
 
+/** The controllers' status files in the state directory (a missing or garbled one is skipped). */
+function controllerStatuses(): { ctl: string; status: unknown }[] {
+  const out: { ctl: string; status: unknown }[] = [];
+  for (const ctl of ['groupvpn', 'socialvpn']) {
+    try {
+      out.push({ ctl, status: JSON.parse(readFileSync(join(stateDir(), `${ctl}-status.json`), 'utf8')) as unknown });
+    } catch {
+      // none, or being replaced
+    }
+  }
+  return out;
+}
+
 program
   .command('status')
-  .description('node, XMPP session, links (state, candidate types, RTT, traffic) and online peers')
+  .description('node, XMPP session, links (state, candidate types, RTT, traffic), online peers, and membership: refusals by reason, key changes waiting, certificate expiry')
   .option('--json', 'print get_state as JSON')
   .option('--all-peers', "list every online TinCan peer, not only those of the datapath's overlay")
   .action(async (o: { json?: boolean; allPeers?: boolean }) => {
@@ -34,18 +60,14 @@ program
       console.log(JSON.stringify(s, null, 2));
       return;
     }
-    console.log(renderStatus(s));
-    // The controller's drops of hostile input, from its status file next to the datapath's token.
-    for (const file of ['groupvpn-status.json', 'socialvpn-status.json']) {
-      const text = await readFile(join(program.opts<{ stateDir: string }>().stateDir, file), 'utf8').catch(() => null);
-      let drops: string | null = null;
-      try {
-        drops = text === null ? null : renderControllerDrops(JSON.parse(text));
-      } catch {
-        drops = null; // being rewritten: nothing to show this time
-      }
-      if (drops) console.log(`\n${drops}`);
+    const lines = [renderStatus(s)];
+    for (const { ctl, status } of controllerStatuses()) {
+      lines.push(...renderMembership(ctl, status));
+      // The controller's drops of hostile input.
+      const drops = renderControllerDrops(status);
+      if (drops) lines.push('', drops);
     }
+    console.log(lines.join('\n'));
   });
 
 program
@@ -55,6 +77,99 @@ program
   .action(async (text: string) => {
     const r = await withClient((c) => c.call('echo', { data: text }));
     console.log(r.data);
+  });
+
+const trust = program
+  .command('trust')
+  .description('keys pinned on first use (no membership CA): list them, accept a refused key change');
+
+trust
+  .command('list')
+  .description('pinned keys and refused key changes, per controller')
+  .action(() => console.log(renderTrust(stateDir())));
+
+trust
+  .command('accept')
+  .description(
+    'accept a refused key change (after checking it with its owner): the new key is pinned, and the controller admits the ' +
+      'node within a few seconds. WHO is a UID prefix (8+ hex digits) or a JID (all of its refused changes).',
+  )
+  .argument('<who>', 'UID prefix or JID, as tincanctl status or trust list shows it')
+  .option('--fingerprint <fp>', 'accept only the change to this key (the fingerprint its owner reads in tincanctl status)')
+  .option('--no-wait', 'do not wait for the controller to take it')
+  .action(async (who: string, o: { fingerprint?: string; wait: boolean }) => {
+    const dir = stateDir();
+    const hits = selectPending(pendingChanges(dir), who, o.fingerprint);
+    if (hits.length === 0) throw new Error(`no refused key change matches ${who}${o.fingerprint ? ` with ${o.fingerprint}` : ''} (tincanctl trust list)`);
+    const paths = writeAcceptRequests(dir, hits);
+    for (const h of hits) console.log(`accepting ${h.jid} ${h.uid.slice(0, 12)}: ${h.pinned ?? '?'} -> ${h.fingerprint} (${h.ctl})`);
+    if (!o.wait) return;
+    for (let i = 0; i < 30; i++) {
+      if (requestsTaken(dir, paths)) {
+        console.log('done: the controller pinned the new key');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    console.log('written; the controller takes it at its next poll once it runs');
+  });
+
+const ca = program
+  .command('ca')
+  .description('the membership CA of a GroupVPN network: a key pair kept offline, certificates for members (see docs/security.md)');
+
+ca
+  .command('init')
+  .description('make a CA key pair: DIR/ca-key.pem (private, mode 0600; keep it offline, never on nodes) and DIR/ca-key.pub; prints the public key for the config (membership.ca_key)')
+  .requiredOption('--dir <dir>', 'where to write the key pair')
+  .action((o: { dir: string }) => {
+    const priv = join(o.dir, 'ca-key.pem');
+    if (existsSync(priv)) throw new Error(`${priv} exists: refusing to replace a CA key`);
+    const k = generateMemberCa();
+    writeFileSync(priv, k.privatePem, { mode: 0o600, flag: 'wx' });
+    writeFileSync(join(o.dir, 'ca-key.pub'), `${k.publicKey}\n`, { mode: 0o644 });
+    console.log(k.publicKey);
+  });
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+ca
+  .command('sign')
+  .description("sign a member's certificate: network, bare JID, node key (its node-cert.pem or fingerprint), virtual IPv4, subnets it may route for, validity")
+  .requiredOption('--key <file>', 'the CA private key (ca-key.pem)')
+  .requiredOption('--network <id>', 'the network id (network_id)')
+  .requiredOption('--jid <jid>', "the member's bare JID")
+  .requiredOption('--ip4 <address>', "the member's virtual IPv4 address (no prefix length)")
+  .option('--node-cert <file>', "the member's node-cert.pem (from its datapath's state directory)")
+  .option('--fingerprint <fp>', "or its node key's SHA-256 fingerprint (tincanctl status, identity line)")
+  .option('--subnet <cidr>', 'a subnet it may route for (router mode); repeat for more', collect, [] as string[])
+  .option('--days <n>', 'valid for this many days (expiry is how a certificate is revoked: keep it short)', '30')
+  .option('--not-before <iso>', 'valid from (default: now)')
+  .option('--out <file>', 'write it there (default: print it)')
+  .action((o: { key: string; network: string; jid: string; ip4: string; nodeCert?: string; fingerprint?: string; subnet: string[]; days: string; notBefore?: string; out?: string }) => {
+    const notBefore = o.notBefore !== undefined ? new Date(o.notBefore) : undefined;
+    if (notBefore !== undefined && Number.isNaN(notBefore.getTime())) throw new Error(`--not-before: not a date: ${o.notBefore}`);
+    const text = signCertificate({
+      caKeyPem: readFileSync(o.key, 'utf8'),
+      network: o.network,
+      jid: o.jid,
+      ip4: o.ip4,
+      ...(o.nodeCert !== undefined ? { nodeCertPem: readFileSync(o.nodeCert, 'utf8') } : {}),
+      ...(o.fingerprint !== undefined ? { fingerprint: o.fingerprint } : {}),
+      subnets: o.subnet,
+      days: Number(o.days),
+      ...(notBefore ? { notBefore } : {}),
+    });
+    if (o.out) writeFileSync(o.out, `${text}\n`, { mode: 0o644 });
+    else console.log(text);
+  });
+
+ca
+  .command('show')
+  .description('what a membership certificate says (and whether the CA signed it, with --ca-key)')
+  .argument('<file>', 'the certificate file')
+  .option('--ca-key <key>', 'the CA public key (ed25519:…) to check the signature against')
+  .action((file: string, o: { caKey?: string }) => {
+    console.log(describeCertificate(readFileSync(file, 'utf8'), o.caKey));
   });
 
 program.parseAsync().catch((err: Error) => {

@@ -78,3 +78,61 @@ export function renderControllerDrops(status: unknown): string | null {
   add(st.datapath?.handler_failures, 'handler_failed ', true);
   return found.length ? `controller drops: ${found.join(', ')}` : null;
 }
+
+/** The parts of a controller's status file (groupvpn-status.json, socialvpn-status.json) shown here. */
+interface MembershipView {
+  mode?: unknown;
+  refusals?: unknown;
+  pending_keys?: unknown;
+  pinned?: unknown;
+  members?: unknown;
+  own_cert?: unknown;
+  expiring?: unknown;
+}
+
+/**
+ * The "membership" lines of `tincanctl status`, from a controller's status file: who gets in, what
+ * was refused and why, key changes waiting for `tincanctl trust accept`, certificate expiry. The file
+ * is read defensively: anything unexpected is skipped, never thrown.
+ */
+export function renderMembership(ctl: string, statusFile: unknown, now = Date.now()): string[] {
+  const m = (statusFile as { membership?: MembershipView } | null)?.membership;
+  if (!m || typeof m !== 'object') return [];
+  const lines = ['', `membership (${ctl}): ${m.mode === 'ca' ? 'membership CA' : 'keys pinned on first use'}${typeof m.pinned === 'number' && m.mode !== 'ca' ? `, ${m.pinned} pinned` : ''}`];
+  const members = m.members as { groups?: string[]; jids?: string[]; domains?: string[] } | null | undefined;
+  if (members && typeof members === 'object') {
+    const parts = [['groups', members.groups], ['jids', members.jids], ['domains', members.domains]]
+      .filter(([, v]) => Array.isArray(v) && v.length > 0)
+      .map(([k, v]) => `${String(k)} ${(v as string[]).join(',')}`);
+    if (parts.length) lines.push(`  members: ${parts.join('; ')}`);
+  }
+  const own = m.own_cert as { expires_ms?: number | null; problem?: string | null; warning?: string | null } | null | undefined;
+  if (own && typeof own === 'object') {
+    if (typeof own.problem === 'string') lines.push(`  our certificate: PROBLEM ${own.problem}`);
+    else if (typeof own.warning === 'string') lines.push(`  our certificate: WARNING ${own.warning}`);
+    else if (typeof own.expires_ms === 'number') lines.push(`  our certificate: valid until ${new Date(own.expires_ms).toISOString()} (${days(own.expires_ms - now)})`);
+  }
+  if (Array.isArray(m.expiring)) {
+    for (const e of m.expiring as { uid?: string; jid?: string; expires_ms?: number }[]) {
+      if (typeof e?.uid === 'string' && typeof e.expires_ms === 'number') {
+        lines.push(`  WARNING ${e.uid.slice(0, 12)} ${e.jid ?? ''}: its certificate expires ${new Date(e.expires_ms).toISOString()} (${days(e.expires_ms - now)})`);
+      }
+    }
+  }
+  if (m.refusals && typeof m.refusals === 'object') {
+    const r = Object.entries(m.refusals as Record<string, unknown>).filter(([, n]) => typeof n === 'number' && n > 0);
+    lines.push(`  presences refused: ${r.length ? r.map(([k, n]) => `${k} ${String(n)}`).join(', ') : 'none'}`);
+  }
+  if (Array.isArray(m.pending_keys)) {
+    for (const p of m.pending_keys as { jid?: string; uid?: string; fingerprint?: string }[]) {
+      if (typeof p?.uid !== 'string') continue;
+      lines.push(`  KEY CHANGED ${p.jid ?? '?'} ${p.uid.slice(0, 12)}: new key ${p.fingerprint ?? '?'} refused (tincanctl trust accept ${p.uid.slice(0, 12)})`);
+    }
+  }
+  return lines;
+}
+
+function days(ms: number): string {
+  if (ms <= 0) return 'expired';
+  return ms < 86_400_000 ? `${Math.round(ms / 3_600_000)} h left` : `${Math.round(ms / 86_400_000)} days left`;
+}

@@ -69,14 +69,15 @@ export interface ChannelKeyringCounters {
 }
 
 /**
- * The pair keys of this node with its peers: certificates arrive with the peers' presences; a key is
- * derived on first use and kept until the peer's certificate changes or the peer is forgotten. At
- * most `maxPeers` peers are remembered (the least recently set goes first).
+ * The pair keys of this node with its peers, from the node certificate the controller trusts for each
+ * (pinned, or bound by a membership certificate — never one merely announced): a key is derived on
+ * first use and kept until the peer's trusted certificate changes or the peer is forgotten. At most
+ * `maxPeers` peers are remembered (the least recently derived goes first).
  */
 export class ChannelKeyring {
   readonly counters: ChannelKeyringCounters = { certs_refused: 0 };
   private privateKey: KeyObject | null = null;
-  private readonly peers = new Map<Uid, { cert: string; owner: string; key: Buffer | null }>();
+  private readonly peers = new Map<Uid, { cert: string; key: Buffer | null }>();
 
   constructor(
     private readonly self: Uid,
@@ -87,39 +88,31 @@ export class ChannelKeyring {
   setPrivateKey(key: KeyObject | null): void {
     if (key === this.privateKey) return;
     this.privateKey = key;
-    for (const p of this.peers.values()) p.key = null;
+    this.peers.clear();
   }
 
   get hasPrivateKey(): boolean {
     return this.privateKey !== null;
   }
 
-  /** A certificate announced for `uid` by `owner` (the presence's full JID). */
-  setPeerCert(uid: Uid, owner: string, certB64: string): void {
-    const have = this.peers.get(uid);
-    if (have?.cert === certB64 && have.owner === owner) return;
-    const pub = certPublicKey(certB64);
-    if (!pub.ok) {
-      this.counters.certs_refused++;
-      return;
-    }
-    this.peers.delete(uid);
-    this.peers.set(uid, { cert: certB64, owner, key: null });
-    if (this.peers.size > this.maxPeers) this.peers.delete(this.peers.keys().next().value as Uid);
-  }
-
   forget(uid: Uid): void {
     this.peers.delete(uid);
   }
 
-  /** The key shared with `uid` if its certificate came from `owner` (its current member JID); else null. */
-  key(uid: Uid, owner: string | null): Buffer | null {
-    const p = this.peers.get(uid);
-    if (!p || this.privateKey === null || owner === null || p.owner !== owner) return null;
-    if (p.key === null) {
-      const pub = certPublicKey(p.cert);
-      if (!pub.ok) return null;
-      p.key = pairKey(this.privateKey, pub.key, this.self, uid);
+  /**
+   * The key shared with `uid` whose trusted node certificate is `certB64` (base64 DER); null without
+   * one, without our own key, or when the certificate holds no P-256 key (counted once per certificate).
+   */
+  key(uid: Uid, certB64: string | null): Buffer | null {
+    if (certB64 === null || this.privateKey === null) return null;
+    let p = this.peers.get(uid);
+    if (p?.cert !== certB64) {
+      const pub = certPublicKey(certB64);
+      if (!pub.ok) this.counters.certs_refused++;
+      p = { cert: certB64, key: pub.ok ? pairKey(this.privateKey, pub.key, this.self, uid) : null };
+      this.peers.delete(uid);
+      this.peers.set(uid, p);
+      if (this.peers.size > this.maxPeers) this.peers.delete(this.peers.keys().next().value as Uid);
     }
     return p.key;
   }

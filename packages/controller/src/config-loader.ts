@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { checkConfig, type XmppAccount, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
+import { MemberCert, checkConfig, type MembershipConfig, type XmppAccount, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
 
 /** A config file that cannot be used; the message names the file, the key and what is expected. */
 export class ConfigError extends Error {
@@ -89,4 +89,23 @@ export async function resolveXmppCredentials(file: string, x: XmppConfig, keyPat
 export function xmppAccountFor(x: ResolvedXmpp, withPassword = false): XmppAccount {
   const { password_file, password, ...rest } = x;
   return password_file !== undefined && !withPassword ? { ...rest, password_file } : { ...rest, password };
+}
+
+/**
+ * This node's membership certificate (membership.cert_file, relative to the config file), or null
+ * without a membership CA. An unreadable file or one that holds no certificate is a ConfigError.
+ */
+export async function resolveMemberCert(file: string, m: MembershipConfig | undefined): Promise<string | null> {
+  if (m === undefined) return null;
+  const path = configRelative(file, m.cert_file);
+  let text: string;
+  try {
+    text = (await readFile(path, 'utf8')).trim();
+  } catch (err) {
+    throw new ConfigError(file, [`membership.cert_file: cannot read ${path}: ${(err as Error).message}`]);
+  }
+  if (!MemberCert.safeParse(text).success) {
+    throw new ConfigError(file, [`membership.cert_file: ${path} holds no membership certificate (tincanctl ca sign writes one)`]);
+  }
+  return text;
 }

@@ -22,3 +22,5 @@ export * from './controller-channel.js';
 export * from './channel-auth.js';
 export * from './input-guard.js';
 export * from './structured-topology.js';
+export * from './membership.js';
+export * from './member-cert.js';

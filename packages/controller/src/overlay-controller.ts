@@ -7,10 +7,13 @@ import {
   ip6FromUid,
   ip6ToBytes,
   parseControllerSignal,
+  pinKey,
+  sdpFingerprint,
   uidToBytes,
   type EventOf,
   type LinkInfo,
   type RpcEvent,
+  type RpcResults,
   type StateResult,
   type Uid,
   type XmppAccount,
@@ -22,7 +25,8 @@ import { errorMessage, rpcErrorCode, type DatapathPort } from './datapath-port.j
 import { DatapathSupervisor } from './datapath-supervisor.js';
 import { PacketQueue } from './packet-queue.js';
 import type { OverlayCounters, OverlayHostOptions, OverlayPolicy, OverlaySettings, OverlayTuning, RefusalCounts } from './overlay-policy.js';
-import { PeerTable, type PresenceChange } from './peer-table.js';
+import { PeerTable, type PresenceChange, type PresenceInput } from './peer-table.js';
+import { bareJid, type Membership } from './membership.js';
 import type { LinkActivity } from './link-policy.js';
 import { LogLimiter } from './rate-limit.js';
 import { FAILURE_REASONS, Signaling, type CloseReason, type SignalOutcome } from './signaling.js';
@@ -44,6 +48,10 @@ export interface OverlayControllerOptions<C extends OverlayCounters> {
   /** The status file path, or null for none. */
   statusPath: string | null;
   status: () => unknown;
+  /** Admission beyond the policy's: members filter, keys (pins or membership CA). */
+  membership: Membership;
+  /** Our membership certificate, announced in presence (register_svc member_cert), or null. */
+  memberCert?: string | null;
 }
 
 const ZERO_UID = Buffer.alloc(UID_BYTES);
@@ -64,6 +72,11 @@ export class OverlayController<C extends OverlayCounters> {
   readonly supervisor: DatapathSupervisor;
   readonly counters: C;
   readonly refusals: RefusalCounts = {};
+  /** Presences refused, by reason (not_member, no_cert, key_changed, uid_taken, member_cert_…, and the policy's). */
+  readonly admissionRefusals: RefusalCounts = {};
+  readonly membership: Membership;
+  /** The certificate last handed to the datapath per peer (set_peer_cert). */
+  private readonly peerCertsSent = new Map<Uid, string>();
   readonly backoff: Backoff;
   readonly queue: PacketQueue;
   readonly warnLimiter: LogLimiter;
@@ -86,6 +99,7 @@ export class OverlayController<C extends OverlayCounters> {
   private networkChanged = false;
   private readonly statusFile: StatusFile | null;
   private readonly statusOf: () => unknown;
+  private readonly memberCert: string | null;
   /** set_local_ip and register_svc done on the current datapath: the policy may act. */
   private ready = false;
   private xmppState = 'unregistered';
@@ -105,12 +119,21 @@ export class OverlayController<C extends OverlayCounters> {
     this.clock = opts.clock;
     this.log = opts.log;
     this.statusOf = opts.status;
+    this.memberCert = opts.memberCert ?? null;
     const t = this.tuning;
     const host = opts.host;
     this.backoff = new Backoff({ initialMs: t.backoffInitialMs, maxMs: t.backoffMaxMs, ...(host.random ? { random: host.random } : {}) });
     this.queue = new PacketQueue({ perPeer: t.queuePerPeer, maxAgeMs: t.queueMaxAgeMs });
     this.warnLimiter = new LogLimiter(this.clock, t.warnIntervalMs);
-    this.peers = new PeerTable({ localUid: this.uid, admit: (p) => this.policy.admit(p) });
+    this.membership = opts.membership;
+    this.peers = new PeerTable({
+      localUid: this.uid,
+      admit: (p) => {
+        const r = this.policy.admit(p);
+        return r.ok ? this.membership.admit(p) : r;
+      },
+      onRefused: (p, reason, detail) => this.presenceRefused(p, reason, detail),
+    });
     this.supervisor = new DatapathSupervisor({
       ...(host.client ? { client: host.client } : {}),
       ...(host.connect ? { connect: host.connect } : {}),
@@ -142,6 +165,7 @@ export class OverlayController<C extends OverlayCounters> {
         prepare: (uid, msg) => this.policy.prepare(uid, msg),
         onUp: (uid) => this.onLinkUp(uid),
         onClosed: (uid, reason, detail) => this.onLinkClosed(uid, reason, detail),
+        jid: (uid) => this.peers.member(uid)?.jid ?? null,
       },
     });
     this.statusFile = opts.statusPath === null ? null : new StatusFile(opts.statusPath, this.clock, this.log);
@@ -167,7 +191,7 @@ export class OverlayController<C extends OverlayCounters> {
     this.wakeups.clear();
     for (const t of this.departures.values()) this.clock.clearTimeout(t);
     this.departures.clear();
-    await this.statusFile?.flush();
+    await Promise.all([this.statusFile?.flush(), this.membership.flush()]);
   }
 
   /** The status file is out of date (rewritten soon, at most so often). */
@@ -185,6 +209,7 @@ export class OverlayController<C extends OverlayCounters> {
       this.policy.datapathRestarted();
       this.activity.clear();
       this.packetsSeen.clear();
+      this.peerCertsSent.clear();
       this.signaling.reset('the datapath restarted');
       this.handlePresence(this.peers.clear(this.clock.now()));
     }
@@ -197,6 +222,7 @@ export class OverlayController<C extends OverlayCounters> {
       mtu: this.settings.vnic.mtu,
     });
     await this.registerSvc();
+    await this.fetchRoster();
     await this.policy.attached?.();
     this.ready = true;
     this.sync(state, seq);
@@ -259,8 +285,10 @@ export class OverlayController<C extends OverlayCounters> {
       this.signaling.trim(uid, `more than max_links (${this.settings.max_links}) links: least recently used`);
     }
     policy.synced?.(state, now);
+    this.rejudgeKeys(now);
     this.queue.expire(now);
     this.forgetGone();
+    this.syncPeerCerts();
     policy.beforeReconcile?.();
     this.reconcileAll();
     this.markDirty();
@@ -272,6 +300,7 @@ export class OverlayController<C extends OverlayCounters> {
       if (p.status !== 'absent' || this.wakeups.has(p.uid)) continue;
       const s = this.signaling.session(p.uid);
       if (s && s.state !== 'idle') continue;
+      this.forgetPeerCert(p.uid);
       this.signaling.forget(p.uid);
       this.peers.forget(p.uid);
       this.backoff.reset(p.uid);
@@ -362,7 +391,7 @@ export class OverlayController<C extends OverlayCounters> {
   }
 
   private async registerAccount(xmpp: XmppAccount): Promise<void> {
-    const base = { xmpp, overlay: this.policy.overlay };
+    const base = { xmpp, overlay: this.policy.overlay, ...(this.memberCert !== null ? { member_cert: this.memberCert } : {}) };
     const caps = this.signaling.caps();
     try {
       await this.supervisor.call('register_svc', { ...base, ...(caps.length > 0 ? { caps } : {}) });
@@ -401,7 +430,7 @@ export class OverlayController<C extends OverlayCounters> {
         this.setXmppState(e.state, now);
         break;
       case 'roster':
-        this.policy.roster?.(e);
+        this.onRoster(e, now);
         break;
     }
   }
@@ -425,10 +454,13 @@ export class OverlayController<C extends OverlayCounters> {
       }
       if (c.after === 'member') {
         this.cancelDeparture(c.uid);
+        this.sendPeerCert(c.uid);
         this.policy.joined(c.uid);
       } else if (c.before === 'member' && c.after === 'absent') {
         this.log.info({ peer: c.uid.slice(0, 12) }, texts.memberLeft);
-        if (this.signaling.state(c.uid) === 'up' && this.tuning.departGraceMs > 0) this.scheduleDeparture(c.uid);
+        // Gone from XMPP: its link gets a grace period (a server restart); refused (a key change, an
+        // expired certificate, a roster change): trimmed at once.
+        if (this.signaling.state(c.uid) === 'up' && this.tuning.departGraceMs > 0 && !this.peers.refusedUid(c.uid)) this.scheduleDeparture(c.uid);
         else this.departed(c.uid);
       }
     }
@@ -513,13 +545,17 @@ export class OverlayController<C extends OverlayCounters> {
       return;
     }
     const msg = parsed.msg;
+    const trust = sender.peer.claims.get(e.jid)?.trust ?? null;
+    const sdpFp = sdpFingerprint(msg.description.sdp);
     const problem =
       msg.overlay !== this.policy.overlay
         ? { refusal: 'overlay_mismatch', detail: `overlay ${JSON.stringify(msg.overlay)}`, reject: 'overlay_mismatch' }
-        : this.policy.checkOffer(sender.peer, e.uid, msg);
+        : trust !== null && sdpFp !== trust.fingerprint
+          ? { refusal: 'fingerprint_mismatch', detail: `description for key ${sdpFp ?? 'none'}, trusted ${trust.fingerprint}`, reject: 'fingerprint_mismatch' }
+          : this.policy.checkOffer(sender.peer, e.uid, msg);
     if (problem !== null) {
       this.refuse(e, problem.refusal, problem.detail);
-      if (parsed.type === 'con_req') this.reject(e.uid, problem.reject, msg.attempt);
+      if (parsed.type === 'con_req') this.reject(e.uid, e.jid, problem.reject, msg.attempt);
       return;
     }
     if (parsed.type === 'con_resp') {
@@ -533,7 +569,7 @@ export class OverlayController<C extends OverlayCounters> {
     if (this.signaling.state(e.uid) === 'idle' && this.signaling.activeCount() >= this.settings.max_links) {
       const victims = this.policy.lruVictims(1);
       if (victims.length === 0) {
-        this.reject(e.uid, 'max_links', msg.attempt);
+        this.reject(e.uid, e.jid, 'max_links', msg.attempt);
         return;
       }
       for (const v of victims) {
@@ -555,11 +591,99 @@ export class OverlayController<C extends OverlayCounters> {
     else if (o === 'glare_yielded') this.counters.glare_yielded++;
   }
 
-  private reject(uid: Uid, reason: string, attempt: string): void {
+  /** Rejects a con_req; to the sender's full JID (a verified member's), never by UID. */
+  private reject(uid: Uid, jid: string, reason: string, attempt: string): void {
     this.counters.con_reject_sent++;
     this.supervisor
-      .call('send_signal', { uid, type: 'con_reject', data: { reason, attempt } })
+      .call('send_signal', { jid, type: 'con_reject', data: { reason, attempt } })
       .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot send con_reject'));
+  }
+
+  // --- membership -----------------------------------------------------------------------------------
+
+  /** Counts and (rate-limited) logs a refused presence. */
+  private presenceRefused(p: PresenceInput, reason: string, detail: string | undefined): void {
+    this.admissionRefusals[reason] = (this.admissionRefusals[reason] ?? 0) + 1;
+    const gate = this.warnLimiter.allow(`presence ${reason} ${p.jid}`);
+    if (!gate.ok) return;
+    const fields = { jid: p.jid, peer: p.uid.slice(0, 12), reason, detail, suppressed: gate.suppressed || undefined };
+    if (reason === 'key_changed' || reason === 'uid_taken' || reason.startsWith('member_cert_') || reason === 'no_member_cert') {
+      this.log.error(fields, 'presence refused: not admitted');
+    } else {
+      this.log.warn(fields, 'presence refused: not admitted');
+    }
+  }
+
+  /** The whole roster or a push: the members filter's groups, then the policy (SocialVPN: friends). */
+  private onRoster(e: EventOf<'roster'>, now: number): void {
+    if (this.membership.applyRoster(e.items, e.full) && this.membership.filtering) {
+      this.handlePresence(this.peers.rejudge(() => true, now));
+    }
+    this.policy.roster?.(e);
+  }
+
+  /**
+   * At every attach (start, datapath restart) the datapath's roster events are long gone: ask for the
+   * roster it holds now, so that a contact removed while this controller was down is refused (and
+   * unlinked) now, before any link is adopted, not at the next XMPP login. A datapath that has no
+   * roster yet sends it at login; an older one without the verb is only logged.
+   */
+  private async fetchRoster(): Promise<void> {
+    let r: RpcResults['get_roster'];
+    try {
+      r = await this.supervisor.call('get_roster', {});
+    } catch (err) {
+      if (rpcErrorCode(err) !== 'bad_request') throw err;
+      this.log.warn(
+        { err: errorMessage(err) },
+        'the datapath has no get_roster (an older version): roster changes made while the controller was down wait for the next XMPP login',
+      );
+      return;
+    }
+    if (r.known) this.onRoster({ event: 'roster', items: r.items, full: true }, this.clock.now());
+  }
+
+  /** Key changes the operator accepted (tincanctl trust accept), and certificates that expired. */
+  private rejudgeKeys(now: number): void {
+    const accepted = new Set(this.membership.takeAcceptRequests());
+    if (accepted.size > 0) {
+      this.handlePresence(this.peers.rejudge((p) => accepted.has(pinKey(bareJid(p.jid), p.uid)), now));
+      this.markDirty();
+    }
+    this.handlePresence(this.peers.rejudge((_p, c) => c !== null && c.trust?.expiresMs != null && c.trust.expiresMs <= now, now));
+  }
+
+  /** Hands the member's trusted certificate to the datapath (set_peer_cert), if it has not got it. */
+  private sendPeerCert(uid: Uid): void {
+    const trust = this.peers.trustOf(uid);
+    if (trust === null || this.peerCertsSent.get(uid) === trust.cert) return;
+    this.peerCertsSent.set(uid, trust.cert);
+    this.supervisor.call('set_peer_cert', { uid, cert: trust.cert }).catch((err: unknown) => {
+      if (this.peerCertsSent.get(uid) === trust.cert) this.peerCertsSent.delete(uid);
+      this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'set_peer_cert failed');
+    });
+  }
+
+  private forgetPeerCert(uid: Uid): void {
+    if (!this.peerCertsSent.delete(uid)) return;
+    this.supervisor.call('set_peer_cert', { uid, cert: null }).catch((err: unknown) => {
+      this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'set_peer_cert (forget) failed');
+    });
+  }
+
+  /** Every member's certificate in the datapath (a key accepted while it stayed a member, a failed call). */
+  private syncPeerCerts(): void {
+    for (const p of this.peers.members()) this.sendPeerCert(p.uid);
+  }
+
+  /**
+   * The subnets a member's membership certificate grants (what routing may take from it): null when
+   * the network has no membership CA (no certificate restricts it), [] for a UID that is not an
+   * admitted member.
+   */
+  grantedSubnets(uid: Uid): string[] | null {
+    if (this.membership.ca === null) return null;
+    return this.peers.trustOf(uid)?.subnets ?? [];
   }
 
   // --- unmapped packets (on-demand trigger) -------------------------------------------------------

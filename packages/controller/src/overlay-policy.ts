@@ -221,4 +221,6 @@ export interface OverlayHostOptions {
   statusFile?: string | null;
   /** Randomness for backoff jitter (tests pass a constant). */
   random?: () => number;
+  /** Where key pins live: default the config's state_dir; null keeps them in memory (tests). */
+  trustDir?: string | null;
 }

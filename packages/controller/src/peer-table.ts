@@ -1,4 +1,5 @@
 import type { Uid } from '@tincan/protocol';
+import { bareJid, type ClaimTrust } from './membership.js';
 
 /** A presence as the datapath reports it (presence event, or get_state peers[]). */
 export interface PresenceInput {
@@ -6,9 +7,13 @@ export interface PresenceInput {
   jid: string;
   overlay: string | null;
   online: boolean;
+  /** The node certificate and membership certificate its presence announced (online only). */
+  cert?: string | undefined;
+  member_cert?: string | undefined;
 }
 
-export type Admission = { ok: true } | { ok: false; reason: string };
+/** `trust`: what the admitted presence's key is trusted with (absent when admission checks no key). */
+export type Admission = { ok: true; trust?: ClaimTrust } | { ok: false; reason: string; detail?: string };
 
 /**
  * absent: no admitted node announces this UID (offline, unknown, or refused);
@@ -22,6 +27,10 @@ export interface Claim {
   overlay: string | null;
   sinceMs: number;
   lastMs: number;
+  /** The key admission trusted for this claim (null: admission checked none). */
+  trust: ClaimTrust | null;
+  /** The presence as admitted (to judge it again). */
+  input: PresenceInput;
 }
 
 export interface Peer {
@@ -51,23 +60,27 @@ export type SenderCheck =
 
 export interface PeerTableOptions {
   localUid: Uid;
-  /** Who may become a peer (GroupVPN: the same overlay; SocialVPN: mutual roster subscription). */
-  admit(p: { uid: Uid; jid: string; overlay: string | null }): Admission;
+  /** Who may become a peer (GroupVPN: the same overlay; SocialVPN: mutual roster subscription; both: the key). */
+  admit(p: PresenceInput): Admission;
+  /** A presence was refused (to count and log it); `uid_taken` is the table's own refusal. */
+  onRefused?(p: PresenceInput, reason: string, detail: string | undefined): void;
   /** Refused presences remembered (to explain refusals); the oldest is forgotten beyond this. */
   maxRefused?: number;
 }
 
 /**
- * The controller's view of the other nodes: presence, admission and address conflicts. A UID is a
- * member only when exactly one admitted full JID announces it; two announcing the same UID (two
- * nodes configured with the same address) is a conflict that blocks linking until one leaves.
+ * The controller's view of the other nodes: presence, admission and who holds each UID. A UID is a
+ * member when an admitted full JID announces it. The first admitted (JID, key) holds the UID: another
+ * presence claiming it is refused (`uid_taken`), never a conflict that would unlink the holder, and is
+ * judged again when the holder leaves. The same bare JID with the same key under another resource is
+ * the same node (a new session): its new presence takes the claim over. Our own UID is never a peer's.
  */
 export class PeerTable {
   private readonly peers = new Map<Uid, Peer>();
   /** Admitted full JID → the UID it announces (a JID announces one UID at a time). */
   private readonly jidToUid = new Map<string, Uid>();
-  /** Refused full JID → why (bounded). */
-  private readonly refused = new Map<string, { uid: Uid; reason: string }>();
+  /** Refused full JID → why, and the presence (bounded). */
+  private readonly refused = new Map<string, { uid: Uid; reason: string; input: PresenceInput }>();
   private ownJid: string | null = null;
 
   constructor(private readonly opts: PeerTableOptions) {}
@@ -102,6 +115,12 @@ export class PeerTable {
     return this.refused.size;
   }
 
+  /** Whether a presence announcing `uid` is online but refused (not merely gone). */
+  refusedUid(uid: Uid): boolean {
+    for (const r of this.refused.values()) if (r.uid === uid) return true;
+    return false;
+  }
+
   /** Our own full JID (from get_state): our own presence, reflected by the server, is ignored. */
   setOwnJid(jid: string | null, now: number): PresenceChange[] {
     if (jid === this.ownJid) return [];
@@ -128,18 +147,36 @@ export class PeerTable {
       this.jidToUid.delete(ev.jid);
     }
     if (ev.online) {
-      const admission = this.opts.admit(ev);
+      let admission = ev.uid === this.opts.localUid
+        ? ({ ok: false, reason: 'uid_taken', detail: 'our own UID' } as const)
+        : this.opts.admit(ev);
+      if (admission.ok) {
+        const trust = admission.trust ?? null;
+        const holder = this.holderOtherThan(p, ev.jid);
+        if (holder) {
+          const same = holder.trust !== null && trust !== null && holder.trust.fingerprint === trust.fingerprint &&
+            bareJid(holder.jid) === bareJid(ev.jid);
+          if (same) {
+            // The same node under another resource (a new session): the new presence takes over.
+            p.claims.delete(holder.jid);
+            this.jidToUid.delete(holder.jid);
+          } else {
+            admission = { ok: false, reason: 'uid_taken', detail: `held by ${holder.jid}` };
+          }
+        }
+      }
       if (admission.ok) {
         const c = p.claims.get(ev.jid);
-        p.claims.set(ev.jid, { jid: ev.jid, overlay: ev.overlay, sinceMs: c?.sinceMs ?? now, lastMs: now });
+        p.claims.set(ev.jid, { jid: ev.jid, overlay: ev.overlay, sinceMs: c?.sinceMs ?? now, lastMs: now, trust: admission.trust ?? null, input: { ...ev } });
         this.jidToUid.set(ev.jid, ev.uid);
         this.refused.delete(ev.jid);
       } else {
         p.claims.delete(ev.jid);
         this.jidToUid.delete(ev.jid);
         this.refused.delete(ev.jid);
-        this.refused.set(ev.jid, { uid: ev.uid, reason: admission.reason });
+        this.refused.set(ev.jid, { uid: ev.uid, reason: admission.reason, input: { ...ev } });
         if (this.refused.size > (this.opts.maxRefused ?? 4096)) this.refused.delete(this.refused.keys().next().value as string);
+        this.opts.onRefused?.(ev, admission.reason, admission.detail);
       }
     } else {
       p.claims.delete(ev.jid);
@@ -147,7 +184,38 @@ export class PeerTable {
       this.refused.delete(ev.jid);
     }
     changes.push(this.recompute(p, now));
+    if (p.status === 'absent' && ev.uid !== this.opts.localUid) {
+      // The holder left: a presence refused because it held the UID is judged again.
+      const waiting = [...this.refused.values()].find((r) => r.uid === ev.uid && r.reason === 'uid_taken' && r.input.jid !== ev.jid);
+      if (waiting) changes.push(...this.apply(waiting.input, now));
+    }
     return changes;
+  }
+
+  /** An effective claim on `p` by another JID than `jid` (the UID's holder), if any. */
+  private holderOtherThan(p: Peer, jid: string): Claim | undefined {
+    for (const c of this.effectiveClaims(p).values()) if (c.jid !== jid) return c;
+    return undefined;
+  }
+
+  /**
+   * Judges again the presences (admitted claims and refused ones) that `pred` selects: the roster, a
+   * pin or a certificate's validity changed. Returns the status changes.
+   */
+  rejudge(pred: (input: PresenceInput, claim: Claim | null) => boolean, now: number): PresenceChange[] {
+    const again: PresenceInput[] = [];
+    for (const p of this.peers.values()) for (const c of p.claims.values()) if (pred(c.input, c)) again.push(c.input);
+    for (const r of this.refused.values()) if (pred(r.input, null)) again.push(r.input);
+    const changes: PresenceChange[] = [];
+    for (const ev of again) changes.push(...this.apply({ ...ev, online: true }, now));
+    return changes.filter((c) => c.before !== c.after);
+  }
+
+  /** The key admission trusts for the member `uid` (null: not a member, or no key checked). */
+  trustOf(uid: Uid): ClaimTrust | null {
+    const p = this.peers.get(uid);
+    if (p?.status !== 'member' || p.jid === null) return null;
+    return p.claims.get(p.jid)?.trust ?? null;
   }
 
   /**
@@ -155,7 +223,7 @@ export class PeerTable {
    * than `graceMs` go offline; listed ones not known yet come online. Returns the status changes.
    */
   syncOnline(
-    list: readonly { uid: Uid; jid: string; overlay: string | null }[],
+    list: readonly { uid: Uid; jid: string; overlay: string | null; cert?: string | undefined; member_cert?: string | undefined }[],
     now: number,
     graceMs: number,
     removeMissing = true,
@@ -174,7 +242,7 @@ export class PeerTable {
       const claim = p?.claims.get(e.jid);
       if (claim) claim.lastMs = Math.max(claim.lastMs, now);
       else if (!this.refused.has(e.jid) || this.refused.get(e.jid)!.uid !== e.uid) {
-        changes.push(...this.apply({ ...e, online: true }, now));
+        changes.push(...this.apply({ uid: e.uid, jid: e.jid, overlay: e.overlay, cert: e.cert, member_cert: e.member_cert, online: true }, now));
       }
     }
     return changes.filter((c) => c.before !== c.after);

@@ -58,6 +58,12 @@ export interface SignalingHooks {
   prepare(uid: Uid, msg: ConReq | ConResp): Promise<void>;
   onUp(uid: Uid): void;
   onClosed(uid: Uid, reason: CloseReason, detail: string): void;
+  /**
+   * The full JID whose claim to `uid` the controller admitted: signals go there, never to whatever
+   * JID last announced the UID. null: no admitted JID (the signal is not sent). Without this hook,
+   * signals are addressed by UID.
+   */
+  jid?(uid: Uid): string | null;
 }
 
 export interface SignalingOptions {
@@ -295,7 +301,7 @@ export class Signaling {
     s.lastResendMs = this.opts.clock.now();
     try {
       await this.opts.rpc.call('send_signal', {
-        uid: s.uid,
+        ...this.to(s.uid),
         type: 'con_req',
         data: { ...this.opts.hooks.identity(s.uid), attempt: s.myAttempt, description: s.myOffer, ...this.trickleFlag() },
       });
@@ -373,7 +379,7 @@ export class Signaling {
     s.lastResendMs = this.opts.clock.now();
     try {
       await this.opts.rpc.call('send_signal', {
-        uid: s.uid,
+        ...this.to(s.uid),
         type: 'con_resp',
         data: { ...this.opts.hooks.identity(s.uid), attempt: s.peerAttempt, description: s.myAnswer, ...this.trickleFlag() },
       });
@@ -496,6 +502,15 @@ export class Signaling {
     }, this.candidateBatchMs);
   }
 
+  /** Where a signal to `uid` goes: the admitted full JID (throws when there is none), or the UID. */
+  private to(uid: Uid): { jid: string } | { uid: Uid } {
+    const hook = this.opts.hooks.jid;
+    if (!hook) return { uid };
+    const jid = hook(uid);
+    if (jid === null) throw new Error(`no admitted XMPP JID for ${short(uid)}`);
+    return { jid };
+  }
+
   private trickleFlag(): { trickle?: true } {
     return this.trickleEnabled ? { trickle: true } : {};
   }
@@ -514,8 +529,14 @@ export class Signaling {
       const last = i + MAX_CANDIDATES_PER_SIGNAL >= candidates.length;
       this.trickleCounters.con_cand_sent++;
       this.trickleCounters.candidates_sent += chunk.length;
+      let to;
+      try {
+        to = this.to(s.uid);
+      } catch {
+        return;
+      }
       this.opts.rpc
-        .call('send_signal', { uid: s.uid, type: 'con_cand', data: { attempt, candidates: chunk, ...(done && last ? { done: true } : {}) } })
+        .call('send_signal', { ...to, type: 'con_cand', data: { attempt, candidates: chunk, ...(done && last ? { done: true } : {}) } })
         .catch((err: unknown) => this.log.debug({ peer: short(s.uid), err: errorMessage(err) }, 'cannot send con_cand'));
     }
   }

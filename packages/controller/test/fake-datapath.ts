@@ -17,6 +17,7 @@ import type {
   Uid,
 } from '@tincan/protocol';
 import type { Clock } from '../src/clock.js';
+import { certFingerprint } from '../src/member-cert.js';
 import type { DatapathPort } from '../src/datapath-port.js';
 
 export class FakeRpcError extends Error {
@@ -51,7 +52,9 @@ interface FakeLink {
   remoteCandidates: Set<string>;
 }
 
-export type FakeRosterItem = EventOf<'roster'>['items'][number];
+/** A roster item as a test writes it (groups optional, as from an older datapath). */
+export type FakeRosterItem = Omit<EventOf<'roster'>['items'][number], 'groups'> & { groups?: string[] };
+const rosterItem = (i: FakeRosterItem): EventOf<'roster'>['items'][number] => ({ ...i, groups: [...(i.groups ?? [])] });
 
 export interface CallRecord {
   m: string;
@@ -71,11 +74,20 @@ export class FakeDatapath {
   /** Plays a datapath older than presence capabilities: register_svc with `caps` is a bad_request. */
   refusesCaps = false;
   jid: string;
+  /**
+   * The node certificate its presence announces (base64; not a real X.509 certificate: the
+   * controllers only hash it) and whose fingerprint its descriptions carry. undefined: none.
+   */
+  cert: string | undefined;
+  /** The membership certificate register_svc asked presence to announce. */
+  memberCert: string | undefined;
+  /** set_peer_cert: the certificate the controller trusts per peer (what the real datapath enforces). */
+  readonly peerCerts = new Map<Uid, string>();
   readonly links = new Map<Uid, FakeLink>();
   readonly map4 = new Map<string, Uid>();
   readonly map6 = new Map<string, Uid>();
   /** Online TinCan peers seen over "XMPP" (get_state peers). */
-  readonly presences = new Map<string, { uid: Uid; jid: string; overlay: string | null; last_heard_ms: number; caps?: string[] }>();
+  readonly presences = new Map<string, { uid: Uid; jid: string; overlay: string | null; last_heard_ms: number; caps?: string[]; cert?: string; member_cert?: string }>();
   readonly calls: CallRecord[] = [];
   readonly injected: Buffer[] = [];
   controller: string | null = null;
@@ -102,6 +114,8 @@ export class FakeDatapath {
     jid: string,
   ) {
     this.jid = jid;
+    this.cert = Buffer.from(`fake node certificate of ${jid}`).toString('base64');
+    this.memberCert = undefined;
     this.startedMs = net.clock.now();
     net.add(this);
   }
@@ -124,6 +138,8 @@ export class FakeDatapath {
     this.xmppState = 'unregistered';
     this.overlay = null;
     this.caps = [];
+    this.memberCert = undefined;
+    this.peerCerts.clear();
     this.controller = null;
     this.eventSink = null;
     this.packetSink = null;
@@ -195,12 +211,13 @@ export class FakeDatapath {
         return { vnic: p.name };
       }
       case 'register_svc': {
-        const p = params as { overlay?: string; caps?: string[] };
+        const p = params as { overlay?: string; caps?: string[]; member_cert?: string };
         if (!this.uid) throw new FakeRpcError('bad_state', 'set_local_ip first');
         if (this.refusesCaps && p.caps !== undefined) throw new FakeRpcError('bad_request', '✖ Unrecognized key: "caps"');
         const again = this.xmppState !== 'unregistered' && this.overlay === (p.overlay ?? null) && this.caps.join(' ') === (p.caps ?? []).join(' ');
         this.overlay = p.overlay ?? null;
         this.caps = p.caps ?? [];
+        this.memberCert = p.member_cert;
         if (!again) {
           this.xmppState = 'connecting';
           if (this.autoOnline) this.goOnline();
@@ -242,10 +259,20 @@ export class FakeDatapath {
         return this.state(now);
       case 'get_roster':
         if (this.refusesGetRoster) throw new FakeRpcError('bad_request', '✖ Invalid input: expected one of "echo"|…');
-        return { roster: this.xmppState === 'online' && this.roster !== null ? this.roster.map((i) => ({ ...i })) : null };
+        return { known: this.roster !== null && this.xmppState === 'online', items: (this.roster ?? []).map(rosterItem) };
+      case 'set_peer_cert': {
+        const p = params as { uid: Uid; cert: string | null };
+        if (p.cert === null) this.peerCerts.delete(p.uid);
+        else this.peerCerts.set(p.uid, p.cert);
+        return { fingerprint: p.cert === null ? null : certFingerprint(p.cert) };
+      }
       case 'send_signal': {
-        const p = params as { uid?: Uid; type: string; data: unknown };
+        const p = params as { uid?: Uid; jid?: string; type: string; data: unknown };
         if (this.xmppState !== 'online') throw new FakeRpcError('bad_state', 'XMPP is not online');
+        if (p.jid !== undefined) {
+          this.net.deliver(this, p.jid, p.type, p.data);
+          return { jid: p.jid };
+        }
         const to = [...this.presences.values()].find((x) => x.uid === p.uid);
         if (!to) throw new FakeRpcError('not_found', `no online XMPP peer for ${p.uid}`);
         this.net.deliver(this, to.jid, p.type, p.data);
@@ -265,11 +292,11 @@ export class FakeDatapath {
       if (it.subscription !== 'remove') roster.push({ ...it });
     }
     this.roster = roster;
-    if (this.xmppState === 'online') this.emit({ event: 'roster', items: items.map((i) => ({ ...i })), full: false });
+    if (this.xmppState === 'online') this.emit({ event: 'roster', items: items.map(rosterItem), full: false });
   }
 
   goOnline(): void {
-    if (this.roster !== null) this.emit({ event: 'roster', items: this.roster.map((i) => ({ ...i })), full: true });
+    if (this.roster !== null) this.emit({ event: 'roster', items: this.roster.map(rosterItem), full: true });
     this.xmppState = 'online';
     this.emit({ event: 'xmpp', state: 'online' });
     this.net.online(this);
@@ -295,7 +322,8 @@ export class FakeDatapath {
       this.net.peerLost(this, uid);
     }
     const role = p.remote ? 'answerer' : 'offerer';
-    const local: SessionDescription = { type: p.remote ? 'answer' : 'offer', sdp: `${role}-${this.uid.slice(0, 6)}-${++sdpCounter}` };
+    const fpLine = this.cert === undefined ? '' : `\na=fingerprint:sha-256 ${certFingerprint(this.cert)}`;
+    const local: SessionDescription = { type: p.remote ? 'answer' : 'offer', sdp: `${role}-${this.uid.slice(0, 6)}-${++sdpCounter}${fpLine}` };
     const trickled = p.trickle === true;
     const n = sdpCounter;
     const candidate = `a=candidate:2 1 UDP 1678769919 198.51.100.${n % 250} ${10000 + n} typ srflx`;
@@ -337,7 +365,7 @@ export class FakeDatapath {
     return {
       node: {
         uid: this.uid, vnic: this.vnic?.name ?? null, ip4: this.vnic?.ip4 ?? null, ip6: this.vnic?.ip6 ?? null,
-        mtu: this.vnic?.mtu ?? null, offload: false, fingerprint: 'fp', uptime_s: Math.round((now - this.startedMs) / 1000),
+        mtu: this.vnic?.mtu ?? null, offload: false, fingerprint: this.cert === undefined ? 'fp' : certFingerprint(this.cert), uptime_s: Math.round((now - this.startedMs) / 1000),
         controller: this.controller,
       },
       xmpp: { state: this.xmppState, jid: this.xmppState === 'unregistered' ? null : this.jid, overlay: this.overlay },
@@ -351,11 +379,25 @@ export class FakeDatapath {
   }
 
   /** Presence of another node, as the XMPP session would report it. */
-  presence(p: { uid: Uid; jid: string; overlay: string | null; online: boolean; caps?: string[] }): void {
-    if (p.online) this.presences.set(p.jid, { uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: this.net.clock.now(), ...(p.caps ? { caps: p.caps } : {}) });
+  presence(p: { uid: Uid; jid: string; overlay: string | null; online: boolean; caps?: string[]; cert?: string; member_cert?: string }): void {
+    if (p.online) {
+      this.presences.set(p.jid, {
+        uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: this.net.clock.now(),
+        ...(p.caps ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}), ...(p.member_cert ? { member_cert: p.member_cert } : {}),
+      });
+    }
     else this.presences.delete(p.jid);
     this.emit({ event: 'presence', ...p });
   }
+}
+
+/** What a fake datapath's presence announces besides uid and overlay. */
+function announced(dp: FakeDatapath): { caps?: string[]; cert?: string; member_cert?: string } {
+  return {
+    ...(dp.caps.length ? { caps: dp.caps } : {}),
+    ...(dp.cert !== undefined ? { cert: dp.cert } : {}),
+    ...(dp.memberCert !== undefined ? { member_cert: dp.memberCert } : {}),
+  };
 }
 
 let nextPort = 40000;
@@ -453,8 +495,8 @@ export class FakeNet {
   online(dp: FakeDatapath): void {
     for (const n of this.nodes) {
       if (n === dp || n.xmppState !== 'online' || !n.uid || !dp.uid) continue;
-      n.presence({ uid: dp.uid, jid: dp.jid, overlay: dp.overlay, online: true, ...(dp.caps.length ? { caps: dp.caps } : {}) });
-      dp.presence({ uid: n.uid, jid: n.jid, overlay: n.overlay, online: true, ...(n.caps.length ? { caps: n.caps } : {}) });
+      n.presence({ uid: dp.uid, jid: dp.jid, overlay: dp.overlay, online: true, ...announced(dp) });
+      dp.presence({ uid: n.uid, jid: n.jid, overlay: n.overlay, online: true, ...announced(n) });
     }
   }
 

@@ -6,8 +6,15 @@ const local = uidFromIp4('10.1.0.1');
 const a = uidFromIp4('10.1.0.2');
 const b = uidFromIp4('10.1.0.3');
 
-function table() {
-  return new PeerTable({ localUid: local, admit: (p) => (p.overlay === 'lab' ? { ok: true } : { ok: false, reason: 'other overlay' }) });
+const trust = (fingerprint: string) => ({ cert: 'AAAA', fingerprint, subnets: null, expiresMs: null });
+
+function table(refused: string[] = []) {
+  return new PeerTable({
+    localUid: local,
+    // the key is what the presence's `cert` says (a stand-in for the membership checks)
+    admit: (p) => (p.overlay === 'lab' ? { ok: true, ...(p.cert ? { trust: trust(p.cert) } : {}) } : { ok: false, reason: 'other overlay' }),
+    onRefused: (p, reason) => refused.push(`${p.jid} ${reason}`),
+  });
 }
 
 describe('PeerTable', () => {
@@ -24,27 +31,54 @@ describe('PeerTable', () => {
     expect(t.presence({ uid: a, jid: 'a@x/1', overlay: 'lab', online: false }, 1)).toEqual([{ uid: a, before: 'member', after: 'absent' }]);
   });
 
-  it('two full JIDs announcing one UID are a conflict until one leaves', () => {
-    const t = table();
-    t.presence({ uid: a, jid: 'a@x/1', overlay: 'lab', online: true }, 0);
-    expect(t.presence({ uid: a, jid: 'a@x/2', overlay: 'lab', online: true }, 1)).toEqual([{ uid: a, before: 'member', after: 'conflict' }]);
-    expect(t.conflicts()).toEqual([{ uid: a, jids: ['a@x/1', 'a@x/2'], local: false }]);
-    expect(t.verifySender(a, 'a@x/1')).toEqual({ ok: false, reason: 'address_conflict' });
-    expect(t.presence({ uid: a, jid: 'a@x/1', overlay: 'lab', online: false }, 2)).toEqual([{ uid: a, before: 'conflict', after: 'member' }]);
-    expect(t.member(a)?.jid).toBe('a@x/2');
-    expect(t.member(a)?.onlineSinceMs).toBe(1);
+  it('the first admitted JID holds a UID: another claiming it is refused (uid_taken) and waits until the holder leaves', () => {
+    const refused: string[] = [];
+    const t = table(refused);
+    t.presence({ uid: a, jid: 'a@x/1', overlay: 'lab', online: true, cert: 'K1' }, 0);
+    expect(t.presence({ uid: a, jid: 'mallory@x/1', overlay: 'lab', online: true, cert: 'K9' }, 1)).toEqual([]);
+    expect(t.presence({ uid: a, jid: 'a@x/2', overlay: 'lab', online: true, cert: 'K2' }, 1)).toEqual([]); // same account, other key
+    expect(refused).toEqual(['mallory@x/1 uid_taken', 'a@x/2 uid_taken']);
+    expect(t.member(a)?.jid).toBe('a@x/1');
+    expect(t.conflicts()).toEqual([]);
+    expect(t.verifySender(a, 'a@x/1').ok).toBe(true);
+    expect(t.verifySender(a, 'mallory@x/1')).toEqual({ ok: false, reason: 'jid_mismatch' });
+    // the holder leaves: the first waiting claimant is judged again
+    expect(t.presence({ uid: a, jid: 'a@x/1', overlay: 'lab', online: false }, 2)).toEqual([{ uid: a, before: 'member', after: 'absent' }, { uid: a, before: 'absent', after: 'member' }]);
+    expect(t.member(a)?.jid).toBe('mallory@x/1');
+    expect(t.member(a)?.onlineSinceMs).toBe(2);
   });
 
-  it('ignores its own reflected presence, and reports another node claiming our UID', () => {
+  it('the same account with the same key under another resource is the same node: it takes the claim over', () => {
     const t = table();
-    t.presence({ uid: local, jid: 'me@x/r', overlay: 'lab', online: true }, 0);
-    expect(t.conflicts()).toEqual([]); // own JID unknown yet: not judged
+    t.presence({ uid: a, jid: 'a@x/old', overlay: 'lab', online: true, cert: 'K1' }, 0);
+    expect(t.presence({ uid: a, jid: 'a@x/new', overlay: 'lab', online: true, cert: 'K1' }, 1)).toEqual([]);
+    expect(t.member(a)?.jid).toBe('a@x/new');
+    expect(t.trustOf(a)?.fingerprint).toBe('K1');
+    // but another account with the same key does not
+    expect(t.presence({ uid: a, jid: 'b@x/1', overlay: 'lab', online: true, cert: 'K1' }, 2)).toEqual([]);
+    expect(t.member(a)?.jid).toBe('a@x/new');
+  });
+
+  it('never admits anyone announcing our own UID (uid_taken), its own reflection included', () => {
+    const refused: string[] = [];
+    const t = table(refused);
+    expect(t.presence({ uid: local, jid: 'me@x/r', overlay: 'lab', online: true }, 0)).toEqual([]);
     t.setOwnJid('me@x/r', 0);
+    expect(t.presence({ uid: local, jid: 'evil@x/r', overlay: 'lab', online: true }, 1)).toEqual([]);
     expect(t.conflicts()).toEqual([]);
-    expect(t.presence({ uid: local, jid: 'evil@x/r', overlay: 'lab', online: true }, 1)).toEqual([
-      { uid: local, before: 'absent', after: 'conflict' },
-    ]);
-    expect(t.conflicts()[0]).toMatchObject({ uid: local, local: true, jids: ['evil@x/r'] });
+    expect(refused).toEqual(['me@x/r uid_taken', 'evil@x/r uid_taken']);
+    expect(t.member(local)).toBeUndefined();
+  });
+
+  it('judges presences again on request: a refused one admitted, an admitted one refused', () => {
+    let allow = new Set(['a@x/1']);
+    const t = new PeerTable({ localUid: local, admit: (p) => (allow.has(p.jid) ? { ok: true } : { ok: false, reason: 'no' }) });
+    t.presence({ uid: a, jid: 'a@x/1', overlay: 'lab', online: true }, 0);
+    t.presence({ uid: b, jid: 'b@x/1', overlay: 'lab', online: true }, 0);
+    expect(t.member(b)).toBeUndefined();
+    allow = new Set(['b@x/1']);
+    expect(t.rejudge(() => true, 1)).toEqual([{ uid: a, before: 'member', after: 'absent' }, { uid: b, before: 'absent', after: 'member' }]);
+    expect(t.rejudge((p) => p.jid === 'nobody@x/1', 2)).toEqual([]);
   });
 
   it('a JID announcing a new UID drops its old claim', () => {

@@ -24,7 +24,6 @@ import {
 import { DEFAULT_AQM_SETTINGS, type AqmSettings } from './aqm.js';
 import { nativeHeap } from '@tincan/tun';
 import { Counters } from './counters.js';
-import type { Subscription } from './xmpp/codec.js';
 import { ForwardDump } from './debug-dump.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
@@ -160,8 +159,6 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   private xmpp: XmppSession | null = null;
   private xmppKey = '';
   private overlay: string | null = null;
-  /** The XMPP session's roster (bare JID → subscription): null until fetched at login (get_roster). */
-  private roster: Map<string, Subscription> | null = null;
   private readonly startedMs = Date.now();
   private readonly sampler: NodeJS.Timeout;
   private unmappedWindowStart = 0;
@@ -265,7 +262,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       case 'keepalive':
         return {}; // answered by the RPC server itself
       case 'get_roster':
-        return { roster: this.roster === null ? null : [...this.roster].map(([jid, subscription]) => ({ jid, subscription })) };
+        return this.xmpp ? this.xmpp.roster() : { known: false, items: [] };
       case 'send_signal':
         return this.sendSignal(req);
       case 'set_cb_endpoint':
@@ -420,7 +417,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   private async registerSvc(req: RequestOf<'register_svc'>): Promise<unknown> {
     if (!this.local) throw new RpcError('bad_state', 'set_local_ip first: presence carries the node UID');
-    const key = JSON.stringify([req.xmpp, req.overlay ?? null, req.caps ?? [], this.local.uid]);
+    const key = JSON.stringify([req.xmpp, req.overlay ?? null, req.caps ?? [], req.member_cert ?? null, this.local.uid]);
     if (this.xmpp && key === this.xmppKey) return { state: this.xmpp.state };
     const credentials = await resolveXmppAccount(req.xmpp);
     if (this.xmpp) await this.xmpp.stop();
@@ -432,20 +429,13 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       ...(req.overlay !== undefined ? { overlay: req.overlay } : {}),
       ...(req.caps !== undefined ? { caps: req.caps } : {}),
       cert: this.identity.certificateBase64,
+      ...(req.member_cert !== undefined ? { memberCert: req.member_cert } : {}),
       logger: this.log.child({ component: 'xmpp' }),
     });
     session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
     session.on('presence', (p) => this.rpc.event({ event: 'presence', ...p }));
     session.on('signal', (s) => this.rpc.event({ event: 'signal', uid: s.uid, jid: s.jid, type: s.type, data: s.data }));
-    this.roster = null;
-    session.on('roster', (r) => {
-      if (r.full || this.roster === null) this.roster = new Map();
-      for (const it of r.items) {
-        if (it.subscription === 'remove') this.roster.delete(it.jid);
-        else this.roster.set(it.jid, it.subscription);
-      }
-      this.rpc.event({ event: 'roster', items: r.items, full: r.full });
-    });
+    session.on('roster', (r) => this.rpc.event({ event: 'roster', items: r.items, full: r.full }));
     this.xmpp = session;
     session.start();
     return { state: session.state };
@@ -858,7 +848,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       },
       links,
       peers: this.xmpp
-        ? this.xmpp.peers().filter((p) => peers === 'all' || this.overlay === null || p.overlay === this.overlay).map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}) }))
+        ? this.xmpp.peers().filter((p) => peers === 'all' || this.overlay === null || p.overlay === this.overlay).map((p) => ({ uid: p.uid, jid: p.jid, overlay: p.overlay, last_heard_ms: p.lastHeardMs, ...(p.caps.length > 0 ? { caps: p.caps } : {}), ...(p.cert ? { cert: p.cert } : {}), ...(p.memberCert ? { member_cert: p.memberCert } : {}) }))
         : [],
       routes: this.lanes ? this.table.routes().map((r) => ({ ...r, packets_out: r.packets_out + this.lanes!.routePacketsOut(r.uid) })) : this.table.routes(),
       subnets: this.table.subnets(),

@@ -9,13 +9,19 @@
  * broadcast), keeps the table of online TinCan peers, and carries signals: message stanzas holding
  * one XmppSignal JSON document. Whatever arrives from the network is validated; garbage is counted
  * and logged at debug, never thrown.
+ *
+ * The roster gate (docs/security.md, "Membership"): presence and signals count only from our own
+ * account or a bare JID in our roster with a mutual subscription (`both`). Anything else is dropped
+ * and counted before it becomes an event, so a stranger's directed presence never reaches the peer
+ * table (nor send_signal by UID). The roster is fetched at each login before anything is trusted; a
+ * roster push that ends a mutual subscription takes that account's peers offline.
  */
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import * as z from 'zod';
-import { Uid, XmppCredentials, type XmppSignal } from '@tincan/protocol';
+import { SIGNAL_NS, Uid, XmppCredentials, type XmppSignal } from '@tincan/protocol';
 import {
   buildPresence,
   buildRosterGet,
@@ -50,6 +56,8 @@ export interface XmppSessionOptions {
   caps?: readonly string[];
   /** Our node certificate (base64 DER), announced in presence. */
   cert?: string;
+  /** Our membership certificate (MemberCert), announced in presence. */
+  memberCert?: string;
   /** Presence re-broadcast (and server ping) period; the paper's two minutes by default. */
   livenessIntervalMs?: number;
   logger: Logger;
@@ -75,6 +83,8 @@ export interface XmppPresence {
   caps?: string[];
   /** Its node certificate, base64 DER (online, and only when it announced a readable one). */
   cert?: string;
+  /** Its membership certificate (online, and only when it announced one of the right form). */
+  member_cert?: string;
 }
 
 export interface XmppSignalIn {
@@ -104,6 +114,7 @@ export interface XmppPeer {
   overlay: string | null;
   caps: string[];
   cert: string | null;
+  memberCert: string | null;
   /** ms since the epoch of the last presence or signal from that JID. */
   lastHeardMs: number;
 }
@@ -119,6 +130,8 @@ const COUNTER_NAMES = [
   'presence_in',
   'presence_out',
   'presence_dropped_malformed',
+  'presence_dropped_not_in_roster',
+  'signals_dropped_not_in_roster',
   'roster_pushes',
   'reconnects',
   'login_failures',
@@ -171,6 +184,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private readonly overlay: string | null;
   private readonly caps: readonly string[];
   private readonly cert: string | null;
+  private readonly memberCert: string | null;
   private readonly own: ParsedJid;
   private readonly livenessMs: number;
   private readonly backoffInitialMs: number;
@@ -191,6 +205,9 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private graceTimer: NodeJS.Timeout | null = null;
   private readonly table = new PeerTable();
   private readonly ctr: Record<XmppCounter, number>;
+  /** Our roster by bare JID (the gate); `rosterKnown` once this login's roster result arrived. */
+  private readonly rosterItems = new Map<string, RosterItem>();
+  private rosterKnown = false;
 
   constructor(opts: XmppSessionOptions) {
     super((event, err) => this.log.error({ err, event }, 'an XMPP session listener threw'));
@@ -199,6 +216,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     this.overlay = opts.overlay ? opts.overlay : null;
     this.caps = opts.caps ?? [];
     this.cert = opts.cert ?? null;
+    this.memberCert = opts.memberCert ?? null;
     const jid = parseJid(this.creds.jid);
     if (!jid || !jid.local) throw new Error(`not a user JID: ${this.creds.jid}`);
     const resource = jid.resource || defaultResource(this.uid);
@@ -262,6 +280,8 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
       abandon(att.conn);
     }
     this.table.clear();
+    this.rosterItems.clear();
+    this.rosterKnown = false;
     this.boundJid = null;
     this.setState('offline', 'stopped');
     this.log.info('XMPP session stopped');
@@ -280,11 +300,39 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   }
 
   peers(): XmppPeer[] {
-    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, cert: r.cert, lastHeardMs: r.lastHeardMs }));
+    return this.table.list().map((r) => ({ jid: r.jid, uid: r.uid, overlay: r.overlay, caps: r.caps, cert: r.cert, memberCert: r.memberCert, lastHeardMs: r.lastHeardMs }));
   }
 
   jidOfUid(uid: string): string | undefined {
     return this.table.jidOfUid(uid);
+  }
+
+  /** The roster as of this login (`known` false until its result arrived), with pushes applied. */
+  roster(): { known: boolean; items: RosterItem[] } {
+    return { known: this.rosterKnown, items: [...this.rosterItems.values()].map((i) => ({ ...i, groups: [...i.groups] })) };
+  }
+
+  /** The roster gate: our own account, or a mutual subscription in the roster. */
+  private trusted(bare: string): boolean {
+    return bare === this.own.bare || (this.rosterKnown && this.rosterItems.get(bare)?.subscription === 'both');
+  }
+
+  /** Applies a roster result (full) or push, and takes accounts no longer trusted offline. */
+  private applyRoster(items: RosterItem[], full: boolean): void {
+    if (full) this.rosterItems.clear();
+    for (const it of items) {
+      if (it.subscription === 'remove') this.rosterItems.delete(it.jid);
+      else this.rosterItems.set(it.jid, it);
+    }
+    if (full) this.rosterKnown = true;
+    const gone = new Set<string>();
+    for (const p of this.table.list()) if (!this.trusted(p.bare)) gone.add(p.bare);
+    for (const bare of gone) {
+      const jid = parseJid(bare);
+      if (!jid) continue;
+      this.log.info({ jid: bare }, 'no longer a mutual roster contact: its presences go offline');
+      this.emitChanges(this.table.unavailable(jid));
+    }
   }
 
   counters(): Record<string, number> {
@@ -324,6 +372,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
       onRosterPush: (items) => {
         if (att && att === this.current) {
           this.ctr.roster_pushes++;
+          this.applyRoster(items, false);
           this.emit('roster', { items, full: false });
         }
       },
@@ -377,14 +426,19 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     const { entity, iqCaller } = att.conn;
     this.boundJid = entity.jid?.toString() ?? this.own.full;
     this.log.info({ jid: this.boundJid }, 'XMPP logged in');
-    // Roster first, then initial presence (RFC 6121 §2.2).
+    // Roster first, then initial presence (RFC 6121 §2.2). Nobody's presence counts before the roster
+    // is known (the gate), so a login without one is a failed login, retried with backoff.
+    this.rosterKnown = false;
     try {
       const query = await iqCaller.get(buildRosterGet(), undefined, this.stepTimeoutMs);
       if (att.done) return;
-      this.emit('roster', { items: parseRosterQuery(query), full: true });
+      const items = parseRosterQuery(query);
+      this.applyRoster(items, true);
+      this.emit('roster', { items, full: true });
     } catch (err) {
       if (att.done) return;
-      this.log.warn({ reason: describeError(err) }, 'XMPP roster request failed');
+      this.lost(att, `roster: the roster request failed (${describeError(err)})`);
+      return;
     }
     if (!(await this.announce(att))) return;
     att.announced = true;
@@ -401,7 +455,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
 
   private async announce(att: Attempt): Promise<boolean> {
     try {
-      await att.conn.entity.send(buildPresence(this.uid, { overlay: this.overlay, caps: this.caps, cert: this.cert }));
+      await att.conn.entity.send(buildPresence(this.uid, { overlay: this.overlay, caps: this.caps, cert: this.cert, memberCert: this.memberCert }));
       this.ctr.presence_out++;
       return !att.done;
     } catch (err) {
@@ -446,7 +500,12 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     switch (p.kind) {
       case 'available':
         if (p.jid.full === this.boundJid) return;
-        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps, p.cert));
+        if (!this.trusted(p.jid.bare)) {
+          this.ctr.presence_dropped_not_in_roster++;
+          this.log.debug({ from: p.jid.full, roster_known: this.rosterKnown }, 'presence dropped: not a mutual roster contact');
+          return;
+        }
+        this.emitChanges(this.table.available(p.jid, p.uid, p.overlay, p.caps, p.cert, p.memberCert));
         return;
       case 'unavailable':
         if (p.jid.full === this.boundJid) return;
@@ -463,6 +522,12 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   }
 
   private onMessage(el: XmlElement): void {
+    const sender = parseJid(el.attrs.from);
+    if (sender && el.attrs.type !== 'error' && el.getChild('signal', SIGNAL_NS) && !this.trusted(sender.bare)) {
+      this.ctr.signals_dropped_not_in_roster++;
+      this.log.debug({ from: sender.full }, 'signal dropped: not a mutual roster contact');
+      return;
+    }
     const r = parseSignalMessage(el, (jid) => this.table.uidOf(jid));
     if (!r.ok) {
       this.ctr[r.counter]++;
@@ -485,6 +550,7 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
         online: c.online,
         ...(c.online && c.caps?.length ? { caps: c.caps } : {}),
         ...(c.online && c.cert ? { cert: c.cert } : {}),
+        ...(c.online && c.memberCert ? { member_cert: c.memberCert } : {}),
       });
     }
   }

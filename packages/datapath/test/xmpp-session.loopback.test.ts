@@ -63,6 +63,8 @@ interface FakeOptions {
   password?: string;
   answerPings?: boolean;
   roster?: string;
+  /** Answer the roster request with an error (the session must not trust anyone without a roster). */
+  rosterError?: boolean;
 }
 
 class FakeConn {
@@ -154,6 +156,10 @@ class FakeConn {
       return;
     }
     if (el.name === 'iq' && el.getChild('query', 'jabber:iq:roster') && el.attrs.type === 'get') {
+      if (this.opts.rosterError) {
+        this.write(`<iq type="error" id="${el.attrs.id}" to="${this.jid}"><error type="wait"><internal-server-error xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>`);
+        return;
+      }
       this.write(`<iq type="result" id="${el.attrs.id}" to="${this.jid}"><query xmlns="jabber:iq:roster">${this.opts.roster}</query></iq>`);
       return;
     }
@@ -178,7 +184,8 @@ class FakeServer {
       mechanisms: ['PLAIN'],
       password: 'pw',
       answerPings: true,
-      roster: `<item jid="peer@${DOMAIN}" subscription="both"/>`,
+      roster: `<item jid="peer@${DOMAIN}" subscription="both"/><item jid="other@${DOMAIN}" subscription="both"><group>lab</group></item>`,
+      rosterError: false,
       ...opts,
     };
     this.server = net.createServer((s) => this.conns.push(new FakeConn(s, this.opts)));
@@ -319,7 +326,10 @@ describe('XmppSession online', () => {
     await until(() => s.state === 'online', 'online');
     expect(rec.states.map((x) => x.state)).toEqual(['connecting', 'online']);
     expect(s.jid).toBe(`me@${DOMAIN}/tincan-11111111`);
-    expect(rec.rosters).toEqual([{ items: [{ jid: `peer@${DOMAIN}`, subscription: 'both' }], full: true }]);
+    expect(rec.rosters).toEqual([{
+      items: [{ jid: `peer@${DOMAIN}`, subscription: 'both', groups: [] }, { jid: `other@${DOMAIN}`, subscription: 'both', groups: ['lab'] }],
+      full: true,
+    }]);
     const conn = server.last;
     const announced = await until(() => conn.stanzas.find((x) => x.name === 'presence'), 'our presence');
     expect(announced.getChild('node', PRESENCE_NS)?.attrs).toMatchObject({ uid: UID_ME, overlay: 'net1' });
@@ -391,7 +401,7 @@ describe('XmppSession online', () => {
       stanza_errors: 1,
       disconnects: 0,
     });
-    expect(rec.rosters.at(-1)).toEqual({ items: [{ jid: `new@${DOMAIN}`, subscription: 'to' }], full: false });
+    expect(rec.rosters.at(-1)).toEqual({ items: [{ jid: `new@${DOMAIN}`, subscription: 'to', groups: [] }], full: false });
     const replies = await until(() => {
       const r = conn.stanzas.filter((x) => x.name === 'iq' && ['u1', 'p1', 'r1', 'r2'].includes(x.attrs.id ?? ''));
       return r.length === 4 ? r : undefined;
@@ -461,5 +471,77 @@ describe('XmppSession online', () => {
     expect(conn.stanzas.length).toBe(n); // no timers left
     expect(server.conns.length).toBe(1);
     await expect(s.sendSignal(PEER, 'x', 1)).rejects.toThrow(/offline/);
+  });
+});
+
+describe('XmppSession roster gate', () => {
+  const STRANGER = `evil@${DOMAIN}/tincan-22222222`;
+
+  it('drops presence and signals from anyone but a mutual roster contact or our own account', async () => {
+    const server = await fake({
+      roster: `<item jid="peer@${DOMAIN}" subscription="both"/><item jid="half@${DOMAIN}" subscription="to"/>` +
+        `<item jid="fan@${DOMAIN}" subscription="from"/>`,
+    });
+    const { s, rec } = session(server);
+    s.start();
+    await until(() => s.state === 'online', 'online');
+    const conn = server.last;
+    // A stranger copies a member's presence element (same uid, overlay) in a directed presence, then signals.
+    conn.write(peerPresence(UID_PEER, STRANGER));
+    conn.write(peerPresence('4'.repeat(40), STRANGER));
+    conn.write(peerPresence('5'.repeat(40), `half@${DOMAIN}/x`));
+    conn.write(peerPresence('6'.repeat(40), `fan@${DOMAIN}/x`));
+    conn.write(signalXml(esc({ v: 1, uid: UID_PEER, type: 'con_req', data: { attempt: 'x' } }), STRANGER));
+    conn.write(signalXml(esc({ v: 1, uid: '5'.repeat(40), type: 'con_req', data: 1 }), `half@${DOMAIN}/x`));
+    // our own account's other device, and the real member
+    conn.write(peerPresence('7'.repeat(40), `me@${DOMAIN}/laptop`));
+    conn.write(peerPresence());
+    await until(() => rec.presence.length === 2, 'own device and member online');
+    expect(rec.presence.map((p) => p.jid)).toEqual([`me@${DOMAIN}/laptop`, PEER]);
+    expect(rec.signals).toEqual([]);
+    expect(s.counters()).toMatchObject({ presence_dropped_not_in_roster: 4, signals_dropped_not_in_roster: 2 });
+    expect(s.jidOfUid(UID_PEER)).toBe(PEER);
+    expect(s.jidOfUid('4'.repeat(40))).toBeUndefined();
+    expect(s.roster()).toEqual({
+      known: true,
+      items: [
+        { jid: `peer@${DOMAIN}`, subscription: 'both', groups: [] },
+        { jid: `half@${DOMAIN}`, subscription: 'to', groups: [] },
+        { jid: `fan@${DOMAIN}`, subscription: 'from', groups: [] },
+      ],
+    });
+  });
+
+  it('a roster push that ends a mutual subscription takes its presences offline; one that makes one lets them in', async () => {
+    const server = await fake();
+    const { s, rec } = session(server);
+    s.start();
+    await until(() => s.state === 'online', 'online');
+    const conn = server.last;
+    conn.write(peerPresence());
+    await until(() => rec.presence.length === 1, 'member online');
+    conn.write(`<iq type="set" id="r1"><query xmlns="jabber:iq:roster"><item jid="peer@${DOMAIN}" subscription="remove"/></query></iq>`);
+    await until(() => rec.presence.length === 2, 'member offline');
+    expect(rec.presence[1]).toEqual({ jid: PEER, uid: UID_PEER, overlay: 'net1', online: false });
+    conn.write(peerPresence());
+    conn.write(signalXml(esc({ v: 1, uid: UID_PEER, type: 'ping', data: 1 })));
+    await until(() => s.counters().signals_dropped_not_in_roster === 1, 'signal dropped');
+    expect(s.counters().presence_dropped_not_in_roster).toBe(1);
+    conn.write(`<iq type="set" id="r2"><query xmlns="jabber:iq:roster"><item jid="peer@${DOMAIN}" subscription="both"><group>g</group></item></query></iq>`);
+    await until(() => s.roster().items.some((i) => i.jid === `peer@${DOMAIN}` && i.subscription === 'both'), 'push applied');
+    conn.write(peerPresence());
+    await until(() => rec.presence.length === 3, 'member online again');
+    expect(s.roster().items.find((i) => i.jid === `peer@${DOMAIN}`)?.groups).toEqual(['g']);
+  });
+
+  it('without a roster nobody is trusted: a failed roster request is a failed login, retried', async () => {
+    const server = await fake({ rosterError: true });
+    const { s, rec } = session(server);
+    s.start();
+    const failed = await until(() => rec.states.find((x) => x.state === 'offline'), 'offline state');
+    expect(failed.reason).toMatch(/^roster: the roster request failed/);
+    expect(server.last.stanzas.some((x) => x.name === 'presence')).toBe(false);
+    await until(() => server.conns.length >= 2, 'retried');
+    expect(s.roster().known).toBe(false);
   });
 });

@@ -118,7 +118,22 @@ describe('presence', () => {
     expect(cert(NODE_CERT.slice(0, 100))).toBeNull(); // a truncated certificate
     expect(cert('A'.repeat(5000))).toBeNull(); // longer than any node certificate
     const none = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}"/></presence>`));
-    expect(none).toMatchObject({ kind: 'available', cert: null });
+    expect(none).toMatchObject({ kind: 'available', cert: null, memberCert: null });
+  });
+
+  it("announces our membership certificate and reads a peer's; one of the wrong form costs the certificate only", () => {
+    const MCERT = `tcm1.${'e'.repeat(40)}.${'s'.repeat(86)}`;
+    const built = one(buildPresence(UID_A, { cert: NODE_CERT, memberCert: MCERT }).toString());
+    expect(built.getChild('node', PRESENCE_NS)?.attrs.mcert).toBe(MCERT);
+    const mcert = (attr: string) => {
+      const p = parsePresence(one(`<presence from="${PEER}"><node xmlns="${PRESENCE_NS}" uid="${UID_B}" mcert="${attr}"/></presence>`));
+      expect(p.kind).toBe('available');
+      return p.kind === 'available' ? p.memberCert : undefined;
+    };
+    expect(mcert(MCERT)).toBe(MCERT);
+    for (const bad of ['', 'tcm1..', `tcm2.${'e'.repeat(40)}.${'s'.repeat(86)}`, `tcm1.${'e'.repeat(40)}.${'s'.repeat(85)}`, `tcm1.${'e'.repeat(3000)}.${'s'.repeat(86)}`, `tcm1.${'e'.repeat(40)}+.${'s'.repeat(86)}`]) {
+      expect(mcert(bad)).toBeNull();
+    }
   });
 
   it('takes unavailable and error presence as unavailable', () => {
@@ -246,12 +261,26 @@ describe('roster', () => {
         `</query></iq>`,
     ).getChild('query', 'jabber:iq:roster');
     expect(parseRosterQuery(q)).toEqual([
-      { jid: 'bob@vpn.test', subscription: 'both' },
-      { jid: 'carol@vpn.test', subscription: 'none' },
-      { jid: 'dave@vpn.test', subscription: 'none' },
-      { jid: 'eve@vpn.test', subscription: 'remove' },
+      { jid: 'bob@vpn.test', subscription: 'both', groups: [] },
+      { jid: 'carol@vpn.test', subscription: 'none', groups: [] },
+      { jid: 'dave@vpn.test', subscription: 'none', groups: [] },
+      { jid: 'eve@vpn.test', subscription: 'remove', groups: [] },
     ]);
     expect(parseRosterQuery(undefined)).toEqual([]);
+  });
+
+  it('reads roster groups: trimmed, each once, bounded; empty and overlong names skipped', () => {
+    const many = Array.from({ length: 40 }, (_, i) => `<group>g${i}</group>`).join('');
+    const q = one(
+      `<iq type="result"><query xmlns="jabber:iq:roster">` +
+        `<item jid="a@vpn.test" subscription="both"><group> lab </group><group>lab</group><group></group>` +
+        `<group>${'x'.repeat(257)}</group><group>ops &amp; dev</group><foo>bar</foo></item>` +
+        `<item jid="b@vpn.test" subscription="both">${many}</item>` +
+        `</query></iq>`,
+    ).getChild('query', 'jabber:iq:roster');
+    const items = parseRosterQuery(q);
+    expect(items[0]).toEqual({ jid: 'a@vpn.test', subscription: 'both', groups: ['lab', 'ops & dev'] });
+    expect(items[1]!.groups).toHaveLength(32);
   });
 });
 
@@ -301,24 +330,24 @@ describe('peer table', () => {
   it('reports first sight and changes, not repeats', () => {
     let now = 1000;
     const t = new PeerTable(() => now);
-    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [], cert: null }]);
+    expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'lab', online: true, caps: [], cert: null, memberCert: null }]);
     now = 2000;
     expect(t.available(jid(PEER), UID_B, 'lab')).toEqual([]);
     expect(t.list()[0]?.lastHeardMs).toBe(2000);
-    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [], cert: null }]);
+    expect(t.available(jid(PEER), UID_B, 'other')).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: [], cert: null, memberCert: null }]);
     // New capabilities (the peer's controller was upgraded) are news too; the same ones again are not.
-    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: null }]);
+    expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([{ jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: null, memberCert: null }]);
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'])).toEqual([]);
     expect(t.list()[0]?.caps).toEqual(['trickle']);
     // A new certificate (the node's key changed) is news: trusting it is the controller's decision.
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'], NODE_CERT)).toEqual([
-      { jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: NODE_CERT },
+      { jid: PEER, uid: UID_B, overlay: 'other', online: true, caps: ['trickle'], cert: NODE_CERT, memberCert: null },
     ]);
     expect(t.available(jid(PEER), UID_B, 'other', ['trickle'], NODE_CERT)).toEqual([]);
     expect(t.list()[0]?.cert).toBe(NODE_CERT);
     expect(t.available(jid(PEER), UID_A, 'other')).toEqual([
       { jid: PEER, uid: UID_B, overlay: 'other', online: false },
-      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [], cert: null },
+      { jid: PEER, uid: UID_A, overlay: 'other', online: true, caps: [], cert: null, memberCert: null },
     ]);
     expect(t.uidOf(PEER)).toBe(UID_A);
   });

@@ -1,17 +1,20 @@
 import { GroupVpnConfig } from '@tincan/protocol';
-import { loadConfigFile, parseConfigText, resolveXmppCredentials, type ResolvedXmpp } from '@tincan/controller';
+import { loadConfigFile, parseConfigText, resolveMemberCert, resolveXmppCredentials, type ResolvedXmpp } from '@tincan/controller';
 
-/** A validated GroupVPN config with the XMPP password resolved (read from password_file if given). */
-export type GroupVpnSettings = Omit<GroupVpnConfig, 'xmpp'> & { xmpp: ResolvedXmpp };
+/**
+ * A validated GroupVPN config with the XMPP password resolved (read from password_file if given) and,
+ * with a membership CA, this node's membership certificate read from membership.cert_file.
+ */
+export type GroupVpnSettings = Omit<GroupVpnConfig, 'xmpp'> & { xmpp: ResolvedXmpp; member_cert?: string | null };
 
 /** Loads `file`; throws ConfigError naming the file, the key path and what is expected. */
 export async function loadGroupVpnConfig(file: string): Promise<GroupVpnSettings> {
   const config = await loadConfigFile(file, GroupVpnConfig);
-  return { ...config, xmpp: await resolveXmppCredentials(file, config.xmpp) };
+  return { ...config, xmpp: await resolveXmppCredentials(file, config.xmpp), member_cert: await resolveMemberCert(file, config.membership) };
 }
 
 /** Validates config text (tests, --check-config on stdin); the password file is read as for a file. */
 export async function parseGroupVpnConfig(file: string, text: string): Promise<GroupVpnSettings> {
   const config = parseConfigText(file, text, GroupVpnConfig);
-  return { ...config, xmpp: await resolveXmppCredentials(file, config.xmpp) };
+  return { ...config, xmpp: await resolveXmppCredentials(file, config.xmpp), member_cert: await resolveMemberCert(file, config.membership) };
 }

@@ -3,12 +3,19 @@ import type { Logger } from 'pino';
 import { ip6FromUid, numberToIp4, uidFromIp4, type ConReq, type ConResp, type LinkInfo, type Uid } from '@tincan/protocol';
 import {
   DEFAULT_OVERLAY_TUNING,
+  EXPIRY_WARNING_MS,
   LinkPolicy,
+  Membership,
   OverlayController,
+  bareJid,
   Subnet4,
   errorMessage,
+  ownMemberCertStatus,
+  parseCaPublicKey,
   systemClock,
   type Clock,
+  type MembershipStatus,
+  type OwnMemberCertStatus,
   type OfferRefusal,
   type OverlayCounters,
   type OverlayHostOptions,
@@ -69,6 +76,17 @@ export interface GroupVpnStatus {
   /** Trickle ICE signaling: con_cand sent, candidates sent, applied, buffered and dropped. */
   trickle: TrickleCounters;
   routing: RoutingStatus;
+  membership: GroupVpnMembershipStatus;
+}
+
+/** Who gets in (docs/security.md): the mode, refusals by reason, pending key changes, certificates. */
+export interface GroupVpnMembershipStatus extends MembershipStatus {
+  /** Presences refused, by reason (key_changed, no_cert, uid_taken, not_member, member_cert_…). */
+  refusals: RefusalCounts;
+  /** With a membership CA: our own certificate (expiry, a warning within 7 days, what is wrong). */
+  own_cert: OwnMemberCertStatus | null;
+  /** With a membership CA: members whose certificate expires within 7 days. */
+  expiring: { uid: Uid; jid: string | null; expires_ms: number }[];
 }
 
 const IP_CACHE_MAX = 4096;
@@ -120,10 +138,14 @@ export class GroupVpnController {
    * Members whose presence went away, until when they still count for routing (departGraceMs): an
    * XMPP server restart takes every presence away for a few seconds, and routes must not go with them.
    */
-  private readonly formerMembers = new Map<Uid, { untilMs: number; jid: string | null }>();
+  private readonly formerMembers = new Map<Uid, { untilMs: number; cert: string | null }>();
   private readonly departGraceMs: number;
-  /** The full JID of each member's presence (kept while it counts as a member, for its channel key). */
-  private readonly lastJid = new Map<Uid, string | null>();
+  /** Each member's trusted node certificate (kept while it counts as a member, for its channel key). */
+  private readonly lastCert = new Map<Uid, string | null>();
+  private readonly membership: Membership;
+  /** Our node certificate's fingerprint (get_state), to check our own membership certificate. */
+  private ownFingerprint: string | null = null;
+  private ownCertLogged = false;
 
   constructor(opts: GroupVpnControllerOptions) {
     const config = (this.config = opts.config);
@@ -142,7 +164,18 @@ export class GroupVpnController {
       proactiveWaitMs: tuning.proactiveWaitMs,
     });
     const statusPath = opts.statusFile === undefined ? join(config.state_dir, STATUS_FILE) : opts.statusFile;
+    this.membership = new Membership({
+      ctl: 'groupvpn',
+      stateDir: opts.trustDir === undefined ? config.state_dir : opts.trustDir,
+      ownBare: bareJid(config.xmpp.jid),
+      members: config.members,
+      ca: config.membership ? { key: parseCaPublicKey(config.membership.ca_key), network: config.network_id } : null,
+      clock: this.clock,
+      log: this.log,
+    });
     this.core = new OverlayController({
+      membership: this.membership,
+      memberCert: config.member_cert ?? null,
       uid: this.uid,
       subnet: this.subnet,
       settings: config,
@@ -172,7 +205,7 @@ export class GroupVpnController {
       pollIntervalMs: tuning.pollIntervalMs,
       ...(opts.routingRefreshMs !== undefined ? { refreshMs: opts.routingRefreshMs } : {}),
       isMember: (uid) => this.isMember(uid),
-      memberJid: (uid) => this.peers.member(uid)?.jid ?? this.formerMembers.get(uid)?.jid ?? null,
+      memberCert: (uid) => this.peers.trustOf(uid)?.cert ?? this.formerMembers.get(uid)?.cert ?? null,
       stateDir: config.state_dir,
       mapPeer: (uid, ip4) => this.map(uid, ip4),
       unmapPeer: (uid) => this.unmap(uid),
@@ -224,20 +257,21 @@ export class GroupVpnController {
       linkUp: (uid) => this.routing.linkUp(uid),
       ...(this.config.routing.multihop ? { controlPackets: (uid: Uid) => this.routing.controlPackets(uid) } : {}),
       synced: (state, now) => {
+        this.ownFingerprint = state.node.fingerprint;
+        this.checkOwnCert(now);
         for (const uid of this.routing.shortcuts(state)) {
           const peer = this.peers.member(uid);
           if (peer) peer.demandMs = now;
         }
       },
       beforeReconcile: () => this.membersChanged(),
-      presenceEvent: (e) => this.routing.presence(e),
       presenceChanged: (changes) => {
         const now = this.clock.now();
         for (const c of changes) {
           if (c.after === 'member') this.formerMembers.delete(c.uid);
-          else if (c.before === 'member') this.formerMembers.set(c.uid, { untilMs: now + this.departGraceMs, jid: this.lastJid.get(c.uid) ?? null });
+          else if (c.before === 'member') this.formerMembers.set(c.uid, { untilMs: now + this.departGraceMs, cert: this.lastCert.get(c.uid) ?? null });
         }
-        for (const c of changes) if (c.after === 'member') this.lastJid.set(c.uid, this.peers.get(c.uid)?.jid ?? null);
+        for (const c of changes) if (c.after === 'member') this.lastCert.set(c.uid, this.peers.trustOf(c.uid)?.cert ?? null);
         if (changes.some((c) => c.before === 'member' && c.after !== 'member')) {
           // Routes to them go when the grace ends (unless they are back).
           this.clock.setTimeout(() => {
@@ -317,7 +351,7 @@ export class GroupVpnController {
     if (f === undefined) return false;
     if (f.untilMs > this.clock.now()) return true;
     this.formerMembers.delete(uid);
-    this.lastJid.delete(uid);
+    this.lastCert.delete(uid);
     return false;
   }
 
@@ -326,7 +360,7 @@ export class GroupVpnController {
     for (const [uid, f] of this.formerMembers) {
       if (f.untilMs <= now) {
         this.formerMembers.delete(uid);
-        this.lastJid.delete(uid);
+        this.lastCert.delete(uid);
       }
     }
     if (this.routing.membersChanged([...this.peers.members()].map((p) => p.uid))) this.ringChangedMs = this.clock.now();
@@ -423,6 +457,39 @@ export class GroupVpnController {
       .catch((err: unknown) => this.log.debug({ peer: uid.slice(0, 12), err: errorMessage(err) }, 'cannot unmap'));
   }
 
+  /**
+   * The subnets a member's membership certificate grants: what routing may accept from it. null when
+   * the network has no membership CA; [] for a UID that is not an admitted member.
+   */
+  grantedSubnets(uid: Uid): string[] | null {
+    return this.core.grantedSubnets(uid);
+  }
+
+  /** Logs (once per controller start) what is wrong with our own membership certificate, or its coming expiry. */
+  private checkOwnCert(now: number): void {
+    const ca = this.membership.ca;
+    if (ca === null || this.ownCertLogged || this.ownFingerprint === null) return;
+    this.ownCertLogged = true;
+    const own = this.ownCert(now)!;
+    if (own.problem) this.log.error({ problem: own.problem }, 'our membership certificate will be refused by the other members');
+    else if (own.warning) this.log.warn({ expires: new Date(own.expires_ms!).toISOString() }, `our membership certificate ${own.warning}`);
+  }
+
+  private ownCert(now: number): OwnMemberCertStatus | null {
+    const ca = this.membership.ca;
+    if (ca === null) return null;
+    return ownMemberCertStatus(ca, this.config.member_cert ?? null, { bareJid: bareJid(this.config.xmpp.jid), fingerprint: this.ownFingerprint, uid: this.uid }, now);
+  }
+
+  private membershipStatus(now: number): GroupVpnMembershipStatus {
+    const expiring: GroupVpnMembershipStatus['expiring'] = [];
+    for (const p of this.peers.members()) {
+      const exp = this.peers.trustOf(p.uid)?.expiresMs ?? null;
+      if (exp !== null && exp - now <= EXPIRY_WARNING_MS) expiring.push({ uid: p.uid, jid: p.jid, expires_ms: exp });
+    }
+    return { ...this.membership.status(), refusals: { ...this.core.admissionRefusals }, own_cert: this.ownCert(now), expiring };
+  }
+
   // --- status -----------------------------------------------------------------------------------------
 
   status(): GroupVpnStatus {
@@ -464,6 +531,7 @@ export class GroupVpnController {
       refusals: { ...this.refusals },
       trickle: { ...this.signaling.trickleCounters },
       routing: this.routing.status(),
+      membership: this.membershipStatus(now),
     };
   }
 }

@@ -7,7 +7,6 @@ import {
   cidrOverlaps,
   uidFromIp4,
   type ControllerMessage,
-  type EventOf,
   type OverlayRoute,
   type RoutingConfig,
   type StateResult,
@@ -43,8 +42,8 @@ export interface GroupRoutingOptions {
   unmapPeer(uid: Uid): void;
   /** The admission predicate: is `uid` an admitted member (or one just gone, within its grace)? */
   isMember(uid: Uid): boolean;
-  /** The full JID of the member's current presence (its certificate must come from that one), or null. */
-  memberJid(uid: Uid): string | null;
+  /** The node certificate the controller trusts for a member (or one just gone, within its grace), or null. */
+  memberCert(uid: Uid): string | null;
   /** The datapath's state directory: the node key (channel authentication) is read from there. */
   stateDir: string;
   /** This node's private key (default: the datapath's node-key.pem in stateDir; tests pass their own). */
@@ -177,14 +176,9 @@ export class GroupRouting {
     return this.topology?.update(members) ?? false;
   }
 
-  /** A presence: its node certificate (if any) keys the channel with that peer. */
-  presence(e: EventOf<'presence'>): void {
-    if (this.router && e.online && e.cert !== undefined) this.keyring.setPeerCert(e.uid, e.jid, e.cert);
-  }
-
   /** The key this node shares with `peer` for the controllers' channel, or null while unknown. */
   channelKey(peer: Uid): Buffer | null {
-    return this.keyring.key(peer, this.opts.memberJid(peer));
+    return this.keyring.key(peer, this.opts.memberCert(peer));
   }
 
   /** The datapath is (again) ours: relay for others, open the channel, install every route. */

@@ -64,7 +64,28 @@ describe('GroupVPN config', () => {
         accept: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
         allow_unauthenticated: false, max_routes_per_neighbour: 1024, max_routes: 32_768,
       },
+      member_cert: null,
     });
+  });
+
+  it('checks members and membership: JIDs, domains, the CA key, and reads the certificate file', async () => {
+    const caKey = `ed25519:${'A'.repeat(43)}`;
+    await expect(loadGroupVpnConfig(await write('m1.json', { ...base, members: { jids: ['not a jid'] } })))
+      .rejects.toThrow(/members\.jids\[0\]: expected a bare JID/);
+    await expect(loadGroupVpnConfig(await write('m2.json', { ...base, members: { domains: ['a@b'] } })))
+      .rejects.toThrow(/members\.domains\[0\]/);
+    await expect(loadGroupVpnConfig(await write('m3.json', { ...base, membership: { ca_key: 'ed25519:short', cert_file: 'x' } })))
+      .rejects.toThrow(/membership\.ca_key/);
+    await expect(loadGroupVpnConfig(await write('m4.json', { ...base, membership: { ca_key: caKey, cert_file: 'missing.cert' } })))
+      .rejects.toThrow(/membership\.cert_file: cannot read .*missing\.cert/);
+    await write('garbage.cert', 'hello');
+    await expect(loadGroupVpnConfig(await write('m5.json', { ...base, membership: { ca_key: caKey, cert_file: 'garbage.cert' } })))
+      .rejects.toThrow(/holds no membership certificate/);
+    const cert = `tcm1.${'e'.repeat(40)}.${'s'.repeat(86)}`;
+    await write('node.cert', `${cert}\n`);
+    const c = await loadGroupVpnConfig(await write('m6.json', { ...base, members: { groups: ['lab'] }, membership: { ca_key: caKey, cert_file: 'node.cert' } }));
+    expect(c.member_cert).toBe(cert);
+    expect(c.members).toEqual({ groups: ['lab'], jids: [], domains: [] });
   });
 
   it('checks the routing keys: subnets without host bits, structured needs multihop and on-demand links', async () => {

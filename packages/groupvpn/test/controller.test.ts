@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ip6FromUid, ip6ToBytes, uidFromIp4, uidToBytes } from '@tincan/protocol';
-import { ManualClock } from '@tincan/controller';
+import { ip6FromUid, ip6ToBytes, uidFromIp4, uidToBytes, type MemberCertPayload } from '@tincan/protocol';
+import { ManualClock, certFingerprint, generateMemberCa, parseCaPrivateKey, signMemberCert } from '@tincan/controller';
 import { FakeNet, node, unmappedFrame, warnings, type TestNode } from './helpers.js';
 
 let clock: ManualClock;
@@ -310,8 +310,9 @@ describe('GroupVpnController: admission', () => {
     const other = await node(net, clock, '10.254.0.3', { network_id: 'other' });
     await clock.advance(500);
     expect(a.ctl.peers.member(other.uid)).toBeUndefined();
-    const req = (ip4: string) => ({
-      overlay: 'lab', ip4, attempt: '00112233445566ff', description: { type: 'offer', sdp: 'v=0' },
+    const bKey = `v=0\na=fingerprint:sha-256 ${certFingerprint(b.dp.cert!)}`;
+    const req = (ip4: string, sdp = bKey) => ({
+      overlay: 'lab', ip4, attempt: '00112233445566ff', description: { type: 'offer', sdp },
     });
     // a node of another overlay (its presence was refused)
     a.dp.emit({ event: 'signal', uid: other.uid, jid: other.dp.jid, type: 'con_req', data: req(other.ip4) });
@@ -325,16 +326,19 @@ describe('GroupVpnController: admission', () => {
     a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'con_req', data: req('10.254.0.9') });
     // a member in our overlay but announcing another overlay in the message
     a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'con_req', data: { ...req(b.ip4), overlay: 'other' } });
+    // a member's offer for another key than the one its presence carried (and we trust), or for none
+    a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'con_req', data: req(b.ip4, `v=0\na=fingerprint:sha-256 ${certFingerprint('AAAA')}`) });
+    a.dp.emit({ event: 'signal', uid: b.uid, jid: b.dp.jid, type: 'con_req', data: req(b.ip4, 'v=0') });
     await clock.advance(500);
     expect(a.ctl.refusals).toEqual({
-      not_admitted: 2, unknown_sender: 1, jid_mismatch: 1, binding_mismatch: 1, overlay_mismatch: 1,
+      not_admitted: 2, unknown_sender: 1, jid_mismatch: 1, binding_mismatch: 1, overlay_mismatch: 1, fingerprint_mismatch: 2,
     });
-    expect(a.ctl.counters.signals_refused).toBe(6);
-    expect(warnings(a.lines, 'signal refused').length).toBe(5); // the repeated one is rate-limited
+    expect(a.ctl.counters.signals_refused).toBe(8);
+    expect(warnings(a.lines, 'signal refused').length).toBe(6); // the repeated ones are rate-limited
     expect(a.dp.callsOf('create_link').length).toBe(0);
     expect(a.dp.map4.size).toBe(0);
     // the member whose binding was wrong gets a con_reject; nobody else hears from us
-    expect(net.signals.filter((s) => s.type === 'con_reject').map((s) => s.to)).toEqual([b.dp.jid, b.dp.jid]);
+    expect(net.signals.filter((s) => s.type === 'con_reject').map((s) => s.to)).toEqual([b.dp.jid, b.dp.jid, b.dp.jid, b.dp.jid]);
   });
 
   it('never crashes on garbage signal payloads; counts them; still links afterwards', async () => {
@@ -431,27 +435,126 @@ describe('GroupVpnController: admission', () => {
     expect(offers.map((c) => c.params.trickle === true)).toEqual([offerer !== a]);
   });
 
-  it('two JIDs announcing one address: reported (log + status), neither linked until one leaves', async () => {
+  it('a second JID announcing a member\'s address is refused (uid_taken): the holder keeps its link; the claimant waits for it to leave', async () => {
     const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
     const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
     await clock.advance(7000);
     expect(linkState(a, b)).toBe('up');
-    // A second node is (mis)configured with b's address.
+    // A second node is (mis)configured with b's address, or someone copies b's presence.
     const dup = await node(net, clock, '10.254.0.2', { link_policy: 'proactive', xmpp: { host: 'x', port: 5222, jid: 'dup@vpn.test', password: 'p', mechanism: 'PLAIN' } });
     await clock.advance(100);
-    expect(a.ctl.peers.get(b.uid)?.status).toBe('conflict');
-    expect(linkState(a, b)).toBe('idle');
-    expect(a.ctl.status().conflicts).toEqual([{ uid: b.uid, jids: [b.dp.jid, dup.dp.jid], local: false }]);
-    expect(a.lines.some((l) => l.level === 50 && String(l.msg).startsWith('address conflict'))).toBe(true);
-    // b also sees someone claiming its own address
-    expect(b.ctl.status().conflicts).toMatchObject([{ uid: b.uid, local: true }]);
+    expect(a.ctl.peers.member(b.uid)?.jid).toBe(b.dp.jid);
+    expect(a.ctl.status().membership.refusals).toMatchObject({ uid_taken: 1 });
+    expect(a.lines.some((l) => l.level === 50 && l.reason === 'uid_taken' && l.jid === dup.dp.jid)).toBe(true);
+    // b refuses someone claiming its own address too, and keeps its link
+    expect(b.ctl.status().membership.refusals).toMatchObject({ uid_taken: 1 });
     await clock.advance(20_000);
-    expect(linkState(a, b)).toBe('idle');
-    // the duplicate leaves: b is a member again and gets linked
-    net.offline(dup.dp);
-    await clock.advance(10_000);
-    expect(a.ctl.status().conflicts).toEqual([]);
     expect(linkState(a, b)).toBe('up');
+    expect(a.ctl.status().conflicts).toEqual([]);
+    expect(net.signals.some((s) => s.to === dup.dp.jid)).toBe(false);
+    // the holder leaves: the waiting claimant is judged again (first use of its key for that address)
+    net.offline(b.dp);
+    await clock.advance(100);
+    expect(a.ctl.peers.member(b.uid)?.jid).toBe(dup.dp.jid);
+  });
+
+  it('pins the first key per (JID, UID), refuses a changed one (key_changed) until the operator accepts it; set_peer_cert follows', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.dp.peerCerts.get(b.uid)).toBe(b.dp.cert);
+    // b's node gets a new key (its state directory was lost, or someone else signs in as b)
+    net.offline(b.dp);
+    await clock.advance(100);
+    b.dp.cert = Buffer.from('another key').toString('base64');
+    b.dp.goOnline();
+    await clock.advance(30_000);
+    expect(a.ctl.peers.member(b.uid)).toBeUndefined();
+    expect(linkState(a, b)).toBe('idle');
+    const st = a.ctl.status().membership;
+    expect(st.mode).toBe('pinning');
+    expect(st.refusals).toMatchObject({ key_changed: 1 });
+    expect(st.pending_keys).toEqual([expect.objectContaining({ jid: '10-254-0-2@vpn.test', uid: b.uid, fingerprint: certFingerprint(b.dp.cert) })]);
+    expect(net.signals.filter((s) => s.from === a.uid && s.to === b.dp.jid && s.type === 'con_req').length).toBeLessThanOrEqual(1);
+    // accepting another fingerprint than the pending one changes nothing
+    expect(a.ctl.core.membership.accept(`10-254-0-2@vpn.test ${b.uid}`, certFingerprint('AAAA'))).toBe(false);
+    expect(a.ctl.core.membership.accept(`10-254-0-2@vpn.test ${b.uid}`, certFingerprint(b.dp.cert))).toBe(true);
+    a.ctl.core.handlePresence(a.ctl.peers.rejudge((p) => p.uid === b.uid, clock.now()));
+    await clock.advance(10_000);
+    expect(a.ctl.peers.member(b.uid)?.jid).toBe(b.dp.jid);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.dp.peerCerts.get(b.uid)).toBe(b.dp.cert);
+    expect(a.ctl.status().membership.pending_keys).toEqual([]);
+  });
+
+  it('a presence without a node certificate is refused (no_cert)', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' }, {}, (dp) => {
+      dp.cert = undefined;
+    });
+    await clock.advance(10_000);
+    expect(a.ctl.peers.member(b.uid)).toBeUndefined();
+    expect(a.ctl.status().membership.refusals).toMatchObject({ no_cert: 1 });
+    expect(linkState(a, b)).toBe('idle');
+  });
+});
+
+describe('GroupVpnController: membership CA', () => {
+  const caPair = generateMemberCa();
+  const caPriv = parseCaPrivateKey(caPair.privatePem);
+  const other = parseCaPrivateKey(generateMemberCa().privatePem);
+  const nowS = Math.floor(new ManualClock().now() / 1000);
+  /** The fake datapath's node certificate for the node of `ip4` (its JID is derived from the address). */
+  const fpOf = (ip4: string) => certFingerprint(Buffer.from(`fake node certificate of ${ip4.replace(/\./g, '-')}@vpn.test/tincan`).toString('base64'));
+  const cert = (ip4: string, over: Partial<MemberCertPayload> = {}, key = caPriv) =>
+    signMemberCert(key, { v: 1, net: 'lab', jid: `${ip4.replace(/\./g, '-')}@vpn.test`, fp: fpOf(ip4), ip4, subnets: [], nbf: nowS - 60, exp: nowS + 86_400, ...over });
+  const withCa = (ip4: string, memberCert: string | null) => ({
+    link_policy: 'proactive' as const,
+    membership: { ca_key: caPair.publicKey, cert_file: 'unused' },
+    member_cert: memberCert ?? null,
+  });
+
+  it('links members with valid certificates, refuses the others by reason, and grants what the certificate says', async () => {
+    const a = await node(net, clock, '10.254.0.1', withCa('10.254.0.1', cert('10.254.0.1')));
+    const b = await node(net, clock, '10.254.0.2', withCa('10.254.0.2', cert('10.254.0.2', { subnets: ['10.88.0.0/24'], exp: nowS + 3600 })));
+    const bad = [
+      await node(net, clock, '10.254.0.3', withCa('10.254.0.3', null)),
+      await node(net, clock, '10.254.0.4', withCa('10.254.0.4', cert('10.254.0.4', {}, other))),
+      await node(net, clock, '10.254.0.5', withCa('10.254.0.5', cert('10.254.0.5', { fp: fpOf('10.254.0.9') }))),
+      await node(net, clock, '10.254.0.6', withCa('10.254.0.6', cert('10.254.0.7'))), // another member's certificate
+      await node(net, clock, '10.254.0.8', withCa('10.254.0.8', cert('10.254.0.8', { nbf: nowS - 7200, exp: nowS - 3600 }))),
+    ];
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    for (const n of bad) expect(linkState(a, n)).toBe('idle');
+    expect(a.dp.callsOf('register_svc')[0]!.params.member_cert).toBe(cert('10.254.0.1'));
+    expect(a.ctl.status().membership).toMatchObject({
+      mode: 'ca',
+      refusals: { no_member_cert: 1, member_cert_bad_signature: 1, member_cert_wrong_key: 1, member_cert_wrong_jid: 1, member_cert_expired: 1 },
+      own_cert: { problem: null, warning: expect.stringMatching(/^expires in 24 h/) }, // a day left: within the warning week
+      expiring: [{ uid: b.uid, jid: b.dp.jid, expires_ms: (nowS + 3600) * 1000 }],
+    });
+    expect(bad[0]!.ctl.status().membership.own_cert?.problem).toMatch(/no membership certificate/);
+    expect(a.ctl.grantedSubnets(b.uid)).toEqual(['10.88.0.0/24']);
+    expect(a.ctl.grantedSubnets(bad[0]!.uid)).toEqual([]);
+    expect(b.ctl.grantedSubnets(a.uid)).toEqual([]);
+    // no pins are made with a CA
+    expect(a.ctl.status().membership.pinned).toBe(0);
+    // b's certificate expires: b is refused from then on, and its link trimmed
+    await clock.advance(3600_000 + 5_000); // its expiry and the next poll: refused, so no grace for its link
+    expect(a.ctl.peers.member(b.uid)).toBeUndefined();
+    expect(linkState(a, b)).toBe('idle');
+    expect(a.ctl.status().membership.refusals.member_cert_expired).toBe(2);
+    expect(a.ctl.grantedSubnets(b.uid)).toEqual([]);
+  });
+
+  it('without a CA, certificates restrict nothing: grantedSubnets is null', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(7000);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.ctl.grantedSubnets(b.uid)).toBeNull();
   });
 });
 

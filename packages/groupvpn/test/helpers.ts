@@ -60,6 +60,7 @@ export async function node(
       clock,
       tuning: { ...FAST, ...tuning },
       statusFile: null,
+      trustDir: null,
       random: () => 0.5,
     });
   const n: TestNode = {

@@ -20,7 +20,6 @@ const SELF = '10.254.0.1';
 const NEIGHBOUR = '10.254.0.4';
 const OTHER = '10.254.0.2'; // another member, granted 10.45.0.0/24
 const uid = (ip: string): Uid => uidFromIp4(ip);
-const JID: Record<Uid, string> = { [uid(NEIGHBOUR)]: 'n@vpn.test/tincan', [uid(OTHER)]: 'o@vpn.test/tincan' };
 const ROUTERS = { [NEIGHBOUR]: ['10.44.0.0/24'], [OTHER]: ['10.45.0.0/24'] };
 
 const root = mkdtempSync(join(tmpdir(), 'tincan-hostile-'));
@@ -72,7 +71,7 @@ async function setup(routing: Partial<RoutingConfig> = {}) {
     log: captureLogger().logger,
     pollIntervalMs: 5_000,
     isMember: (u) => members.has(u),
-    memberJid: (u) => (members.has(u) ? (JID[u] ?? null) : null),
+    memberCert: (u) => (u === uid(NEIGHBOUR) && members.has(u) ? neighbour.certB64 : null),
     stateDir: self.dir,
     mapPeer: async () => undefined,
     unmapPeer: () => undefined,
@@ -82,15 +81,13 @@ async function setup(routing: Partial<RoutingConfig> = {}) {
     channel: { port, address: '127.0.0.1', addressOf: (u) => addresses.get(u) ?? '127.0.0.254' },
   });
   cleanup.push(() => r.stop());
-  r.presence({ event: 'presence', uid: uid(NEIGHBOUR), jid: JID[uid(NEIGHBOUR)]!, overlay: 'lab', online: true, cert: neighbour.certB64 });
   await r.attached();
   await until('the channel is bound', () => r.channel!.bound);
   r.linkUp(uid(NEIGHBOUR));
   // The neighbour's side of the key: its own node key and our certificate.
   const ring = new ChannelKeyring(uid(NEIGHBOUR));
   ring.setPrivateKey(await loadNodeKey(neighbour.dir));
-  ring.setPeerCert(uid(SELF), 'self@vpn.test/tincan', self.certB64);
-  const key = ring.key(uid(SELF), 'self@vpn.test/tincan')!;
+  const key = ring.key(uid(SELF), self.certB64)!;
   const sender: Socket = createSocket('udp4');
   await new Promise<void>((res) => sender.bind(port, '127.0.0.2', res));
   cleanup.push(() => sender.close());

@@ -28,7 +28,7 @@ function setup(routing: Partial<RoutingConfig> = {}) {
     log: captureLogger().logger,
     pollIntervalMs: 5_000,
     isMember: () => true,
-    memberJid: () => null,
+    memberCert: () => null,
     stateDir: '/nonexistent',
     nodeKey: async () => null,
     mapPeer: async (uid, ip4) => void mapped.set(uid, ip4),

@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest, XmppAccountFields, checkPasswordSource } from './rpc.js';
 import { RoutedSubnet, cidrCovers, cidrOverlaps } from './overlay-messages.js';
 import { ip4ToNumber, ip6ToBytes, numberToIp4 } from './uid.js';
+import { MemberCaKey } from './member-cert.js';
 
 /**
  * Controller configuration files (JSON), validated here as the single source of truth.
@@ -77,6 +78,43 @@ export const DatapathEndpoint = z
 export const LinkPolicyName = z.enum(['on-demand', 'proactive']);
 export type LinkPolicyName = z.infer<typeof LinkPolicyName>;
 
+/**
+ * `members`: narrows who may be a peer beyond the roster gate (a mutual roster subscription, or our
+ * own account). Empty or absent: every such contact. Otherwise a contact must be in one of the roster
+ * groups, or be one of the bare JIDs, or be of one of the domains. Our own account always passes.
+ */
+export const MembersConfig = z
+  .strictObject({
+    groups: z.array(z.string().min(1).max(256)).max(64).default([]).describe('Roster groups (e.g. a shared roster group of the server) whose contacts may be peers.'),
+    jids: z
+      .array(z.string().max(1024).regex(/^[^@/\s]+@[^@/\s]+$/, 'expected a bare JID, user@domain'))
+      .max(4096)
+      .default([])
+      .describe('Bare JIDs that may be peers.'),
+    domains: z
+      .array(z.string().max(255).regex(/^[^@/\s]+$/, 'expected a domain, e.g. example.org'))
+      .max(256)
+      .default([])
+      .describe('XMPP domains whose accounts may be peers.'),
+  })
+  .describe('Who may be a peer, beyond the mutual roster subscription: any of these roster groups, JIDs or domains (empty: every mutual contact).');
+export type MembersConfig = z.infer<typeof MembersConfig>;
+
+/**
+ * `membership`: a membership CA for the network. When set, every peer must present a membership
+ * certificate signed by `ca_key` (docs/security.md), and this node announces its own (`cert_file`).
+ */
+export const MembershipConfig = z
+  .strictObject({
+    ca_key: MemberCaKey.describe('The network\'s membership CA public key (tincanctl ca init prints it).'),
+    cert_file: z
+      .string()
+      .min(1)
+      .describe("This node's membership certificate (tincanctl ca sign writes it); relative to the config file."),
+  })
+  .describe('A membership CA: peers must present a certificate signed by it (binding JID, node key, address, subnets, validity).');
+export type MembershipConfig = z.infer<typeof MembershipConfig>;
+
 /** Keys every controller config shares. */
 const common = {
   /** JSON Schema reference for editors; ignored. */
@@ -104,6 +142,7 @@ const common = {
     .default('/var/lib/tincan')
     .describe("The datapath's --state-dir (its RPC token is read from there); the controller writes groupvpn-status.json there."),
   log_level: LogLevel.default('info').describe('Log level.'),
+  members: MembersConfig.optional(),
 };
 
 /** "a.b.c.d/len" or an IPv6 prefix naming a network: no host bits set. */
@@ -244,6 +283,7 @@ export const GroupVpnConfig = z
     network_id: NetworkId,
     vnic: VnicConfig,
     routing: RoutingConfig.prefault({}),
+    membership: MembershipConfig.optional(),
     ...common,
   })
   .superRefine((c, ctx) => {

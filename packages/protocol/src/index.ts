@@ -9,3 +9,5 @@ export * from './social-config.js';
 export * from './overlay-messages.js';
 export * from './lane-control.js';
 export * from './rpc-auth.js';
+export * from './member-cert.js';
+export * from './trust.js';

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { Uid, ip4ToNumber, ip6ToBytes, parseCidr } from './uid.js';
 import { NODE_CAPS_MAX, NodeCap, NodeCert } from './signal.js';
+import { MemberCert } from './member-cert.js';
 
 /**
  * JSON-over-UDP RPC between tincan-datapath (127.0.0.1:5801 by default) and its controller.
@@ -163,8 +164,8 @@ export const SetLocalIpRequest = z.strictObject({
 });
 
 /**
- * Connects the datapath's XMPP session; `overlay` (GroupVPN network id) and `caps` (what the
- * controller takes, e.g. `trickle`) are announced in presence.
+ * Connects the datapath's XMPP session; `overlay` (GroupVPN network id), `caps` (what the
+ * controller takes, e.g. `trickle`) and `member_cert` are announced in presence.
  */
 export const RegisterSvcRequest = z.strictObject({
   ...base,
@@ -172,6 +173,8 @@ export const RegisterSvcRequest = z.strictObject({
   xmpp: XmppAccount,
   overlay: z.string().max(64).optional(),
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
+  /** This node's membership certificate, announced in presence (`mcert`) when the network has a CA. */
+  member_cert: MemberCert.optional(),
 });
 
 /**
@@ -297,7 +300,7 @@ export const GetStatePageRequest = z.strictObject({
 /** A session that is the controller says it is alive (at least every few seconds, docs/rpc.md). */
 export const KeepaliveRequest = z.strictObject({ ...base, m: z.literal('keepalive') });
 
-/** The XMPP roster as the datapath holds it now (the one fetched at login, with every push since). */
+/** The XMPP session's roster (a controller that attaches to a running datapath missed its roster event). */
 export const GetRosterRequest = z.strictObject({ ...base, m: z.literal('get_roster') });
 
 /** Sends a signal to a peer over XMPP, addressed by UID (from presence) or full JID. */
@@ -447,6 +450,8 @@ export const PeerInfo = z.strictObject({
   caps: z.array(NodeCap).max(NODE_CAPS_MAX).optional(),
   /** The node certificate its presence announced (absent when none or unreadable). */
   cert: NodeCert.optional(),
+  /** The membership certificate its presence announced (absent when none or not of the right form). */
+  member_cert: MemberCert.optional(),
 });
 export type PeerInfo = z.infer<typeof PeerInfo>;
 
@@ -560,6 +565,8 @@ export const PresenceEvent = z.strictObject({
    * could not read as an X.509 certificate). Announced, not verified: trusting it is policy.
    */
   cert: NodeCert.optional(),
+  /** The peer's membership certificate (online only; as announced, not verified). */
+  member_cert: MemberCert.optional(),
 });
 export const SignalEvent = z.strictObject({
   event: z.literal('signal'),
@@ -592,7 +599,10 @@ export const XmppEvent = z.strictObject({
 export const RosterItem = z.strictObject({
   jid: z.string(),
   subscription: z.enum(['none', 'to', 'from', 'both', 'remove']),
+  /** Its roster groups (e.g. a shared roster group); absent from an older datapath. */
+  groups: z.array(z.string().max(256)).max(32).default([]),
 });
+export type RosterItem = z.infer<typeof RosterItem>;
 export const RosterEvent = z.strictObject({
   event: z.literal('roster'),
   items: z.array(RosterItem),
@@ -600,8 +610,12 @@ export const RosterEvent = z.strictObject({
   full: z.boolean(),
 });
 
-/** get_roster's answer: null before the roster was fetched (XMPP not logged in yet). */
-export const GetRosterResult = z.strictObject({ roster: z.array(RosterItem).nullable() });
+/**
+ * get_roster's answer: the roster as the datapath holds it now (fetched at login, every push since
+ * applied). `known`: the roster of the current XMPP login arrived (false: not registered or not
+ * logged in yet, and `items` is empty).
+ */
+export const GetRosterResult = z.strictObject({ known: z.boolean(), items: z.array(RosterItem) });
 export type GetRosterResult = z.infer<typeof GetRosterResult>;
 
 export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, CandidateEvent, XmppEvent, RosterEvent]);

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { DatapathEndpoint, XmppConfig, cidr4Parts, configJsonSchema } from './config.js';
+import { DatapathEndpoint, MembersConfig, XmppConfig, cidr4Parts, configJsonSchema } from './config.js';
 import { CreateLinkRequest, LogLevel, SetLocalIpRequest } from './rpc.js';
 import { Uid, ip4ToNumber, numberToIp4 } from './uid.js';
 
@@ -122,6 +122,7 @@ export const SocialVpnConfig = z
         "The datapath's --state-dir (its RPC token is read from there); the controller keeps socialvpn-state.json (node UID, friends' addresses, traffic history) and writes socialvpn-status.json there.",
       ),
     log_level: LogLevel.default('info').describe('Log level.'),
+    members: MembersConfig.optional(),
   })
   .superRefine((c, ctx) => {
     if (c.address !== undefined) {

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
-  GetRosterResult,
   SOCIAL_OVERLAY,
   SocialSignalExtras,
   UID_BYTES,
@@ -15,6 +14,7 @@ import {
 import {
   AddressPool,
   DEFAULT_OVERLAY_TUNING,
+  Membership,
   OverlayController,
   PersistentJsonFile,
   Subnet4,
@@ -149,7 +149,17 @@ export class SocialVpnController {
     this.stateFile = statePath === null ? null : new PersistentJsonFile(statePath, this.clock, this.log);
 
     const statusPath = opts.statusFile === undefined ? join(opts.config.state_dir, STATUS_FILE) : opts.statusFile;
+    const membership = new Membership({
+      ctl: 'socialvpn',
+      stateDir: opts.trustDir !== undefined ? opts.trustDir : statePath === null ? null : opts.config.state_dir,
+      ownBare: this.ownBare,
+      members: opts.config.members,
+      ca: null,
+      clock: this.clock,
+      log: this.log,
+    });
     this.core = new OverlayController({
+      membership,
       uid: this.uid,
       subnet: this.subnet,
       settings: opts.config,
@@ -225,7 +235,6 @@ export class SocialVpnController {
         `the datapath's vNIC belongs to node ${node.uid} (${node.ip4 ?? '?'}), not to this SocialVPN node ${this.uid} ` +
         '(another controller configured it, or socialvpn-state.json was replaced): restart the datapath',
       localIp4: () => `${this.ip4}/${this.subnet.prefix}`,
-      attached: () => this.fetchRoster(),
       syncedPresences: (state) => {
         const listed = new Set(state.peers.map((p) => `${p.uid} ${p.jid}`));
         for (const [jid, r] of this.refusedPresences) if (!listed.has(`${r.uid} ${jid}`)) this.refusedPresences.delete(jid);
@@ -415,31 +424,6 @@ export class SocialVpnController {
     this.core.markDirty();
   }
 
-  /**
-   * Asks the datapath for the roster it holds now (attached: at start and after a datapath restart):
-   * roster pushes that came while this controller was down are in it, so a contact unfriended then
-   * loses its link and address now, before any link is adopted, not at the next XMPP login. A
-   * datapath that has no roster yet (not logged in) sends it at login; an older one without the verb
-   * is only logged.
-   */
-  private async fetchRoster(): Promise<void> {
-    let answer: unknown;
-    try {
-      answer = await this.supervisor.call('get_roster', {});
-    } catch (err) {
-      if (rpcErrorCode(err) !== 'bad_request') throw err;
-      this.log.warn({ err: errorMessage(err) }, 'the datapath has no get_roster (an older version): roster changes made while the controller was down wait for the next XMPP login');
-      return;
-    }
-    const r = GetRosterResult.safeParse(answer);
-    if (!r.success) {
-      this.log.warn({ problem: r.error.message.slice(0, 200) }, 'get_roster: malformed answer ignored');
-      return;
-    }
-    if (r.data.roster === null) return;
-    this.onRoster({ event: 'roster', items: r.data.roster, full: true });
-  }
-
   /** `bare` is no longer a friend: trim its devices' links, unmap and forget their addresses. */
   private unfriend(bare: string): void {
     for (const [uid, m] of [...this.mappings]) {
@@ -470,15 +454,7 @@ export class SocialVpnController {
 
   /** Judges the presences of `bare`'s devices again (the roster changed). */
   private readmit(bare: string): void {
-    const now = this.clock.now();
-    const again: { uid: Uid; jid: string; overlay: string | null; online: true }[] = [];
-    for (const p of this.peers.all()) {
-      for (const c of p.claims.values()) if (bareJid(c.jid) === bare) again.push({ uid: p.uid, jid: c.jid, overlay: c.overlay, online: true });
-    }
-    for (const [jid, r] of this.refusedPresences) {
-      if (bareJid(jid) === bare) again.push({ uid: r.uid, jid, overlay: r.overlay, online: true });
-    }
-    for (const ev of again) this.core.handlePresence(this.peers.presence(ev, now));
+    this.core.handlePresence(this.peers.rejudge((p) => bareJid(p.jid) === bare, this.clock.now()));
   }
 
   // --- addresses ------------------------------------------------------------------------------------
@@ -669,6 +645,7 @@ export class SocialVpnController {
       counters: { ...this.counters },
       refusals: { ...this.refusals },
       trickle: { ...this.signaling.trickleCounters },
+      membership: { ...this.core.membership.status(), refusals: { ...this.core.admissionRefusals } },
     };
   }
 

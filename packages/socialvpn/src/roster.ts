@@ -1,12 +1,8 @@
 import type { EventOf } from '@tincan/protocol';
+import { bareJid } from '@tincan/controller';
 
+export { bareJid };
 export type Subscription = EventOf<'roster'>['items'][number]['subscription'];
-
-/** The bare JID of a JID, lowercased as the datapath reports roster items: "bob@example.org". */
-export function bareJid(jid: string): string {
-  const slash = jid.indexOf('/');
-  return (slash >= 0 ? jid.slice(0, slash) : jid).toLowerCase();
-}
 
 /**
  * The XMPP roster as the SocialVPN's trust relation (paper §4.3, "only a user's XMPP buddies will be

@@ -1,5 +1,5 @@
 import type { Uid } from '@tincan/protocol';
-import type { DayTraffic, OverlayCounters, RefusalCounts, TrickleCounters } from '@tincan/controller';
+import type { DayTraffic, MembershipStatus, OverlayCounters, RefusalCounts, TrickleCounters } from '@tincan/controller';
 
 export interface SocialVpnCounters extends OverlayCounters {
   offers_proactive: number;
@@ -69,4 +69,6 @@ export interface SocialVpnStatus {
   refusals: RefusalCounts;
   /** Trickle ICE signaling: con_cand sent, candidates sent, applied, buffered and dropped. */
   trickle: TrickleCounters;
+  /** Who gets in (docs/security.md): pinned keys, refused key changes, presences refused by reason. */
+  membership: MembershipStatus & { refusals: RefusalCounts };
 }

@@ -131,6 +131,31 @@ describe('SocialVpnController: roster → peers', () => {
   });
 });
 
+describe('SocialVpnController: membership', () => {
+  it('members narrows friends to roster groups (a push that adds the group admits); keys are pinned in the state directory', async () => {
+    const alice = await socialNode(net, clock, 'alice', { roster: { bob: 'both', carol: 'both' }, config: { members: { groups: ['family'], jids: [], domains: [] } } });
+    const bob = await socialNode(net, clock, 'bob', { roster: { alice: 'both' } });
+    const carol = await socialNode(net, clock, 'carol', { roster: { alice: 'both' } });
+    await clock.advance(500);
+    expect(alice.ctl.peers.member(bob.uid)).toBeUndefined();
+    expect(alice.ctl.status().membership.refusals).toMatchObject({ not_member: 2 });
+    alice.dp.rosterPush([{ jid: jidOf('bob'), subscription: 'both', groups: ['family'] }]);
+    await clock.advance(100);
+    expect(alice.ctl.peers.member(bob.uid)).toBeDefined();
+    expect(alice.ctl.peers.member(carol.uid)).toBeUndefined();
+    expect(alice.dp.peerCerts.get(bob.uid)).toBe(bob.dp.cert);
+    // bob's pinned key is in alice's state directory
+    await alice.ctl.stop();
+    const pins = JSON.parse(readFileSync(join(alice.config.state_dir, 'socialvpn-pins.json'), 'utf8')) as { pins: Record<string, { fingerprint: string }> };
+    expect(Object.keys(pins.pins)).toEqual([`${jidOf('bob')} ${bob.uid}`]);
+    // and a restarted controller that attaches to the running datapath asks it for the roster (groups)
+    const ctl = await alice.restartController();
+    await clock.advance(6000);
+    expect(alice.dp.callsOf('get_roster').length).toBeGreaterThanOrEqual(1);
+    expect(ctl.peers.member(bob.uid)).toBeDefined();
+  });
+});
+
 describe('SocialVpnController: addresses are stable', () => {
   it('across controller restarts, datapath restarts and friends coming and going', async () => {
     const alice = await socialNode(net, clock, 'alice', { roster: { bob: 'both', carol: 'both', dave: 'both' } });

@@ -3,13 +3,13 @@
  * The TinCan stanza codec: what the datapath puts on XMPP and how it reads what comes back.
  * Pure functions over ltx elements (no connection), so every garbage case is unit-testable.
  *
- *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=… cert=…/></presence>
+ *  - presence: <presence><priority>-1</priority><node xmlns=PRESENCE_NS uid=… overlay=… caps=… cert=… mcert=…/></presence>
  *  - signal:   <message to=FULL type="normal"><signal xmlns=SIGNAL_NS>JSON</signal>
  *              <no-store xmlns="urn:xmpp:hints"/></message>, JSON = XmppSignal {v:1, uid, type, data}
  */
 import { xml, type XmlElement } from '@xmpp/client-core';
 import { X509Certificate } from 'node:crypto';
-import { MAX_SIGNAL_BYTES, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal } from '@tincan/protocol';
+import { MAX_SIGNAL_BYTES, MemberCert, NODE_CAPS_MAX, NodeCap, NodeCert, PRESENCE_NS, SIGNAL_NS, Uid, XmppSignal, type RosterItem } from '@tincan/protocol';
 
 export type { XmlElement } from '@xmpp/client-core';
 
@@ -71,6 +71,8 @@ export interface PresenceAnnouncement {
   caps?: readonly string[];
   /** The node certificate's DER, base64 (NodeCert). */
   cert?: string | null;
+  /** The membership certificate (MemberCert), when the network has a CA. */
+  memberCert?: string | null;
 }
 
 export function buildPresence(uid: string, a: PresenceAnnouncement = {}): XmlElement {
@@ -85,6 +87,7 @@ export function buildPresence(uid: string, a: PresenceAnnouncement = {}): XmlEle
       ...(a.overlay ? { overlay: a.overlay } : {}),
       ...(caps.length > 0 ? { caps: caps.join(' ') } : {}),
       ...(a.cert ? { cert: a.cert } : {}),
+      ...(a.memberCert ? { mcert: a.memberCert } : {}),
     }),
   );
 }
@@ -124,7 +127,7 @@ export function buildSignalMessage(to: string, json: string, id?: string): XmlEl
 
 export type PresenceParse =
   /** An available TinCan node. */
-  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[]; cert: string | null }
+  | { kind: 'available'; jid: ParsedJid; uid: string; overlay: string | null; caps: string[]; cert: string | null; memberCert: string | null }
   /** type="unavailable", or type="error" (treated alike: the peer is gone either way). `jid` may be bare. */
   | { kind: 'unavailable'; jid: ParsedJid; error: boolean }
   /** Not for us: subscription requests, probes, presence without the TinCan child, no sender. */
@@ -155,6 +158,7 @@ export function parsePresence(stanza: XmlElement): PresenceParse {
     overlay: overlay ?? null,
     caps: parseCaps(node.attrs.caps),
     cert: parseNodeCert(node.attrs.cert),
+    memberCert: MemberCert.safeParse(node.attrs.mcert).success ? (node.attrs.mcert as string) : null,
   };
 }
 
@@ -271,11 +275,12 @@ export function parseSignalMessage(
 // ---------------------------------------------------------------------------------------------
 // Roster
 
-export type Subscription = 'none' | 'to' | 'from' | 'both' | 'remove';
-export interface RosterItem {
-  jid: string;
-  subscription: Subscription;
-}
+export type Subscription = RosterItem['subscription'];
+/** A roster item: bare JID, subscription, and its roster groups (e.g. a shared group of prosody's mod_groups). */
+export type { RosterItem };
+/** Groups read per roster item, and the longest group name kept (longer ones are skipped). */
+export const ROSTER_GROUPS_MAX = 32;
+export const ROSTER_GROUP_MAX_LEN = 256;
 const SUBSCRIPTIONS: ReadonlySet<string> = new Set(['none', 'to', 'from', 'both', 'remove']);
 
 export function buildRosterGet(): XmlElement {
@@ -290,7 +295,13 @@ export function parseRosterQuery(query: XmlElement | undefined): RosterItem[] {
     const jid = parseJid(item.attrs.jid);
     if (!jid) continue;
     const sub = item.attrs.subscription ?? 'none';
-    items.push({ jid: jid.bare, subscription: (SUBSCRIPTIONS.has(sub) ? sub : 'none') as Subscription });
+    const groups: string[] = [];
+    for (const g of item.getChildren('group')) {
+      if (groups.length === ROSTER_GROUPS_MAX) break;
+      const name = g.text().trim();
+      if (name.length > 0 && name.length <= ROSTER_GROUP_MAX_LEN && !groups.includes(name)) groups.push(name);
+    }
+    items.push({ jid: jid.bare, subscription: (SUBSCRIPTIONS.has(sub) ? sub : 'none') as Subscription, groups });
   }
   return items;
 }

@@ -15,6 +15,8 @@ export interface PeerRecord {
   caps: string[];
   /** The node certificate announced in its presence (base64 DER), null when none or unreadable. */
   cert: string | null;
+  /** The membership certificate announced in its presence, null when none or not of the right form. */
+  memberCert: string | null;
   /** Wall-clock time (ms since the epoch) of the last presence or accepted signal from this JID. */
   lastHeardMs: number;
   /** Known from before our last reconnect and not re-announced since. */
@@ -29,6 +31,7 @@ export interface PresenceChange {
   /** What the peer announced (online changes only). */
   caps?: string[];
   cert?: string | null;
+  memberCert?: string | null;
 }
 
 export class PeerTable {
@@ -40,16 +43,26 @@ export class PeerTable {
    * An available TinCan presence: reports the peer on first sight or when what it announces (uid,
    * overlay, caps, certificate) changes.
    */
-  available(jid: ParsedJid, uid: string, overlay: string | null, caps: string[] = [], cert: string | null = null): PresenceChange[] {
+  available(
+    jid: ParsedJid,
+    uid: string,
+    overlay: string | null,
+    caps: string[] = [],
+    cert: string | null = null,
+    memberCert: string | null = null,
+  ): PresenceChange[] {
     const prev = this.#byJid.get(jid.full);
-    const rec: PeerRecord = { jid: jid.full, bare: jid.bare, uid, overlay, caps, cert, lastHeardMs: this.now(), stale: false };
+    const rec: PeerRecord = { jid: jid.full, bare: jid.bare, uid, overlay, caps, cert, memberCert, lastHeardMs: this.now(), stale: false };
     this.#byJid.set(jid.full, rec);
-    if (prev && prev.uid === uid && prev.overlay === overlay && prev.caps.join(' ') === caps.join(' ') && prev.cert === cert) {
+    if (
+      prev && prev.uid === uid && prev.overlay === overlay && prev.caps.join(' ') === caps.join(' ') &&
+      prev.cert === cert && prev.memberCert === memberCert
+    ) {
       return [];
     }
     const out: PresenceChange[] = [];
     if (prev && prev.uid !== uid) out.push({ jid: prev.jid, uid: prev.uid, overlay: prev.overlay, online: false });
-    out.push({ jid: rec.jid, uid, overlay, online: true, caps, cert });
+    out.push({ jid: rec.jid, uid, overlay, online: true, caps, cert, memberCert });
     return out;
   }
 
