@@ -8,3 +8,4 @@ export * from './controller-messages.js';
 export * from './social-config.js';
 export * from './overlay-messages.js';
 export * from './lane-control.js';
+export * from './version.js';
