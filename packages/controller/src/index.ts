@@ -20,3 +20,4 @@ export * from './run-controller.js';
 export * from './overlay-router.js';
 export * from './controller-channel.js';
 export * from './structured-topology.js';
+export * from './reload.js';

@@ -2,7 +2,7 @@
 import { groupVpnConfigJsonSchema } from '@tincan/protocol';
 import { runController } from '@tincan/controller';
 import { loadGroupVpnConfig } from './config.js';
-import { GroupVpnController } from './controller.js';
+import { GROUPVPN_LIVE_KEYS, GroupVpnController } from './controller.js';
 
 await runController({
   name: 'tincan-groupvpn',
@@ -11,4 +11,5 @@ await runController({
   load: loadGroupVpnConfig,
   summary: (config) => `network ${config.network_id}, ${config.vnic.ip4}, ${config.link_policy}`,
   create: (config, logger, connect) => new GroupVpnController({ config, logger, connect }),
+  liveKeys: GROUPVPN_LIVE_KEYS,
 });

@@ -9,3 +9,4 @@ export * from './social-config.js';
 export * from './overlay-messages.js';
 export * from './lane-control.js';
 export * from './version.js';
+export * from './log-format.js';
