@@ -1,12 +1,13 @@
 // Installing TinCan like an npm tool, from a fresh copy of the repository: `npm ci && npm run build`,
 // `npm pack`, `npm install -g` of the tarball into an empty prefix; the four commands are then on PATH
 // and answer --version. The installed datapath then starts (its two native addons load from the
-// package), tincanctl talks to it over loopback, and SIGHUP leaves it running.
+// package), tincanctl talks to it over loopback, and SIGHUP leaves it running. The systemd units
+// are checked against the installed commands (systemd-analyze verify; systemd itself does not run them here).
 // npm reads packages from its cache (~/.npm) where it can (--prefer-offline): with a warm cache the
 // whole test took 26 s on the lab machine (npm ci 8 s, build 14 s, pack 1 s, install 1 s).
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -58,6 +59,33 @@ describe('install from the npm tarball', () => {
       expect(which.stdout.trim()).toBe(join(prefix, 'bin', cmd));
       expect(sh(cmd, ['--version'], tmp, env).stdout.trim()).toBe(VERSION);
     }
+
+    // The systemd units, for these commands: install.sh takes them from PATH and refuses a node
+    // that the units' ProtectHome=yes would hide. Filled in as install.sh does, systemd-analyze
+    // accepts them without a word.
+    const units = join(tmp, 'units');
+    const installSh = join(prefix, 'lib/node_modules/tincan/scripts/systemd/install.sh');
+    const dry = sh('bash', [installSh, '--dry-run', '--unit-dir', units], tmp, env);
+    expect(dry.stdout).toContain(`+ write ${units}/tincan-datapath@.service (node ${realpathSync(process.execPath)}, commands in ${join(prefix, 'bin')}`);
+    const hiddenNode = mkdtempSync('/root/tincan-install-node-');
+    try {
+      copyFileSync('/bin/true', join(hiddenNode, 'node'));
+      const r = spawnSync('bash', [installSh, '--dry-run', '--node', join(hiddenNode, 'node')], { cwd: tmp, env, encoding: 'utf8' });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`install.sh: node is ${join(hiddenNode, 'node')}, which the units cannot see (ProtectHome=yes hides /root, /home and /run/user`);
+    } finally {
+      rmSync(hiddenNode, { recursive: true, force: true });
+    }
+    mkdirSync(units);
+    for (const name of ['datapath', 'groupvpn', 'socialvpn']) {
+      const text = readFileSync(join(prefix, `lib/node_modules/tincan/scripts/systemd/tincan-${name}@.service`), 'utf8')
+        .replaceAll('@NODE@', realpathSync(process.execPath)).replaceAll('@BIN@', join(prefix, 'bin')).replaceAll('@PKG@', join(prefix, 'lib/node_modules/tincan'));
+      expect(text).toContain(`${join(prefix, 'bin')}/tincan-${name} `);
+      writeFileSync(join(units, `tincan-${name}@lab.service`), text);
+    }
+    const verify = spawnSync('systemd-analyze', ['verify', '--man=no', ...['datapath', 'groupvpn', 'socialvpn'].map((n) => `./tincan-${n}@lab.service`)], { cwd: units, encoding: 'utf8' });
+    expect(verify.status).toBe(0);
+    expect(verify.stderr).toBe('');
 
     // The installed datapath runs: its addons (TUN's, the watchdog's) load from the package.
     const state = join(tmp, 'state');
