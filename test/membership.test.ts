@@ -187,7 +187,7 @@ describe('membership with a CA: certificates required', () => {
 
   const ctl = async (...args: string[]) => (await run(process.execPath, [CTL_BIN, ...args], { timeout: 20_000 })).stdout.trim();
   const sign = async (n: GroupNode, ...extra: string[]) =>
-    ctl('ca', 'sign', '--key', join(caDir, 'ca-key.pem'), '--network', 'gv-ca', '--jid', `${n.spec.account}@vpn.test`, '--ip4', n.spec.ip4, ...extra);
+    ctl('ca', 'sign', '--key', join(caDir, 'ca-key.pem'), '--network-id', 'gv-ca', '--jid', `${n.spec.account}@vpn.test`, '--ip4', n.spec.ip4, ...extra);
 
   beforeAll(async () => {
     for (const dir of [caDir, otherCaDir]) await run('mkdir', ['-p', dir]);
@@ -204,7 +204,7 @@ describe('membership with a CA: certificates required', () => {
       [c.node, await sign(c.node, ...nodeCert(c.node), '--subnet', '10.77.0.0/24')],
       [d.node, await sign(d.node, ...nodeCert(d.node), '--days', '3')], // expires within the warning week
       [f.node, await sign(f.node, ...nodeCert(f.node), '--not-before', new Date(Date.now() - 3 * 86_400_000).toISOString(), '--days', '1')],
-      [g.node, await ctl('ca', 'sign', '--key', join(otherCaDir, 'ca-key.pem'), '--network', 'gv-ca', '--jid', `${g.node.spec.account}@vpn.test`, '--ip4', g.node.spec.ip4, ...nodeCert(g.node))],
+      [g.node, await ctl('ca', 'sign', '--key', join(otherCaDir, 'ca-key.pem'), '--network-id', 'gv-ca', '--jid', `${g.node.spec.account}@vpn.test`, '--ip4', g.node.spec.ip4, ...nodeCert(g.node))],
       [h.node, await sign(h.node, '--fingerprint', Array.from({ length: 32 }, (_, i) => (i * 7 + 3).toString(16).padStart(2, '0').toUpperCase()).join(':'))],
     ];
     for (const [n, text] of certs) writeFileSync(join(n.dir, 'member.cert'), `${text}\n`);

@@ -1,45 +1,75 @@
 #!/usr/bin/env bash
-# Installs TinCan's systemd units for a built checkout (docs/deployment.md):
+# Installs TinCan's systemd units for the installed commands (docs/deployment.md):
 #
-#   npm ci && npm run build                 # in the checkout, first
-#   sudo scripts/systemd/install.sh [--prefix DIR] [--node PATH] [--unit-dir DIR] [--dry-run]
+#   sudo npm install -g ./tincan-VERSION.tgz      # first: the four commands on PATH
+#   sudo "$(npm root -g)/tincan/scripts/systemd/install.sh" [--bin-dir DIR] [--node PATH] [--unit-dir DIR] [--dry-run]
 #
-# --prefix    the checkout the units run from (default: this checkout); it must stay in place.
+# --bin-dir   where tincan-datapath, tincan-groupvpn and tincan-socialvpn are (default: where
+#             `command -v tincan-datapath` finds them; a built checkout's node_modules/.bin works too).
 # --node      the node binary (default: `command -v node`; Node >= 20.10).
 # --unit-dir  where units go (default /etc/systemd/system).
 # --dry-run   print what would be done, change nothing.
 #
-# It creates the system user "tincan" (if missing), /etc/tincan (root:tincan 0750), writes the two
-# template units with @PREFIX@ and @NODE@ filled in, and runs `systemctl daemon-reload`. It does not
-# enable or start anything: `systemctl enable --now tincan-datapath@NET tincan-groupvpn@NET`.
+# The units run with ProtectHome=yes: node and the commands must not live under /root, /home or
+# /run/user (as with nvm); it refuses then and says what to do. It creates the system user "tincan"
+# (if missing), /etc/tincan (root:tincan 0750), writes the three template units with @NODE@, @BIN@
+# and @PKG@ filled in, and runs `systemctl daemon-reload`. It does not enable or start anything:
+# `systemctl enable --now tincan-datapath@NET tincan-groupvpn@NET`.
 set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
-PREFIX=$(dirname "$(dirname "$HERE")")
 NODE=$(command -v node || true)
+BIN_DIR=
 UNIT_DIR=/etc/systemd/system
 DRY=0
 
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --prefix) PREFIX=$(readlink -f "$2"); shift 2 ;;
+    --bin-dir) BIN_DIR=$2; shift 2 ;;
     --node) NODE=$2; shift 2 ;;
     --unit-dir) UNIT_DIR=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 run() { if [[ $DRY == 1 ]]; then echo "+ $*"; else "$@"; fi; }
+# Directories the units' ProtectHome=yes hides from the services.
+hidden() { [[ $1 == /root || $1 == /root/* || $1 == /home/* || $1 == /run/user/* ]]; }
 
-[[ -n $NODE && -x $NODE ]] || die "no node binary (use --node PATH)"
-ver=$("$NODE" -p 'process.versions.node')
-[[ ${ver%%.*} -ge 20 ]] || die "node $ver is too old (need >= 20.10)"
-for f in packages/datapath/dist/bin/tincan-datapath.js packages/groupvpn/dist/bin/tincan-groupvpn.js packages/socialvpn/dist/bin/tincan-socialvpn.js packages/tun/build/Release packages/watchdog/build/Release; do
-  [[ -e $PREFIX/$f ]] || die "$PREFIX/$f is missing: run 'npm ci && npm run build' in $PREFIX first"
+if [[ -z $BIN_DIR ]]; then
+  dp=$(command -v tincan-datapath || true)
+  [[ -n $dp ]] || die "tincan-datapath is not on PATH: install the package first (npm install -g ./tincan-VERSION.tgz), or give --bin-dir DIR"
+  BIN_DIR=$(dirname "$dp")
+fi
+BIN_DIR=$(readlink -f "$BIN_DIR")
+for cmd in tincan-datapath tincan-groupvpn tincan-socialvpn; do
+  [[ -x $BIN_DIR/$cmd ]] || die "$BIN_DIR/$cmd is missing: install the package (npm install -g ./tincan-VERSION.tgz) or build the checkout (npm ci && npm run build)"
 done
+REAL=$(readlink -f "$BIN_DIR/tincan-datapath")
+PKG=$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$REAL")")")")")   # …/packages/datapath/dist/bin/x.js
+[[ -n $NODE && -x $NODE ]] || die "no node binary (use --node PATH)"
+NODE=$(readlink -f "$NODE")
+
+if hidden "$NODE"; then
+  die "node is $NODE, which the units cannot see (ProtectHome=yes hides /root, /home and /run/user; nvm puts node there).
+  Install Node.js >= 20.10 system-wide (your distribution's package, or NodeSource's, in /usr/bin), or copy this one:
+    sudo install -m 0755 $NODE /usr/local/bin/node
+  then run install.sh again with --node /usr/local/bin/node (or with it first on PATH)."
+fi
+for p in "$BIN_DIR" "$REAL"; do
+  if hidden "$p"; then
+    die "the commands are in $p, which the units cannot see (ProtectHome=yes hides /root, /home and /run/user; nvm's global prefix is there).
+  Install the package under /usr/local instead:
+    sudo npm install -g --prefix /usr/local ./tincan-VERSION.tgz
+  then run install.sh again with --bin-dir /usr/local/bin."
+  fi
+done
+ver=$("$NODE" -p 'process.versions.node')
+IFS=. read -r major minor _ <<<"$ver"
+(( major > 20 || (major == 20 && minor >= 10) )) || die "node $ver is too old (need >= 20.10)"
 [[ $DRY == 1 || $(id -u) == 0 ]] || die "run as root (or with --dry-run)"
 
 if ! getent passwd tincan >/dev/null; then
@@ -49,9 +79,9 @@ run install -d -m 0750 -o root -g tincan /etc/tincan
 run install -d -m 0755 "$UNIT_DIR"
 for unit in tincan-datapath@.service tincan-groupvpn@.service tincan-socialvpn@.service; do
   if [[ $DRY == 1 ]]; then
-    echo "+ write $UNIT_DIR/$unit (prefix $PREFIX, node $NODE)"
+    echo "+ write $UNIT_DIR/$unit (node $NODE, commands in $BIN_DIR, docs in $PKG/docs)"
   else
-    sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@NODE@|$NODE|g" "$HERE/$unit" >"$UNIT_DIR/$unit.tmp"
+    sed -e "s|@NODE@|$NODE|g" -e "s|@BIN@|$BIN_DIR|g" -e "s|@PKG@|$PKG|g" "$HERE/$unit" >"$UNIT_DIR/$unit.tmp"
     chmod 0644 "$UNIT_DIR/$unit.tmp"
     mv "$UNIT_DIR/$unit.tmp" "$UNIT_DIR/$unit"
   fi

@@ -2,8 +2,9 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { DEFAULT_RPC_PORT, parseEndpoint } from '@tincan/protocol';
+import { DEFAULT_RPC_PORT, TINCAN_VERSION } from '@tincan/protocol';
 import { DatapathClient, generateMemberCa } from '@tincan/controller';
+import { explainRpcError, locateDatapath, locateNode, type LocateOptions } from './locate.js';
 import { renderControllerDrops, renderMembership, renderStatus } from './status-table.js';
 import {
   describeCertificate,
@@ -18,29 +19,38 @@ import {
 const program = new Command()
   .name('tincanctl')
   .description('Inspect a running tincan-datapath and its controller; manage key trust and the membership CA')
-  .option('--rpc <address:port>', 'the datapath RPC endpoint', `127.0.0.1:${DEFAULT_RPC_PORT}`)
-  .option('--state-dir <dir>', "the datapath's (and controller's) state directory: RPC token, status files, key pins (run as the datapath's user)", '/var/lib/tincan');
+  .version(TINCAN_VERSION)
+  // A wrong flag: one line and exit status 2; a datapath that cannot be reached: exit status 1.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+  .configureOutput({ outputError: (text, write) => write(`tincanctl: ${text}`) })
+  .option('-n, --network <name>', 'the network NAME of the systemd units (/etc/tincan/NAME.json, /var/lib/tincan/NAME); default: the only one running')
+  .option('--config <file>', "a controller's config file: its datapath and state_dir")
+  .option('--rpc <address:port>', `the datapath RPC endpoint (default 127.0.0.1:${DEFAULT_RPC_PORT}, or the network's)`)
+  .option('--state-dir <dir>', "the node's state directory: RPC token, controller status files, key pins (default: the network's; run as the datapath's user)");
 
-function stateDir(): string {
-  return program.opts<{ stateDir: string }>().stateDir;
+/** The node's state directory (the datapath's and its controller's), found as for the RPC. */
+async function stateDir(): Promise<string> {
+  return (await locateNode(program.opts<LocateOptions>())).stateDir;
 }
 
 async function withClient<T>(fn: (c: DatapathClient) => Promise<T>): Promise<T> {
-  const { rpc } = program.opts<{ rpc: string }>();
-  const client = await DatapathClient.connect({ rpc: parseEndpoint(rpc), stateDir: stateDir(), timeoutMs: 2000 });
+  const where = await locateDatapath(program.opts<LocateOptions>());
+  const client = await DatapathClient.connect({ rpc: where.rpc, token: where.token, timeoutMs: 2000 });
   try {
     return await fn(client);
+  } catch (err) {
+    throw explainRpcError(err as Error, where);
   } finally {
     client.close();
   }
 }
 
 /** The controllers' status files in the state directory (a missing or garbled one is skipped). */
-function controllerStatuses(): { ctl: string; status: unknown }[] {
+function controllerStatuses(dir: string): { ctl: string; status: unknown }[] {
   const out: { ctl: string; status: unknown }[] = [];
   for (const ctl of ['groupvpn', 'socialvpn']) {
     try {
-      out.push({ ctl, status: JSON.parse(readFileSync(join(stateDir(), `${ctl}-status.json`), 'utf8')) as unknown });
+      out.push({ ctl, status: JSON.parse(readFileSync(join(dir, `${ctl}-status.json`), 'utf8')) as unknown });
     } catch {
       // none, or being replaced
     }
@@ -61,7 +71,7 @@ program
       return;
     }
     const lines = [renderStatus(s)];
-    for (const { ctl, status } of controllerStatuses()) {
+    for (const { ctl, status } of controllerStatuses(await stateDir())) {
       lines.push(...renderMembership(ctl, status));
       // The controller's drops of hostile input.
       const drops = renderControllerDrops(status);
@@ -86,7 +96,7 @@ const trust = program
 trust
   .command('list')
   .description('pinned keys and refused key changes, per controller')
-  .action(() => console.log(renderTrust(stateDir())));
+  .action(async () => console.log(renderTrust(await stateDir())));
 
 trust
   .command('accept')
@@ -98,7 +108,7 @@ trust
   .option('--fingerprint <fp>', 'accept only the change to this key (the fingerprint its owner reads in tincanctl status)')
   .option('--no-wait', 'do not wait for the controller to take it')
   .action(async (who: string, o: { fingerprint?: string; wait: boolean }) => {
-    const dir = stateDir();
+    const dir = await stateDir();
     const hits = selectPending(pendingChanges(dir), who, o.fingerprint);
     if (hits.length === 0) throw new Error(`no refused key change matches ${who}${o.fingerprint ? ` with ${o.fingerprint}` : ''} (tincanctl trust list)`);
     const paths = writeAcceptRequests(dir, hits);
@@ -136,7 +146,7 @@ ca
   .command('sign')
   .description("sign a member's certificate: network, bare JID, node key (its node-cert.pem or fingerprint), virtual IPv4, subnets it may route for, validity")
   .requiredOption('--key <file>', 'the CA private key (ca-key.pem)')
-  .requiredOption('--network <id>', 'the network id (network_id)')
+  .requiredOption('--network-id <id>', "the network id (the config's network_id)")
   .requiredOption('--jid <jid>', "the member's bare JID")
   .requiredOption('--ip4 <address>', "the member's virtual IPv4 address (no prefix length)")
   .option('--node-cert <file>', "the member's node-cert.pem (from its datapath's state directory)")
@@ -145,12 +155,12 @@ ca
   .option('--days <n>', 'valid for this many days (expiry is how a certificate is revoked: keep it short)', '30')
   .option('--not-before <iso>', 'valid from (default: now)')
   .option('--out <file>', 'write it there (default: print it)')
-  .action((o: { key: string; network: string; jid: string; ip4: string; nodeCert?: string; fingerprint?: string; subnet: string[]; days: string; notBefore?: string; out?: string }) => {
+  .action((o: { key: string; networkId: string; jid: string; ip4: string; nodeCert?: string; fingerprint?: string; subnet: string[]; days: string; notBefore?: string; out?: string }) => {
     const notBefore = o.notBefore !== undefined ? new Date(o.notBefore) : undefined;
     if (notBefore !== undefined && Number.isNaN(notBefore.getTime())) throw new Error(`--not-before: not a date: ${o.notBefore}`);
     const text = signCertificate({
       caKeyPem: readFileSync(o.key, 'utf8'),
-      network: o.network,
+      network: o.networkId,
       jid: o.jid,
       ip4: o.ip4,
       ...(o.nodeCert !== undefined ? { nodeCertPem: readFileSync(o.nodeCert, 'utf8') } : {}),

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { MemberCert, checkConfig, type MembershipConfig, type XmppAccount, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
+import { MemberCert, checkConfig, defaultStateDir, type MembershipConfig, type XmppAccount, type XmppConfig, type XmppCredentials } from '@tincan/protocol';
 
 /** A config file that cannot be used; the message names the file, the key and what is expected. */
 export class ConfigError extends Error {
@@ -23,22 +23,60 @@ export async function loadConfigFile<S extends Schema>(file: string, schema: S):
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(file, [`cannot read the file: ${(err as Error).message}`]);
+    throw new ConfigError(file, [`cannot read the file: ${fileProblem(err)}`]);
   }
   return parseConfigText(file, text, schema);
 }
 
+/** Why a file could not be read, and what to do about it. */
+export function fileProblem(err: unknown): string {
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'ENOENT':
+      return 'no such file (check the path; a relative one is relative to the config file)';
+    case 'EACCES':
+      return 'permission denied (the services run as user tincan: make it root:tincan, mode 0640)';
+    case 'EISDIR':
+      return 'it is a directory, not a file';
+    default:
+      return (err as Error).message;
+  }
+}
+
+/**
+ * JSON.parse with a syntax error reported at its line and column (a byte-order mark at the start,
+ * as some editors write, is skipped).
+ */
+export function parseJsonText(file: string, text: string): unknown {
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  try {
+    return JSON.parse(body);
+  } catch (err) {
+    const raw = (err as Error).message;
+    const pos = /at position (\d+)/.exec(raw);
+    const what = raw.replace(/,? ?(?:in JSON )?at position \d+.*$/s, '').replace(/^JSON\.parse: /, '');
+    let where = 'at the end';
+    if (pos || /end of (?:JSON|data) input/i.test(raw)) {
+      const at = pos ? Number(pos[1]) : body.length;
+      const before = body.slice(0, at).split('\n');
+      where = `line ${before.length}, column ${before[before.length - 1]!.length + 1}`;
+    }
+    throw new ConfigError(file, [
+      `${where}: not valid JSON (${what}): check the syntax just before there: a missing comma, quote or bracket, or a comma before } or ]`,
+    ]);
+  }
+}
+
 /** Same as loadConfigFile, from text already read. */
 export function parseConfigText<S extends Schema>(file: string, text: string, schema: S): Output<S> {
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(file, [`not valid JSON: ${(err as Error).message}`]);
-  }
+  const data = parseJsonText(file, text);
   const r = checkConfig(schema, data);
   if (!r.ok) throw new ConfigError(file, r.problems);
   return r.value as Output<S>;
+}
+
+/** The config's state_dir, or the default for its file name (/var/lib/tincan/NAME for NAME.json). */
+export function stateDirOf(file: string, config: { state_dir?: string | undefined }): string {
+  return config.state_dir ?? defaultStateDir(file);
 }
 
 /** A path from a config file: relative paths are relative to the file's directory. */
@@ -68,10 +106,25 @@ export async function resolveXmppCredentials(file: string, x: XmppConfig, keyPat
     try {
       text = await readFile(path, 'utf8');
     } catch (err) {
-      throw new ConfigError(file, [`${keyPath}.password_file: cannot read ${path}: ${(err as Error).message}`]);
+      throw new ConfigError(file, [`${keyPath}.password_file: cannot read ${path}: ${fileProblem(err)}`]);
     }
-    pw = text.split(/\r?\n/, 1)[0] ?? '';
+    pw = text.replace(/^\uFEFF/, '').split(/\r?\n/, 1)[0] ?? '';
     if (!pw) throw new ConfigError(file, [`${keyPath}.password_file: ${path} is empty (expected the password on its first line)`]);
+  }
+  if (rest.ca_file !== undefined) {
+    // The datapath reads it when it logs in, long after a --check-config: check it now.
+    const path = configRelative(file, rest.ca_file);
+    let pem: string;
+    try {
+      pem = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new ConfigError(file, [
+        `${keyPath}.ca_file: cannot read ${path}: ${fileProblem(err)}; or leave ca_file out to trust the system's CAs`,
+      ]);
+    }
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new ConfigError(file, [`${keyPath}.ca_file: ${path} holds no PEM certificate (expected "-----BEGIN CERTIFICATE-----")`]);
+    }
   }
   return {
     ...rest,

@@ -24,3 +24,4 @@ export * from './input-guard.js';
 export * from './structured-topology.js';
 export * from './membership.js';
 export * from './member-cert.js';
+export * from './reload.js';

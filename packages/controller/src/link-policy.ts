@@ -27,9 +27,9 @@ export interface LinkActivity {
  * idle links trimmed. Both: at most maxLinks, trimming the least recently used first.
  */
 export class LinkPolicy {
-  readonly mode: LinkPolicyName;
-  readonly maxLinks: number;
-  readonly idleTimeoutMs: number;
+  mode: LinkPolicyName;
+  maxLinks: number;
+  idleTimeoutMs: number;
   readonly demandWindowMs: number;
   readonly proactiveWaitMs: number;
 
@@ -39,6 +39,13 @@ export class LinkPolicy {
     this.idleTimeoutMs = opts.idleTimeoutMs;
     this.demandWindowMs = opts.demandWindowMs ?? 30_000;
     this.proactiveWaitMs = opts.proactiveWaitMs ?? 5_000;
+  }
+
+  /** A config reload: new limits and mode, for the next decisions (links already made stay). */
+  update(opts: Pick<LinkPolicyOptions, 'mode' | 'maxLinks' | 'idleTimeoutMs'>): void {
+    this.mode = opts.mode;
+    this.maxLinks = opts.maxLinks;
+    this.idleTimeoutMs = opts.idleTimeoutMs;
   }
 
   /** Does the policy want a link to this member now? */

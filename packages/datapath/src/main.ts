@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
-import { DEFAULT_RPC_PORT, MAX_LANES, parseEndpoint } from '@tincan/protocol';
+import {
+  DEFAULT_RPC_PORT, LOG_LEVELS, MAX_LANES, TINCAN_VERSION, parseEndpoint, parseLogLevel, terminalDestination, type Endpoint, type LogLevelName,
+} from '@tincan/protocol';
 import { DEFAULT_AQM_SETTINGS } from './aqm.js';
 import { MAX_MALLOC_ARENAS, nativeHeap } from '@tincan/tun';
 import { Datapath } from './datapath.js';
@@ -16,10 +18,15 @@ import { DEFAULT_WATCHDOG_S, MAX_WATCHDOG_S, WatchdogSeconds } from './watchdog.
 const program = new Command()
   .name('tincan-datapath')
   .description('TinCan datapath: vNIC, ICE/DTLS links, UID forwarding table, XMPP session; driven over a local RPC')
-  .option('--rpc <address:port>', 'loopback address and port of the JSON-over-UDP RPC', `127.0.0.1:${DEFAULT_RPC_PORT}`)
-  .option('--state-dir <dir>', 'node certificate and RPC token live here (one per datapath)', '/var/lib/tincan')
-  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace', process.env.TINCAN_LOG_LEVEL ?? 'info')
-  .option('--rtc-log-level <level>', "libdatachannel's log level: Verbose|Debug|Info|Warning|Error (logged at the matching --log-level)", 'Warning')
+  .version(TINCAN_VERSION)
+  // A wrong flag or value: one line on stderr and exit status 2 (the unit does not restart on 2).
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+  .configureOutput({ outputError: (text, write) => write(`tincan-datapath: ${text}`) })
+  .addOption(new Option('--rpc <address:port>', 'loopback address and port of the JSON-over-UDP RPC')
+    .argParser(parseRpc).default(parseEndpoint(`127.0.0.1:${DEFAULT_RPC_PORT}`), `127.0.0.1:${DEFAULT_RPC_PORT}`))
+  .option('--state-dir <dir>', 'node certificate and RPC token live here (one per datapath; the systemd unit gives /var/lib/tincan/NETWORK)', '/var/lib/tincan')
+  .addOption(new Option('--log-level <level>', LOG_LEVELS.join('|')).env('TINCAN_LOG_LEVEL').argParser(parseLevel).default('info'))
+  .addOption(new Option('--rtc-log-level <level>', "libdatachannel's log level (logged at the matching --log-level)").choices(['Verbose', 'Debug', 'Info', 'Warning', 'Error']).default('Warning'))
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--sctp-send-buffer <bytes>', `bytes SCTP holds per link, unsent and in flight, before the data channel's bounded queue takes over (${MIN_SCTP_SEND_BUFFER}–${MAX_SCTP_SEND_BUFFER}): smaller cuts delay under load but caps a link at bytes / RTT`, parseSctpSendBuffer, DEFAULT_SCTP_SEND_BUFFER)
   .option('--sctp-sack-freq <packets>', `data packets a link's SCTP receiver takes per acknowledgement (1–${MAX_SCTP_SACK_FREQ}; ${USRSCTP_SACK_FREQ}: usrsctp's stock settings): fewer acknowledgements, fewer bytes and less CPU per transfer (docs/architecture.md, "SCTP acknowledgements")`, parseSctpSackFreq, DEFAULT_SCTP_SACK_FREQ)
@@ -36,6 +43,23 @@ const program = new Command()
   .option('--malloc-arenas <n>', `cap the C heap's malloc arenas (glibc; set at start, lane processes too) at n, 1..${MAX_MALLOC_ARENAS}: ~0.5 MB less resident with links, but may cost link throughput; 0 (the default): glibc's own, an arena per thread up to 8 per core (docs/architecture.md, "Memory")`, parseMallocArenas, DEFAULT_MALLOC_ARENAS)
   .option('--debug-dump-forwarded <file>', 'debug only: write every frame this node forwards for others (transit), as sent, to a pcap file (link type USER0, one full frame per record; sealed relayed frames as the relay sees them). Slows forwarding; the primary process only (docs/rpc.md, "Debugging")')
   .parse();
+
+function parseRpc(v: string): Endpoint {
+  try {
+    return parseEndpoint(v);
+  } catch {
+    throw new InvalidArgumentError('expected address:port, e.g. 127.0.0.1:5801');
+  }
+}
+
+function parseLevel(v: string): LogLevelName {
+  if (v === '') return 'info'; // TINCAN_LOG_LEVEL= (empty): the default
+  try {
+    return parseLogLevel(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
 
 function parseMallocArenas(v: string): number {
   const n = /^\d+$/.test(v) ? Number(v) : NaN;
@@ -97,8 +121,8 @@ function parseWatchdog(v: string): number {
   return r.data;
 }
 
-const opts = program.opts<{ rpc: string; stateDir: string; logLevel: string; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number; debugDumpForwarded?: string }>();
-const logger = pino({ name: 'tincan-datapath', level: opts.logLevel });
+const opts = program.opts<{ rpc: Endpoint; stateDir: string; logLevel: LogLevelName; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number; debugDumpForwarded?: string }>();
+const logger = pino({ name: 'tincan-datapath', level: opts.logLevel }, terminalDestination(process.stdout, process.env));
 // First, before node-datachannel (loaded with the first link) starts its threads: native-heap.ts.
 const mallocArenaLimit = limitMallocArenas(logger, nativeHeap, opts.mallocArenas);
 const missingFlags = missingNodeFlags(process.execArgv);
@@ -108,7 +132,7 @@ if (missingFlags.length) {
 
 try {
   const datapath = await Datapath.start({
-    rpc: parseEndpoint(opts.rpc), stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
+    rpc: opts.rpc, stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
     sctpSendBufferBytes: opts.sctpSendBuffer,
     sctpSackFreq: opts.sctpSackFreq,
     compactFrames: opts.compactFrames,
@@ -130,6 +154,8 @@ try {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // Its settings are flags: nothing to re-read. Without a handler SIGHUP would end the process.
+  process.on('SIGHUP', () => logger.info('SIGHUP: the datapath has no config file to reload (its flags change with a restart; controllers reload theirs)'));
 } catch (err) {
   logger.fatal({ err }, (err as Error).message);
   process.exit(1);

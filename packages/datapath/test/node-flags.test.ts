@@ -29,7 +29,7 @@ describe('datapath node flags', () => {
     expect(exec).toHaveLength(1);
     const words = exec[0]!.slice('ExecStart='.length).split(/\s+/);
     expect(words[0]).toBe('@NODE@');
-    const program = words.findIndex((w) => w.endsWith('/tincan-datapath.js'));
+    const program = words.indexOf('@BIN@/tincan-datapath'); // the installed command (install.sh fills in @BIN@)
     expect(program).toBeGreaterThan(0);
     expect(missingNodeFlags(words.slice(1, program))).toEqual([]);
   });

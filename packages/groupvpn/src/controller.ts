@@ -97,6 +97,13 @@ const RING_SETTLE_MS = 3_000;
 export const STATUS_FILE = 'groupvpn-status.json';
 
 /**
+ * Config keys a running controller takes on SIGHUP (reload()); log_level is the runner's. Links
+ * stay up; new values apply to the next decisions (a lower max_links trims at the next poll, new
+ * STUN / TURN servers serve new links). Any other key needs a restart.
+ */
+export const GROUPVPN_LIVE_KEYS = ['link_policy', 'max_links', 'idle_timeout_s', 'stun', 'turn', 'routing.deny', 'routing.shortcut_pps'] as const;
+
+/**
  * tincan-groupvpn's policy (paper §4.3): one flat subnet; a node's UID is SHA-1 of its virtual IPv4
  * address; members are the nodes whose XMPP presence announces our network id; links are made
  * proactively or on demand, at most max_links, idle ones trimmed. The OverlayController (in
@@ -230,6 +237,24 @@ export class GroupVpnController {
   async stop(): Promise<void> {
     this.routing.stop();
     await this.core.stop();
+  }
+
+  /** SIGHUP: takes the GROUPVPN_LIVE_KEYS of a reloaded config; the links stay up. */
+  reload(next: GroupVpnSettings): void {
+    const c = this.config;
+    // In place: the core and the routing read these objects as they decide.
+    c.link_policy = next.link_policy;
+    c.max_links = next.max_links;
+    c.idle_timeout_s = next.idle_timeout_s;
+    c.stun = next.stun;
+    c.turn = next.turn;
+    c.routing.shortcut_pps = next.routing.shortcut_pps;
+    c.routing.deny = next.routing.deny;
+    this.policy.update({ mode: c.link_policy, maxLinks: c.max_links, idleTimeoutMs: c.idle_timeout_s * 1000 });
+    this.structuralPolicy.update({ mode: 'proactive', maxLinks: c.max_links, idleTimeoutMs: 0 });
+    for (const uid of this.routing.setDeny(c.routing.deny)) this.signaling.trim(uid, 'routing.deny lists it now (config reloaded)');
+    this.core.reconcileAll();
+    this.core.markDirty();
   }
 
   /** The hooks the core calls: GroupVPN's decisions. */

@@ -2,7 +2,7 @@
 import { groupVpnConfigJsonSchema } from '@tincan/protocol';
 import { StateFileError, runController } from '@tincan/controller';
 import { loadGroupVpnConfig } from './config.js';
-import { GroupVpnController } from './controller.js';
+import { GROUPVPN_LIVE_KEYS, GroupVpnController } from './controller.js';
 
 await runController({
   name: 'tincan-groupvpn',
@@ -13,4 +13,5 @@ await runController({
   create: (config, logger, connect) => new GroupVpnController({ config, logger, connect }),
   // An unusable key pins file (groupvpn-pins.json): restarting will not fix it (exit 2, like a bad config).
   setupExitCode: (err) => (err instanceof StateFileError ? 2 : 1),
+  liveKeys: GROUPVPN_LIVE_KEYS,
 });

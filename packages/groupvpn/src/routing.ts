@@ -154,6 +154,15 @@ export class GroupRouting {
     });
   }
 
+  /** A config reload: the new `routing.deny`; returns the members denied now and not before. */
+  setDeny(ip4s: readonly string[]): Uid[] {
+    const next = new Set(ip4s.map(uidFromIp4));
+    const added = [...next].filter((uid) => !this.deny.has(uid));
+    this.deny.clear();
+    for (const uid of next) this.deny.add(uid);
+    return added;
+  }
+
   /** Never link to this member directly (config `routing.deny`). */
   denied(uid: Uid): boolean {
     return this.deny.has(uid);

@@ -57,7 +57,7 @@ describe('GroupVPN config', () => {
       max_links: 32,
       idle_timeout_s: 300,
       datapath: '127.0.0.1:5801',
-      state_dir: '/var/lib/tincan',
+      state_dir: '/var/lib/tincan/ok', // the default for a file ok.json: the units' layout
       log_level: 'info',
       routing: {
         multihop: true, topology: 'mesh', shortcut_pps: 50, deny: [], advertise: [], routers: {},
@@ -132,6 +132,7 @@ describe('GroupVPN config', () => {
       state_dir: '/var/lib/tincan/lab',
       log_level: 'debug',
     };
+    await write('ca.pem', '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
     const c = await loadGroupVpnConfig(await write('full.json', full));
     expect(c.xmpp.ca_file).toBe(join(dir, 'ca.pem')); // relative to the config file
     expect(c.turn[0]!.username).toBe('u');
@@ -180,6 +181,33 @@ describe('GroupVPN config', () => {
     expect(await problem({ ...base, xmpp: { ...xmpp, password_file: 'nope.txt' } })).toMatch(
       /xmpp\.password_file: cannot read .*nope\.txt/,
     );
+  });
+
+  it('catches at check time what would fail later: a port in xmpp.host, an unreadable or non-PEM ca_file', async () => {
+    expect(await problem({ ...base, xmpp: { ...base.xmpp, host: 'xmpp.example.org:5222' } })).toMatch(
+      /xmpp\.host: "xmpp\.example\.org:5222" has a port in it: give "host": "xmpp\.example\.org" and "port": 5222/,
+    );
+    expect(await problem({ ...base, xmpp: { ...base.xmpp, host: 'xmpp://xmpp.example.org' } })).toMatch(/xmpp\.host: .*not a host name/);
+    expect(await problem({ ...base, xmpp: { ...base.xmpp, ca_file: 'no-such-ca.pem' } })).toMatch(
+      /xmpp\.ca_file: cannot read .*no-such-ca\.pem: no such file .*leave ca_file out to trust the system's CAs/,
+    );
+    await writeFile(join(dir, 'not-a-cert.pem'), 'hello\n');
+    expect(await problem({ ...base, xmpp: { ...base.xmpp, ca_file: 'not-a-cert.pem' } })).toMatch(/xmpp\.ca_file: .*holds no PEM certificate/);
+  });
+
+  it('a JSON syntax error is reported at its line and column; a byte-order mark is skipped', async () => {
+    const text = '{\n  "network_id": "lab",\n  "vnic": { "ip4": "10.254.0.1/16" }\n  "xmpp": {}\n}\n';
+    const msg = await problem(text);
+    expect(msg).toMatch(/bad\.json: line 4, column 3: not valid JSON \(.+\): check the syntax just before there/);
+    expect(msg).not.toMatch(/position/);
+    expect(await problem('{ "network_id": ')).toMatch(/line 1, column 17: not valid JSON/);
+    const c = await loadGroupVpnConfig(await write('bom.json', `\uFEFF${JSON.stringify(base)}`));
+    expect(c.network_id).toBe('lab');
+  });
+
+  it('state_dir defaults to /var/lib/tincan/NAME for NAME.json, as the systemd units lay it out', async () => {
+    expect((await loadGroupVpnConfig(await write('office.json', base))).state_dir).toBe('/var/lib/tincan/office');
+    expect((await loadGroupVpnConfig(await write('set.json', { ...base, state_dir: '/srv/tc' }))).state_dir).toBe('/srv/tc');
   });
 
   it('a missing file is reported with its name', async () => {

@@ -20,7 +20,24 @@ export const NetworkId = z
  * XMPP account: the RPC's XmppAccount, except that `password_file` may be relative to the config
  * file. Exactly one of `password` and `password_file` is required.
  */
-export const XmppConfig = XmppAccountFields.superRefine((x, ctx) => checkPasswordSource(x, ctx, false));
+export const XmppConfig = XmppAccountFields.superRefine((x, ctx) => {
+  checkXmppHost(x.host, ctx);
+  checkPasswordSource(x, ctx, false);
+});
+
+/** `host` is a server name alone: a port or a URL in it fails later, at login, far from the config. */
+function checkXmppHost(host: string, ctx: z.RefinementCtx): void {
+  const hostPort = /^(?:[a-z]+:\/\/)?([^\s/:[\]]+):(\d+)\/?$/i.exec(host);
+  if (hostPort) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['host'],
+      message: `"${host}" has a port in it: give "host": "${hostPort[1]}" and "port": ${hostPort[2]}`,
+    });
+  } else if (/[\s/]|^[a-z]+:/i.test(host)) {
+    ctx.addIssue({ code: 'custom', path: ['host'], message: `"${host}" is not a host name: give the server's name alone, e.g. "xmpp.example.org"` });
+  }
+}
 export type XmppConfig = z.infer<typeof XmppConfig>;
 
 /**
@@ -67,6 +84,17 @@ export const VnicConfig = z
   })
   .describe('The virtual network interface.');
 export type VnicConfig = z.infer<typeof VnicConfig>;
+
+/** The systemd units keep network NAME's state in STATE_DIR_ROOT/NAME and its config in CONFIG_DIR/NAME.json. */
+export const STATE_DIR_ROOT = '/var/lib/tincan';
+export const CONFIG_DIR = '/etc/tincan';
+
+/** state_dir when the config file leaves it out: STATE_DIR_ROOT/NAME for a file NAME.json (the units' layout). */
+export function defaultStateDir(configFile: string): string {
+  const base = configFile.replace(/\\/g, '/').split('/').pop() ?? '';
+  const name = base.replace(/\.json$/i, '');
+  return `${STATE_DIR_ROOT}/${name || 'default'}`;
+}
 
 /** The datapath's RPC endpoint: loopback only. */
 export const DatapathEndpoint = z
@@ -135,12 +163,18 @@ const common = {
     .default(300)
     .describe('On-demand: links without traffic for this many seconds are trimmed; 0 = never.'),
   datapath: DatapathEndpoint,
-  /** Where the datapath keeps its RPC token (its --state-dir) and the controller writes its status. */
+  /**
+   * Where the datapath keeps its RPC token (its --state-dir) and the controller writes its status.
+   * Without it: STATE_DIR_ROOT/NAME for a config file NAME.json (defaultStateDir, the loader's).
+   */
   state_dir: z
     .string()
     .min(1)
-    .default('/var/lib/tincan')
-    .describe("The datapath's --state-dir (its RPC token is read from there); the controller writes groupvpn-status.json there."),
+    .optional()
+    .describe(
+      "The datapath's --state-dir (its RPC token is read from there); the controller writes groupvpn-status.json there. " +
+        'Default: /var/lib/tincan/NAME for a config file NAME.json (the systemd units\' layout).',
+    ),
   log_level: LogLevel.default('info').describe('Log level.'),
   members: MembersConfig.optional(),
 };

@@ -11,3 +11,5 @@ export * from './lane-control.js';
 export * from './rpc-auth.js';
 export * from './member-cert.js';
 export * from './trust.js';
+export * from './version.js';
+export * from './log-format.js';

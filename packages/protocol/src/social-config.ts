@@ -117,9 +117,10 @@ export const SocialVpnConfig = z
     state_dir: z
       .string()
       .min(1)
-      .default('/var/lib/tincan')
+      .optional()
       .describe(
-        "The datapath's --state-dir (its RPC token is read from there); the controller keeps socialvpn-state.json (node UID, friends' addresses, traffic history) and writes socialvpn-status.json there.",
+        "The datapath's --state-dir (its RPC token is read from there); the controller keeps socialvpn-state.json (node UID, friends' addresses, traffic history) and writes socialvpn-status.json there. " +
+          "Default: /var/lib/tincan/NAME for a config file NAME.json (the systemd units' layout).",
       ),
     log_level: LogLevel.default('info').describe('Log level.'),
     members: MembersConfig.optional(),

@@ -1,8 +1,8 @@
 import { SocialVpnConfig } from '@tincan/protocol';
-import { ConfigError, loadConfigFile, parseConfigText, resolveXmppCredentials, type ResolvedXmpp } from '@tincan/controller';
+import { ConfigError, loadConfigFile, parseConfigText, resolveXmppCredentials, stateDirOf, type ResolvedXmpp } from '@tincan/controller';
 
 /** A validated SocialVPN config with the XMPP password resolved (read from password_file if given). */
-export type SocialVpnSettings = Omit<SocialVpnConfig, 'xmpp'> & { xmpp: ResolvedXmpp };
+export type SocialVpnSettings = Omit<SocialVpnConfig, 'xmpp' | 'state_dir'> & { xmpp: ResolvedXmpp; state_dir: string };
 
 /** GroupVPN keys people carry over by habit: say what SocialVPN does instead. */
 const GROUPVPN_HINTS: Record<string, string> = {
@@ -29,7 +29,7 @@ export async function loadSocialVpnConfig(file: string): Promise<SocialVpnSettin
   } catch (err) {
     throw withHints(err);
   }
-  return { ...config, xmpp: await resolveXmppCredentials(file, config.xmpp) };
+  return { ...config, state_dir: stateDirOf(file, config), xmpp: await resolveXmppCredentials(file, config.xmpp) };
 }
 
 /** Validates config text (tests, tools); the password file is read as for a file. */
@@ -40,5 +40,5 @@ export async function parseSocialVpnConfig(file: string, text: string): Promise<
   } catch (err) {
     throw withHints(err);
   }
-  return { ...config, xmpp: await resolveXmppCredentials(file, config.xmpp) };
+  return { ...config, state_dir: stateDirOf(file, config), xmpp: await resolveXmppCredentials(file, config.xmpp) };
 }

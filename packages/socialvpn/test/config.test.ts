@@ -57,7 +57,7 @@ describe('SocialVPN config', () => {
       social_profile: { proactive_links: 4, min_score: 1.5, half_life_days: 7, active_day_packets: 50 },
       own_devices: true,
       datapath: '127.0.0.1:5801',
-      state_dir: '/var/lib/tincan',
+      state_dir: '/var/lib/tincan/ok', // the default for a file ok.json: the units' layout
       log_level: 'info',
     });
   });
@@ -79,6 +79,7 @@ describe('SocialVPN config', () => {
       state_dir: '/var/lib/tincan/social',
       log_level: 'debug',
     };
+    await write('ca.pem', '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
     const c = await loadSocialVpnConfig(await write('full.json', full));
     expect(c.xmpp.ca_file).toBe(join(dir, 'ca.pem'));
     expect(c.address).toBe('172.31.0.1');

@@ -2,10 +2,13 @@
 // an IPC channel, never started by hand. It exits when the primary goes away (the IPC channel closes),
 // so a killed primary leaves no orphan behind.
 import pino from 'pino';
+import { LogLevel, terminalDestination } from '@tincan/protocol';
 import { LaneWorker } from './lane-worker.js';
 
 const lane = process.env.TINCAN_LANE ?? '?';
-const logger = pino({ name: 'tincan-datapath', level: process.env.TINCAN_LOG_LEVEL ?? 'info' }).child({ lane });
+// The primary checked the level it was given; an environment it did not check falls back to info.
+const level = LogLevel.catch('info').parse(process.env.TINCAN_LOG_LEVEL ?? 'info');
+const logger = pino({ name: 'tincan-datapath', level }, terminalDestination(process.stdout, process.env)).child({ lane });
 
 if (!process.send) {
   logger.fatal('a lane process is started by tincan-datapath --lanes, with an IPC channel');
