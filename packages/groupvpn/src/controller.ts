@@ -103,6 +103,12 @@ export const STATUS_FILE = 'groupvpn-status.json';
  */
 export const GROUPVPN_LIVE_KEYS = ['link_policy', 'max_links', 'idle_timeout_s', 'stun', 'turn', 'routing.deny', 'routing.shortcut_pps'] as const;
 
+/** What a member's admission established: its node certificate, and (with a CA) the subnets it may route. */
+interface MemberTrust {
+  cert: string;
+  subnets: string[];
+}
+
 /**
  * tincan-groupvpn's policy (paper §4.3): one flat subnet; a node's UID is SHA-1 of its virtual IPv4
  * address; members are the nodes whose XMPP presence announces our network id; links are made
@@ -145,10 +151,13 @@ export class GroupVpnController {
    * Members whose presence went away, until when they still count for routing (departGraceMs): an
    * XMPP server restart takes every presence away for a few seconds, and routes must not go with them.
    */
-  private readonly formerMembers = new Map<Uid, { untilMs: number; cert: string | null }>();
+  private readonly formerMembers = new Map<Uid, { untilMs: number; trust: MemberTrust | null }>();
   private readonly departGraceMs: number;
-  /** Each member's trusted node certificate (kept while it counts as a member, for its channel key). */
-  private readonly lastCert = new Map<Uid, string | null>();
+  /**
+   * Each member's trusted node certificate and granted subnets, kept while it counts as a member (its
+   * channel key and its routes outlive a short XMPP outage).
+   */
+  private readonly lastTrust = new Map<Uid, MemberTrust | null>();
   private readonly membership: Membership;
   /** Our node certificate's fingerprint (get_state), to check our own membership certificate. */
   private ownFingerprint: string | null = null;
@@ -212,7 +221,9 @@ export class GroupVpnController {
       pollIntervalMs: tuning.pollIntervalMs,
       ...(opts.routingRefreshMs !== undefined ? { refreshMs: opts.routingRefreshMs } : {}),
       isMember: (uid) => this.isMember(uid),
-      memberCert: (uid) => this.peers.trustOf(uid)?.cert ?? this.formerMembers.get(uid)?.cert ?? null,
+      memberCert: (uid) => this.peers.trustOf(uid)?.cert ?? this.formerMembers.get(uid)?.trust?.cert ?? null,
+      grantedSubnets: (uid) =>
+        this.core.grantedSubnets(uid) === null ? null : (this.peers.trustOf(uid)?.subnets ?? this.formerMembers.get(uid)?.trust?.subnets ?? []),
       stateDir: config.state_dir,
       mapPeer: (uid, ip4) => this.map(uid, ip4),
       unmapPeer: (uid) => this.unmap(uid),
@@ -294,9 +305,13 @@ export class GroupVpnController {
         const now = this.clock.now();
         for (const c of changes) {
           if (c.after === 'member') this.formerMembers.delete(c.uid);
-          else if (c.before === 'member') this.formerMembers.set(c.uid, { untilMs: now + this.departGraceMs, cert: this.lastCert.get(c.uid) ?? null });
+          else if (c.before === 'member') this.formerMembers.set(c.uid, { untilMs: now + this.departGraceMs, trust: this.lastTrust.get(c.uid) ?? null });
         }
-        for (const c of changes) if (c.after === 'member') this.lastCert.set(c.uid, this.peers.trustOf(c.uid)?.cert ?? null);
+        for (const c of changes) {
+          if (c.after !== 'member') continue;
+          const t = this.peers.trustOf(c.uid);
+          this.lastTrust.set(c.uid, t === null ? null : { cert: t.cert, subnets: t.subnets ?? [] });
+        }
         if (changes.some((c) => c.before === 'member' && c.after !== 'member')) {
           // Routes to them go when the grace ends (unless they are back).
           this.clock.setTimeout(() => {
@@ -376,7 +391,7 @@ export class GroupVpnController {
     if (f === undefined) return false;
     if (f.untilMs > this.clock.now()) return true;
     this.formerMembers.delete(uid);
-    this.lastCert.delete(uid);
+    this.lastTrust.delete(uid);
     return false;
   }
 
@@ -385,7 +400,7 @@ export class GroupVpnController {
     for (const [uid, f] of this.formerMembers) {
       if (f.untilMs <= now) {
         this.formerMembers.delete(uid);
-        this.lastCert.delete(uid);
+        this.lastTrust.delete(uid);
       }
     }
     if (this.routing.membersChanged([...this.peers.members()].map((p) => p.uid))) this.ringChangedMs = this.clock.now();

@@ -44,6 +44,8 @@ export interface GroupRoutingOptions {
   isMember(uid: Uid): boolean;
   /** The node certificate the controller trusts for a member (or one just gone, within its grace), or null. */
   memberCert(uid: Uid): string | null;
+  /** With a membership CA: the subnets a member's certificate grants it; null without a CA (routing.routers decides). */
+  grantedSubnets?(uid: Uid): string[] | null;
   /** The datapath's state directory: the node key (channel authentication) is read from there. */
   stateDir: string;
   /** This node's private key (default: the datapath's node-key.pem in stateDir; tests pass their own). */
@@ -304,7 +306,8 @@ export class GroupRouting {
   /**
    * What a route claims about its destination, checked before the router learns it: the address must
    * be the one the UID derives from (else the route is dropped), and each subnet must lie inside what
-   * routing.routers grants that member (others are left out).
+   * the member's membership certificate grants it, or without a CA what routing.routers grants it
+   * (others are left out).
    */
   private vet(route: OverlayRoute): OverlayRoute | null {
     if (route.ip4 !== undefined && !(this.opts.subnet.isPeerAddress(route.ip4) && uidFromIp4(route.ip4) === route.uid)) {
@@ -312,7 +315,7 @@ export class GroupRouting {
       return null;
     }
     if (!route.subnets?.length) return route;
-    const granted = this.grants.get(route.uid) ?? [];
+    const granted = this.opts.grantedSubnets?.(route.uid) ?? this.grants.get(route.uid) ?? [];
     const subnets = route.subnets.filter((s) => granted.some((g) => cidrCovers(g, s)));
     this.counters.subnets_not_granted += route.subnets.length - subnets.length;
     return { ...route, subnets };

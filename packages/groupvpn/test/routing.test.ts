@@ -9,7 +9,7 @@ import { recordingSupervisor } from './helpers.js';
  * What GroupRouting installs in the datapath for the routes its neighbours advertise. A fake
  * supervisor records the calls; the real datapath and channel are covered by test/routing.test.ts.
  */
-function setup(routing: Partial<RoutingConfig> = {}) {
+function setup(routing: Partial<RoutingConfig> = {}, grantedSubnets?: (uid: Uid) => string[] | null) {
   const clock = new ManualClock();
   const { supervisor, calls } = recordingSupervisor();
   const mapped = new Map<Uid, string>();
@@ -36,6 +36,7 @@ function setup(routing: Partial<RoutingConfig> = {}) {
     linked: (uid) => linked.has(uid),
     peerIp4: (u) => mapped.get(u),
     hostSubnets: () => ['10.1.0.0/24', '2001:db8:18::/64'],
+    ...(grantedSubnets ? { grantedSubnets } : {}),
   });
   return { r, clock, calls, mapped, linked };
 }
@@ -97,6 +98,19 @@ describe('GroupRouting', () => {
     await clock.advance(10);
     const removed = calls.filter((c) => c.m === 'set_remote_subnet' && c.params.remove).map((c) => c.params.subnet);
     expect(removed.sort()).toEqual(['10.44.0.0/24', 'fd00:44::/64']);
+    r.stop();
+  });
+
+  it('with a membership CA, the subnets a member\'s certificate grants decide, not routing.routers', async () => {
+    const n = uid('10.254.0.4');
+    // The config would grant 10.44.0.0/16; the certificate grants 10.60.0.0/24 only.
+    const { r, clock, calls } = setup({ routers: { '10.254.0.4': ['10.44.0.0/16'] } }, (u) => (u === n ? ['10.60.0.0/24'] : []));
+    r.linkUp(n);
+    r.router!.receive(n, [{ uid: n, hops: 0, ip4: '10.254.0.4', subnets: ['10.44.0.0/24', '10.60.0.0/24'] }]);
+    await clock.advance(10);
+    const installed = calls.filter((c) => c.m === 'set_remote_subnet').map((c) => c.params.subnet);
+    expect(installed).toEqual(['10.60.0.0/24']);
+    expect(r.status().counters.subnets_not_granted).toBe(1);
     r.stop();
   });
 
