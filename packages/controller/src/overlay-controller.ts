@@ -101,6 +101,8 @@ export class OverlayController<C extends OverlayCounters> {
   /** set_local_ip and register_svc done on the current datapath: the policy may act. */
   private ready = false;
   private xmppState = 'unregistered';
+  /** The RPC sequence number when the last xmpp event came: an older get_state's session state is stale. */
+  private xmppEventSeq = -1;
   private xmppJid: string | null = null;
   private xmppOnlineSince: number | null = null;
   private halted = false;
@@ -225,7 +227,7 @@ export class OverlayController<C extends OverlayCounters> {
     const policy = this.policy;
     this.xmppJid = state.xmpp.jid;
     this.handlePresence(this.peers.setOwnJid(state.xmpp.jid, now));
-    this.setXmppState(state.xmpp.state, now);
+    if (seq > this.xmppEventSeq) this.setXmppState(state.xmpp.state, now);
     if (state.xmpp.state === 'online') {
       // Presences missing from the datapath's list are gone, but only once XMPP has been online long
       // enough for everyone's presence to arrive again after a reconnect.
@@ -419,6 +421,7 @@ export class OverlayController<C extends OverlayCounters> {
         this.signaling.handleLocalCandidate(e.uid, e.candidate ?? null);
         break;
       case 'xmpp':
+        this.xmppEventSeq = this.supervisor.seq;
         if (e.state === 'connecting') this.log.debug('XMPP session connecting');
         else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
         if (e.state === 'offline' && e.reason?.startsWith('network:')) this.networkChanged = true;
@@ -496,7 +499,8 @@ export class OverlayController<C extends OverlayCounters> {
       this.departed(uid);
       this.markDirty();
     }, this.tuning.departGraceMs);
-    this.departures.set(uid, { timer, epoch: this.xmppEpoch });
+    // Evidence needs our session up from here on: asked while it is down, the next check doubts again.
+    this.departures.set(uid, { timer, epoch: this.xmppState === 'online' ? this.xmppEpoch : -1 });
   }
 
   /**
