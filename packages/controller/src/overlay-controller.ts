@@ -255,8 +255,8 @@ export class OverlayController<C extends OverlayCounters> {
         continue;
       }
       if (s.state === 'idle') continue;
-      if (link.last_rx_ms !== null) this.lastRx.set(link.uid, link.last_rx_ms);
-      this.noteActivity(link);
+      // Traffic other than the controllers' own messages: a link that carries is no departure.
+      if (this.noteActivity(link) && link.last_rx_ms !== null) this.lastRx.set(link.uid, link.last_rx_ms);
       policy.observeLink?.(link, now);
       if (s.state === 'up' && (link.state === 'failed' || link.state === 'down')) {
         this.signaling.handleLinkEvent(link.uid, link.state, 'seen in get_state');
@@ -315,7 +315,8 @@ export class OverlayController<C extends OverlayCounters> {
     return true;
   }
 
-  private noteActivity(link: LinkInfo): void {
+  /** Notes a link's last activity; false if nothing but the controllers' own messages crossed it since the last look. */
+  private noteActivity(link: LinkInfo): boolean {
     const t = Math.max(link.last_rx_ms ?? 0, link.last_tx_ms ?? 0, link.connected_ms ?? link.created_ms);
     const own = this.policy.controlPackets?.(link.uid);
     if (own !== undefined) {
@@ -324,9 +325,10 @@ export class OverlayController<C extends OverlayCounters> {
       const others = link.stats.packets_in + link.stats.packets_out - own;
       const before = this.packetsSeen.get(link.uid);
       this.packetsSeen.set(link.uid, others);
-      if (before !== undefined && others <= before) return;
+      if (before !== undefined && others <= before) return false;
     }
     this.activity.set(link.uid, Math.max(t, this.activity.get(link.uid) ?? 0));
+    return true;
   }
 
   /** Every active session (not idle) and when it was last active (traffic, up, or attempt start). */

@@ -641,9 +641,13 @@ export class Link {
     else if (state === 'suspect' && input === 'no_answer') pc.linksSuspect++;
     else if (state === 'ok' && holdsPackets(before)) pc.linksRecovered++;
     this.holding = holdsPackets(state);
-    this.log.info({ health: state, input, was: before }, 'link health');
+    // A pause in traffic is a check answered at once (ok → checking → ok): only what holds packets
+    // (suspect, repairing) and the way back from it are worth a log line and the controller's attention.
+    const matters = this.holding || holdsPackets(before);
+    if (matters) this.log.info({ health: state, input, was: before }, 'link health');
+    else this.log.debug({ health: state, input, was: before }, 'link health');
     if (!this.holding && this.held.length > 0) this.flushHeld(now());
-    this.handlers.onHealth?.(this, state, input);
+    if (matters) this.handlers.onHealth?.(this, state, input);
   }
 
   /** Holds a copy of a packet (the caller's buffer is reused) while the path is suspect; bounded. */
