@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GroupNode, eventually, printLogsOnFailure, type LabInfo } from './support/group-node.js';
+import { pingDuring as pingGap } from './support/ping.js';
 import { ns } from './harness/namespace.js';
 
 const run = promisify(execFile);
@@ -20,24 +21,6 @@ function inNs(host: string, cmd: string[], timeoutMs = 30_000) {
 
 async function labServer(action: 'stop' | 'start' | 'restart', name: 'prosody' | 'coturn'): Promise<void> {
   await run(LAB, ['server', action, name], { timeout: 60_000 });
-}
-
-/**
- * Pings `address` from `node` every 100 ms for `seconds` while `during` runs; returns the replies'
- * count and the longest gap between consecutive replies (ms), from ping's own timestamps (-D).
- */
-async function pingGap(node: GroupNode, address: string, seconds: number, during: () => Promise<void>) {
-  const child = spawn('ip', ['netns', 'exec', node.ns, 'ping', '-D', '-i', '0.1', '-W', '1', '-w', String(seconds), address]);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  const done = new Promise<void>((r) => { child.once('exit', () => r()); });
-  await sleep(1000);
-  await during();
-  await done;
-  const times = [...out.matchAll(/^\[(\d+\.\d+)\].*time=/gm)].map((m) => Number(m[1]) * 1000);
-  let maxGap = 0;
-  for (let i = 1; i < times.length; i++) maxGap = Math.max(maxGap, times[i]! - times[i - 1]!);
-  return { replies: times.length, maxGapMs: Math.round(maxGap), lastMs: times.at(-1) ?? 0 };
 }
 
 const connectedMs = (l: unknown) => (l as { connected_ms?: number | null } | undefined)?.connected_ms;

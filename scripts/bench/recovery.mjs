@@ -3,109 +3,26 @@
 // hosts) recovers from faults: an XMPP server restart (traffic interruption on an existing link, time
 // until a new link can be made), a NAT that forgets its mappings (ping gap after `conntrack -F` on h1's
 // NAT), a host whose address changes (ping gap), and a peer that vanishes without a goodbye (time until
-// the others trim its link). Writes docs/bench/recovery.json.
-import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// the others trim its link), and a NAT that moves to a new public address (10 times: the distribution).
+// Writes docs/bench/recovery.json.
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CONTROLLER_FLAGS, DATAPATH_FLAGS, ROOT, labUp, nsOf, uidOf } from './lib/lab-nodes.mjs';
-import { figure, writeResults } from './lib/results.mjs';
+import { groupBench, groupNode, pingDuring, until } from './lib/group-nodes.mjs';
+import { ROOT, nsOf } from './lib/lab-nodes.mjs';
+import { figure } from './lib/results.mjs';
 
 const run = promisify(execFile);
 const LAB = join(ROOT, 'scripts/lab');
-const CTL = join(ROOT, 'packages/cli/dist/bin/tincanctl.js');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** tincan-datapath + tincan-groupvpn in a lab host, with a config file. */
-function groupNode(lab, host, ip4, account) {
-  const dir = mkdtempSync(join(tmpdir(), `tincan-bench-gv-${host}-`));
-  const stateDir = join(dir, 'state');
-  const configFile = join(dir, 'groupvpn.json');
-  writeFileSync(configFile, JSON.stringify({
-    network_id: 'bench-recovery',
-    xmpp: { host: lab.xmpp.host, port: lab.xmpp.port, jid: `${account}@vpn.test`, password: `pw-${account}`, ca_file: lab.xmpp.ca_file, mechanism: 'PLAIN' },
-    vnic: { name: 'tincan0', ip4: `${ip4}/16`, mtu: 1280 },
-    stun: [lab.stun],
-    turn: [{ address: lab.turn.address, username: lab.turn.username, password: lab.turn.password }],
-    link_policy: 'proactive',
-    datapath: '127.0.0.1:5801',
-    state_dir: stateDir,
-  }));
-  const procs = [];
-  const spawnIn = (args) => {
-    const p = spawn('ip', ['netns', 'exec', nsOf(host), process.execPath, ...args, '--log-level', 'warn'], { stdio: 'ignore' });
-    procs.push(p);
-    return p;
-  };
-  return {
-    host, ip4, uid: uidOf(ip4),
-    start() {
-      spawnIn([...DATAPATH_FLAGS, join(ROOT, 'packages/datapath/dist/bin/tincan-datapath.js'), '--state-dir', stateDir]);
-      spawnIn([...CONTROLLER_FLAGS, join(ROOT, 'packages/groupvpn/dist/bin/tincan-groupvpn.js'), '--config', configFile]);
-    },
-    async status() {
-      const { stdout } = await run('ip', ['netns', 'exec', nsOf(host), process.execPath, CTL, '--state-dir', stateDir, 'status', '--json'], { timeout: 10_000 });
-      return JSON.parse(stdout);
-    },
-    async links() {
-      try {
-        return (await this.status()).links;
-      } catch {
-        return null;
-      }
-    },
-    async upTo(uids) {
-      const l = await this.links();
-      return !!l && uids.every((u) => l.some((x) => x.uid === u && x.state === 'up'));
-    },
-    /** kill -9 both processes: no goodbye. */
-    kill() {
-      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    },
-    async stop() {
-      // a process killed by a signal (kill() above) has exitCode null and signalCode set: it is gone too
-      const running = procs.filter((p) => p.exitCode === null && p.signalCode === null);
-      for (const p of running) p.kill('SIGTERM');
-      await Promise.all(running.map((p) => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', r)))));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+const pingGap = (host, address, seconds, during) => pingDuring(host, address, seconds, during);
 
-async function until(check, timeoutMs, what) {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    if (await check()) return Date.now() - t0;
-    await sleep(100);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-/** Longest gap (ms) between ping replies from `host` to `address` (every 50 ms) while `during` runs. */
-async function pingGap(host, address, seconds, during) {
-  const child = spawn('ip', ['netns', 'exec', nsOf(host), 'ping', '-D', '-i', '0.05', '-W', '1', '-w', String(seconds), address]);
-  let out = '';
-  child.stdout.on('data', (d) => { out += d; });
-  const done = new Promise((r) => child.once('exit', r));
-  await sleep(1000);
-  await during();
-  await done;
-  const t = [...out.matchAll(/^\[(\d+\.\d+)\].*time=/gm)].map((m) => Number(m[1]) * 1000);
-  let gap = 0;
-  for (let i = 1; i < t.length; i++) gap = Math.max(gap, t[i] - t[i - 1]);
-  return { gapMs: Math.round(gap), replies: t.length };
-}
-
-const lab = await labUp();
-const nodes = [];
+await groupBench('recovery', async (labInfo, nodes) => {
 const figures = [];
 const once = (key, label, ms, note) => figures.push(figure({ key, label, unit: 'ms', median: ms, n: 1, note }));
-let failed = false;
-try {
-  const a = groupNode(lab.info, 'h1', '10.254.7.1', 'node51');
-  const b = groupNode(lab.info, 'h2', '10.254.7.2', 'node52');
-  const c = groupNode(lab.info, 'pub', '10.254.7.3', 'node53');
+  const a = groupNode(labInfo, 'h1', '10.254.7.1', 'node51');
+  const b = groupNode(labInfo, 'h2', '10.254.7.2', 'node52');
+  const c = groupNode(labInfo, 'pub', '10.254.7.3', 'node53');
   nodes.push(a, b, c);
   a.start();
   b.start();
@@ -148,7 +65,27 @@ try {
       + 'sysctl -qw net.ipv4.conf.eth0.promote_secondaries=0').catch(() => undefined);
   }
 
-  // 4. a peer vanishes (kill -9 datapath and controller)
+  // 4. NAT renumbering: h1's NAT moves to a new public address and forgets its mappings (nothing
+  // changes on h1: the link's probes notice, a new link is made beside the old one), 10 times
+  const gaps = [];
+  try {
+    for (let i = 0; i < 10; i++) {
+      const back = i % 2 === 1;
+      const r = await pingGap('h1', b.ip4, 10, async () => {
+        await run(LAB, ['renumber', 'nat1', ...(back ? ['back'] : [])], { timeout: 30_000 });
+      });
+      gaps.push(r.gapMs);
+      console.log(`NAT renumbering ${i + 1}/10 (nat1 ${back ? 'back' : 'moved'}): longest ping gap h1 -> h2 ${r.gapMs} ms (${r.replies} replies at 50 ms)`);
+    }
+  } finally {
+    await run(LAB, ['renumber', 'nat1', 'back'], { timeout: 30_000 }).catch(() => undefined);
+  }
+  figures.push(figure({
+    key: 'nat_renumber_gap_ms', label: "h1's NAT moves to a new public address and forgets its mappings: longest ping gap", unit: 'ms',
+    samples: gaps, target: { op: '<=', value: 3000, of: 'max' }, note: '10 repetitions (moved, back, …); pings every 50 ms',
+  }));
+
+  // 5. a peer vanishes (kill -9 datapath and controller)
   await until(async () => (await a.upTo([c.uid])) && (await b.upTo([c.uid])), 60_000, 'links to pub');
   const t2 = Date.now();
   c.kill();
@@ -159,18 +96,10 @@ try {
   await until(async () => (await gone(a)) && (await gone(b)), 90_000, 'the vanished peer trimmed');
   console.log(`vanished peer (kill -9 on pub): its links trimmed by both others after ${Date.now() - t2} ms`);
   once('vanished_peer_trim_ms', 'a peer vanishes (kill -9): its links trimmed by both others after', Date.now() - t2, "the controllers' 10 s departure grace");
-  writeResults('recovery', {
+  return {
     title: 'How fast a GroupVPN (real datapaths and controllers in lab hosts, proactive links) recovers from faults',
     settings: { nodes: 3, 'ping interval': '50 ms' },
     figures,
-    notes: ['one run of each fault: single measurements, no repeats'],
-  });
-} catch (err) {
-  console.error(`bench recovery failed: ${err.stack ?? err}`);
-  failed = true;
-} finally {
-  await run(LAB, ['server', 'start', 'prosody'], { timeout: 60_000 }).catch(() => undefined);
-  await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
-  await lab.down();
-}
-process.exit(failed ? 1 : 0);
+    notes: ['one run of each fault (single measurements), except the NAT renumbering: 10 repetitions'],
+  };
+});

@@ -17,7 +17,8 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
     rows.push([
       l.uid.slice(0, 12) + (l.jid ? ` ${l.jid.split('/')[0]}` : ''),
       [...l.ip4, ...l.ip6].join(',') || '-',
-      l.state,
+      // An up link's path health when it is not ok (checking, suspect, repairing).
+      l.health !== undefined && l.health !== 'ok' ? `${l.state} ${l.health}` : l.state,
       l.local_candidate ? `${l.local_candidate}/${l.remote_candidate}` : '-',
       l.framing,
       ...(withLanes ? [lanes] : []),
@@ -30,6 +31,14 @@ export function renderStatus(s: StateResult, now = Date.now()): string {
   }
   lines.push(...table(rows));
   if (s.links.length === 0) lines.push('(no links)');
+  const repaired = s.links.filter((l) => (l.repairs ?? 0) > 0);
+  if (repaired.length > 0) {
+    lines.push('', 'repaired links (a new link made beside one whose path stopped carrying):');
+    for (const l of repaired) {
+      const ago = l.last_repair_ms == null ? '' : `, last ${Math.max(0, Math.round((now - l.last_repair_ms) / 1000))}s ago`;
+      lines.push(`  ${l.uid.slice(0, 12)}  ${l.repairs} repair${l.repairs === 1 ? '' : 's'}${ago}${l.last_repair_reason ? `: ${l.last_repair_reason}` : ''}`);
+    }
+  }
   if (s.peers.length > 0) {
     lines.push('', 'online peers (XMPP):');
     for (const p of s.peers) {

@@ -37,6 +37,18 @@ describe('tincanctl status table', () => {
     expect(row).toMatch(/^bbbbbbbbbbbb\s+10\.254\.0\.2\s+up\s+srflx\/host\s+compact\s+198\.18\.0\.10:4000\s+0\.5ms\s+2p 2\.0K\s+1p 100B\s+3$/);
   });
 
+  it('shows a path health other than ok in STATE, and when and why each repaired link was last repaired', () => {
+    const now = 100_000;
+    const out = renderStatus(state([
+      link(UID_B, { health: 'suspect', repairs: 0, last_repair_ms: null, last_repair_reason: null }),
+      link('c'.repeat(40), { health: 'ok', repairs: 2, last_repair_ms: now - 7000, last_repair_reason: 'no answer on the path (probes unanswered)' }),
+    ]), now);
+    expect(out).toMatch(/\nbbbbbbbbbbbb\s+10\.254\.0\.2\s+up suspect\s+srflx/);
+    expect(out).toMatch(/\ncccccccccccc\s+10\.254\.0\.2\s+up\s+srflx/);
+    expect(out).toContain('\n  cccccccccccc  2 repairs, last 7s ago: no answer on the path (probes unanswered)');
+    expect(out).not.toContain('  bbbbbbbbbbbb  0 repairs');
+  });
+
   it('lists the online peers with their overlay and the capabilities they announced', () => {
     const now = Date.now();
     const out = renderStatus(state([], [

@@ -11,6 +11,7 @@ import {
   sdpFingerprint,
   uidToBytes,
   type EventOf,
+  type LinkHealth,
   type LinkInfo,
   type RpcEvent,
   type RpcResults,
@@ -93,8 +94,19 @@ export class OverlayController<C extends OverlayCounters> {
   private readonly log: Logger;
   private readonly uidBytes: Buffer;
   private readonly wakeups = new Map<Uid, { at: number; timer: TimerHandle }>();
-  /** Members gone offline whose up link waits out departGraceMs. */
-  private readonly departures = new Map<Uid, TimerHandle>();
+  /**
+   * Members gone offline whose up link waits out departGraceMs; `epoch`: xmppEpoch when the wait
+   * began (a departure counts only if our own session stayed up meanwhile).
+   */
+  private readonly departures = new Map<Uid, { timer: TimerHandle; epoch: number }>();
+  /** Bumped each time our XMPP session stops being online: presences seen before are not evidence after. */
+  private xmppEpoch = 0;
+  /** Links whose path stopped answering (link_health suspect), with why; repaired while XMPP is online. */
+  private readonly suspects = new Map<Uid, string>();
+  /** A failed repair's retry, per peer. */
+  private readonly repairRetries = new Map<Uid, TimerHandle>();
+  /** Last packet received on each link (get_state last_rx_ms): a link that carries is no departure. */
+  private readonly lastRx = new Map<Uid, number>();
   /** Our XMPP session dropped because our local address went away: relink when it is back. */
   private networkChanged = false;
   private readonly statusFile: StatusFile | null;
@@ -103,6 +115,8 @@ export class OverlayController<C extends OverlayCounters> {
   /** set_local_ip and register_svc done on the current datapath: the policy may act. */
   private ready = false;
   private xmppState = 'unregistered';
+  /** The RPC sequence number when the last xmpp event came: an older get_state's session state is stale. */
+  private xmppEventSeq = -1;
   private xmppJid: string | null = null;
   private xmppOnlineSince: number | null = null;
   private halted = false;
@@ -166,6 +180,8 @@ export class OverlayController<C extends OverlayCounters> {
         onUp: (uid) => this.onLinkUp(uid),
         onClosed: (uid, reason, detail) => this.onLinkClosed(uid, reason, detail),
         jid: (uid) => this.peers.member(uid)?.jid ?? null,
+        onRepaired: (uid) => this.onRepaired(uid),
+        onRepairFailed: (uid, detail) => this.onRepairFailed(uid, detail),
       },
     });
     this.statusFile = opts.statusPath === null ? null : new StatusFile(opts.statusPath, this.clock, this.log);
@@ -189,8 +205,10 @@ export class OverlayController<C extends OverlayCounters> {
     this.signaling.stop();
     for (const w of this.wakeups.values()) this.clock.clearTimeout(w.timer);
     this.wakeups.clear();
-    for (const t of this.departures.values()) this.clock.clearTimeout(t);
+    for (const d of this.departures.values()) this.clock.clearTimeout(d.timer);
     this.departures.clear();
+    for (const t of this.repairRetries.values()) this.clock.clearTimeout(t);
+    this.repairRetries.clear();
     await Promise.all([this.statusFile?.flush(), this.membership.flush()]);
   }
 
@@ -235,7 +253,7 @@ export class OverlayController<C extends OverlayCounters> {
     const policy = this.policy;
     this.xmppJid = state.xmpp.jid;
     this.handlePresence(this.peers.setOwnJid(state.xmpp.jid, now));
-    this.setXmppState(state.xmpp.state, now);
+    if (seq > this.xmppEventSeq) this.setXmppState(state.xmpp.state, now);
     if (state.xmpp.state === 'online') {
       // Presences missing from the datapath's list are gone, but only once XMPP has been online long
       // enough for everyone's presence to arrive again after a reconnect.
@@ -263,7 +281,8 @@ export class OverlayController<C extends OverlayCounters> {
         continue;
       }
       if (s.state === 'idle') continue;
-      this.noteActivity(link);
+      // Traffic other than the controllers' own messages: a link that carries is no departure.
+      if (this.noteActivity(link) && link.last_rx_ms !== null) this.lastRx.set(link.uid, link.last_rx_ms);
       policy.observeLink?.(link, now);
       if (s.state === 'up' && (link.state === 'failed' || link.state === 'down')) {
         this.signaling.handleLinkEvent(link.uid, link.state, 'seen in get_state');
@@ -325,7 +344,8 @@ export class OverlayController<C extends OverlayCounters> {
     return true;
   }
 
-  private noteActivity(link: LinkInfo): void {
+  /** Notes a link's last activity; false if nothing but the controllers' own messages crossed it since the last look. */
+  private noteActivity(link: LinkInfo): boolean {
     const t = Math.max(link.last_rx_ms ?? 0, link.last_tx_ms ?? 0, link.connected_ms ?? link.created_ms);
     const own = this.policy.controlPackets?.(link.uid);
     if (own !== undefined) {
@@ -334,9 +354,10 @@ export class OverlayController<C extends OverlayCounters> {
       const others = link.stats.packets_in + link.stats.packets_out - own;
       const before = this.packetsSeen.get(link.uid);
       this.packetsSeen.set(link.uid, others);
-      if (before !== undefined && others <= before) return;
+      if (before !== undefined && others <= before) return false;
     }
     this.activity.set(link.uid, Math.max(t, this.activity.get(link.uid) ?? 0));
+    return true;
   }
 
   /** Every active session (not idle) and when it was last active (traffic, up, or attempt start). */
@@ -354,6 +375,9 @@ export class OverlayController<C extends OverlayCounters> {
     this.xmppState = state;
     if (state === 'online') {
       this.xmppOnlineSince = now;
+      // Signaling works again: offers sent into the dying session go again, repairs wait no longer.
+      this.signaling.resendOffers();
+      for (const uid of [...this.suspects.keys()]) this.startRepair(uid);
       if (this.networkChanged) {
         // Mobility: our address changed. The peers still send to the old one, so every link is
         // made again (new ICE candidates) now that signaling works, instead of waiting for ICE
@@ -369,6 +393,7 @@ export class OverlayController<C extends OverlayCounters> {
       this.reconcileAll();
     } else {
       this.xmppOnlineSince = null;
+      this.xmppEpoch++;
     }
     this.markDirty();
   }
@@ -417,13 +442,17 @@ export class OverlayController<C extends OverlayCounters> {
         this.onSignal(e);
         break;
       case 'link':
-        this.signaling.handleLinkEvent(e.uid, e.state, e.reason);
+        this.signaling.handleLinkEvent(e.uid, e.state, e.reason, e.repair === true);
         this.markDirty();
+        break;
+      case 'link_health':
+        this.onLinkHealth(e.uid, e.health, e.reason ?? e.health);
         break;
       case 'candidate':
         this.signaling.handleLocalCandidate(e.uid, e.candidate ?? null);
         break;
       case 'xmpp':
+        this.xmppEventSeq = this.supervisor.seq;
         if (e.state === 'connecting') this.log.debug('XMPP session connecting');
         else this.log.info({ state: e.state, reason: e.reason }, `XMPP session ${e.state}`);
         if (e.state === 'offline' && e.reason?.startsWith('network:')) this.networkChanged = true;
@@ -460,7 +489,8 @@ export class OverlayController<C extends OverlayCounters> {
         this.log.info({ peer: c.uid.slice(0, 12) }, texts.memberLeft);
         // Gone from XMPP: its link gets a grace period (a server restart); refused (a key change, an
         // expired certificate, a roster change): trimmed at once.
-        if (this.signaling.state(c.uid) === 'up' && this.tuning.departGraceMs > 0 && !this.peers.refusedUid(c.uid)) this.scheduleDeparture(c.uid);
+        const linked = this.signaling.state(c.uid) === 'up' || this.signaling.repairing(c.uid);
+        if (linked && this.tuning.departGraceMs > 0 && !this.peers.refusedUid(c.uid)) this.scheduleDeparture(c.uid);
         else this.departed(c.uid);
       }
     }
@@ -480,23 +510,108 @@ export class OverlayController<C extends OverlayCounters> {
     this.cancelWake(uid);
   }
 
-  /** Trims the up link of a member gone offline unless it comes back within departGraceMs. */
-  private scheduleDeparture(uid: Uid): void {
+  /**
+   * A member gone offline keeps its up link for departGraceMs; then it is trimmed only on evidence
+   * that it left (departureDoubt). XMPP bootstraps links, it does not keep them: without evidence the
+   * link stays and the question is asked again a grace period later.
+   */
+  private scheduleDeparture(uid: Uid, again = false): void {
     if (this.departures.has(uid)) return;
-    this.log.info({ peer: uid.slice(0, 12), grace_ms: this.tuning.departGraceMs }, 'peer offline on XMPP: keeping its up link for a grace period');
-    this.departures.set(uid, this.clock.setTimeout(() => {
+    if (!again) this.log.info({ peer: uid.slice(0, 12), grace_ms: this.tuning.departGraceMs }, 'peer offline on XMPP: keeping its up link for a grace period');
+    const timer = this.clock.setTimeout(() => {
+      const d = this.departures.get(uid);
       this.departures.delete(uid);
-      if (this.halted || this.peers.member(uid)) return;
+      if (this.halted || this.peers.member(uid) || d === undefined) return;
+      const linked = this.signaling.state(uid) !== 'idle';
+      const doubt = linked ? this.departureDoubt(uid, d.epoch) : null;
+      if (doubt !== null) {
+        this.counters.departures_deferred++;
+        this.log.info({ peer: uid.slice(0, 12), why: doubt }, 'peer offline on XMPP, but no evidence it left: its link stays');
+        this.scheduleDeparture(uid, true);
+        return;
+      }
       this.departed(uid);
       this.markDirty();
-    }, this.tuning.departGraceMs));
+    }, this.tuning.departGraceMs);
+    // Evidence needs our session up from here on: asked while it is down, the next check doubts again.
+    this.departures.set(uid, { timer, epoch: this.xmppState === 'online' ? this.xmppEpoch : -1 });
+  }
+
+  /**
+   * Why a member's missing presence is no evidence that it left, or null if it is: our own session
+   * was not up throughout (presence unknown: a server on its way down announces everyone
+   * unavailable), or its link still carries traffic.
+   */
+  private departureDoubt(uid: Uid, epoch: number): string | null {
+    if (this.xmppState !== 'online') return 'our XMPP session is down: presence unknown';
+    if (epoch !== this.xmppEpoch) return 'our XMPP session dropped since its presence went';
+    const rx = this.lastRx.get(uid);
+    if (rx !== undefined && this.clock.now() - rx < this.tuning.departGraceMs) return 'its link carries traffic';
+    return null;
   }
 
   private cancelDeparture(uid: Uid): void {
-    const t = this.departures.get(uid);
+    const d = this.departures.get(uid);
+    if (d !== undefined) {
+      this.clock.clearTimeout(d.timer);
+      this.departures.delete(uid);
+    }
+  }
+
+  // --- repairs (a link whose path stopped answering) ------------------------------------------------
+
+  private onLinkHealth(uid: Uid, health: LinkHealth, reason: string): void {
+    if (health === 'suspect') {
+      if (!this.suspects.has(uid)) this.counters.links_suspect++;
+      this.suspects.set(uid, reason);
+      this.startRepair(uid);
+    } else if (health === 'ok') {
+      this.suspects.delete(uid);
+      this.cancelRepairRetry(uid);
+    }
+    this.markDirty();
+  }
+
+  /** Repairs a suspect link now if signaling works (else when XMPP is back: setXmppState). */
+  private startRepair(uid: Uid): void {
+    const reason = this.suspects.get(uid);
+    if (this.halted || !this.ready || reason === undefined || this.xmppState !== 'online') return;
+    this.cancelRepairRetry(uid);
+    if (this.signaling.repair(uid, `path ${reason}`)) this.counters.repairs_started++;
+  }
+
+  private onRepaired(uid: Uid): void {
+    const now = this.clock.now();
+    this.counters.links_repaired++;
+    this.suspects.delete(uid);
+    this.cancelRepairRetry(uid);
+    this.backoff.reset(uid);
+    this.activity.set(uid, now);
+    this.policy.ensureMapped(uid);
+    const frames = this.queue.take(uid, now);
+    for (const f of frames) this.supervisor.sendPacket(f);
+    this.counters.packets_reinjected += frames.length;
+    this.markDirty();
+  }
+
+  private onRepairFailed(uid: Uid, detail: string): void {
+    this.counters.repairs_failed++;
+    if (this.suspects.has(uid) && !this.repairRetries.has(uid)) {
+      const delay = this.backoff.fail(uid, this.clock.now());
+      this.log.info({ peer: uid.slice(0, 12), detail, retry_in_ms: delay }, 'repair failed: trying again later');
+      this.repairRetries.set(uid, this.clock.setTimeout(() => {
+        this.repairRetries.delete(uid);
+        this.startRepair(uid);
+      }, delay));
+    }
+    this.markDirty();
+  }
+
+  private cancelRepairRetry(uid: Uid): void {
+    const t = this.repairRetries.get(uid);
     if (t !== undefined) {
       this.clock.clearTimeout(t);
-      this.departures.delete(uid);
+      this.repairRetries.delete(uid);
     }
   }
 
@@ -828,6 +943,9 @@ export class OverlayController<C extends OverlayCounters> {
     this.policy.closed(uid);
     this.activity.delete(uid);
     this.packetsSeen.delete(uid);
+    this.lastRx.delete(uid);
+    this.suspects.delete(uid);
+    this.cancelRepairRetry(uid);
     const now = this.clock.now();
     if (FAILURE_REASONS.has(reason)) {
       this.counters.link_failures++;

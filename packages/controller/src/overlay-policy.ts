@@ -84,7 +84,17 @@ export interface OverlayCounters {
   transit_dropped: number;
   packets_reinjected: number;
   datapath_restarts: number;
+  /** Links whose path stopped answering (link_health suspect), repairs started, done, failed. */
+  links_suspect: number;
+  repairs_started: number;
+  links_repaired: number;
+  repairs_failed: number;
+  /** Departures not acted on: no evidence the peer left (our XMPP session dropped meanwhile, or its link carries). */
+  departures_deferred: number;
 }
+
+/** The repair and departure counters, zero (each controller's counters start with these). */
+export const ZERO_REPAIR_COUNTERS = { links_suspect: 0, repairs_started: 0, links_repaired: 0, repairs_failed: 0, departures_deferred: 0 };
 
 /** Why signals were refused, by reason (unknown_sender, not_admitted, not_friend, …). */
 export type RefusalCounts = Record<string, number>;

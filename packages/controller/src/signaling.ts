@@ -64,6 +64,10 @@ export interface SignalingHooks {
    * signals are addressed by UID.
    */
   jid?(uid: Uid): string | null;
+  /** A repair's new link replaced the old one (the session stayed up throughout). */
+  onRepaired?(uid: Uid): void;
+  /** A repair failed; the old link is still the session's (and may still carry). */
+  onRepairFailed?(uid: Uid, detail: string): void;
 }
 
 export interface SignalingOptions {
@@ -166,6 +170,12 @@ export interface Session {
   trickle: TrickleState;
   /** con_cand for attempts of the peer's whose con_req has not arrived yet (XMPP reordering). */
   early: Map<Attempt, IceCandidate[]>;
+  /**
+   * A repair is under way: the datapath makes this attempt's link beside the up one (create_link
+   * `repair`), which carries on meanwhile. What the session was when the repair began, to go back to
+   * if it fails; null when no repair is under way.
+   */
+  repair: { upSinceMs: number | null; adopted: boolean; role: Session['role'] } | null;
 }
 
 const SEEN_MAX = 8;
@@ -257,6 +267,40 @@ export class Signaling {
     return this.trickleEnabled && (this.sessions.get(uid)?.peerTrickles === true || this.announcedTrickle.has(uid));
   }
 
+  /**
+   * Repairs the up link to `uid` (its path stopped answering): a new offer, marked `repair`, made
+   * beside the current link, which keeps going until the new one is up. False if the session is not
+   * up (nothing to repair, or something is under way already).
+   */
+  repair(uid: Uid, detail: string): boolean {
+    const s = this.sessions.get(uid);
+    if (!s || s.state !== 'up') return false;
+    this.log.info({ peer: short(uid), detail }, 'repairing the link: a new one beside it');
+    const before = { upSinceMs: s.upSinceMs, adopted: s.adopted, role: s.role };
+    const gen = this.restart(s, 'offering', 'offerer');
+    s.repair = before;
+    s.linkSeq = this.seq(); // the datapath has the current link
+    s.myAttempt = this.newAttempt();
+    this.armOffer(s);
+    void this.offer(s, gen);
+    return true;
+  }
+
+  /** Whether a repair of the link to `uid` is under way. */
+  repairing(uid: Uid): boolean {
+    return this.sessions.get(uid)?.repair != null;
+  }
+
+  /**
+   * Our signaling came back (XMPP online again): offers not answered yet go out again now, rather than
+   * at their next resend (a con_req sent into a dying XMPP connection is lost).
+   */
+  resendOffers(): void {
+    for (const s of this.sessions.values()) {
+      if (s.state === 'offering' && !s.answerApplied && s.myOffer) void this.sendReq(s, s.gen, true);
+    }
+  }
+
   /** Starts an offer to `uid` if nothing is under way with it; false if a session is active. */
   connect(uid: Uid): boolean {
     const s = this.ensure(uid);
@@ -273,7 +317,7 @@ export class Signaling {
     const trickle = this.offersTrickled(uid);
     let result;
     try {
-      result = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), ...(trickle ? { trickle } : {}) });
+      result = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), ...(trickle ? { trickle } : {}), ...(s.repair ? { repair: true } : {}) });
     } catch (err) {
       if (s.gen === gen) this.fail(s, 'rpc_failed', `create_link: ${errorMessage(err)}`);
       return;
@@ -303,10 +347,11 @@ export class Signaling {
       await this.opts.rpc.call('send_signal', {
         ...this.to(s.uid),
         type: 'con_req',
-        data: { ...this.opts.hooks.identity(s.uid), attempt: s.myAttempt, description: s.myOffer, ...this.trickleFlag() },
+        data: { ...this.opts.hooks.identity(s.uid), attempt: s.myAttempt, description: s.myOffer, ...this.trickleFlag(), ...(s.repair ? { repair: true } : {}) },
       });
     } catch (err) {
-      if (s.gen === gen && s.state === 'offering') this.fail(s, 'signal_failed', `con_req: ${errorMessage(err)}`);
+      // A repair waits for signaling to come back (resendOffers), within its offer timeout.
+      if (s.gen === gen && s.state === 'offering' && !s.repair) this.fail(s, 'signal_failed', `con_req: ${errorMessage(err)}`);
       return;
     }
     if (again && s.gen === gen) this.resendCandidates(s);
@@ -339,7 +384,13 @@ export class Signaling {
   }
 
   private answer(s: Session, msg: ConReq): void {
+    // The peer repairs: answer beside our up link (or the one our own repair keeps, on glare).
+    const repair = msg.repair === true && (s.state === 'up' || s.repair !== null)
+      ? s.repair ?? { upSinceMs: s.upSinceMs, adopted: s.adopted, role: s.role }
+      : null;
     const gen = this.restart(s, 'answering', 'answerer');
+    s.repair = repair;
+    if (repair) s.linkSeq = this.seq();
     s.peerAttempt = msg.attempt;
     s.peerTrickles = msg.trickle === true;
     const early = s.early.get(msg.attempt);
@@ -357,7 +408,7 @@ export class Signaling {
       await this.opts.hooks.prepare(uid, msg);
       if (s.gen !== gen) return;
       const trickle = this.trickleEnabled && s.peerTrickles;
-      const r = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description, ...(trickle ? { trickle } : {}) });
+      const r = await this.opts.rpc.call('create_link', { uid, ...this.opts.hooks.ice(), remote: msg.description, ...(trickle ? { trickle } : {}), ...(s.repair ? { repair: true } : {}) });
       if (s.gen !== gen) return;
       if (!r.description || r.description.type !== 'answer') throw new Error('create_link returned no answer');
       s.myAnswer = r.description;
@@ -384,7 +435,7 @@ export class Signaling {
         data: { ...this.opts.hooks.identity(s.uid), attempt: s.peerAttempt, description: s.myAnswer, ...this.trickleFlag() },
       });
     } catch (err) {
-      if (s.gen === gen && s.state !== 'up') this.fail(s, 'signal_failed', `con_resp: ${errorMessage(err)}`);
+      if (s.gen === gen && s.state !== 'up' && !s.repair) this.fail(s, 'signal_failed', `con_resp: ${errorMessage(err)}`);
       return;
     }
     if (again && s.gen === gen) this.resendCandidates(s);
@@ -587,11 +638,15 @@ export class Signaling {
     return 'buffered';
   }
 
-  /** A link event from the datapath. */
-  handleLinkEvent(uid: Uid, state: LinkState, reason?: string): void {
+  /** A link event from the datapath (`repair`: about a repair's new link). */
+  handleLinkEvent(uid: Uid, state: LinkState, reason?: string, repair = false): void {
     const s = this.sessions.get(uid);
     if (!s || s.state === 'idle') return;
     if (state === 'connecting') return;
+    if (repair) {
+      if (s.repair && state === 'failed') this.fail(s, 'failed', reason ?? 'repair failed');
+      return;
+    }
     if (state === 'up') {
       if (s.linkSeq === null && !s.answerApplied && s.state !== 'answering') return; // not our link yet
       if (s.state !== 'up' || s.timerKind === 'down') this.markUp(s, false);
@@ -684,7 +739,7 @@ export class Signaling {
         uid, state: 'idle', gen: 0, role: null, myAttempt: null, myOffer: null, answerApplied: false,
         peerAttempt: null, myAnswer: null, seen: [], sinceMs: this.opts.clock.now(), upSinceMs: null,
         linkSeq: null, idleSeq: this.seq(), lastResendMs: 0, trimsInFlight: 0, adopted: false,
-        timer: null, timerKind: null, peerTrickles: false, trickle: freshTrickle(), early: new Map(),
+        timer: null, timerKind: null, peerTrickles: false, trickle: freshTrickle(), early: new Map(), repair: null,
       };
       this.sessions.set(uid, s);
     }
@@ -706,6 +761,7 @@ export class Signaling {
     s.upSinceMs = null;
     s.linkSeq = null;
     s.adopted = false;
+    s.repair = null;
     this.resetTrickle(s);
     return s.gen;
   }
@@ -730,6 +786,14 @@ export class Signaling {
     const wasUp = s.state === 'up';
     s.state = 'up';
     s.adopted = adopted;
+    if (s.repair) {
+      // The repair's link took the old one's place: the session was never down.
+      s.upSinceMs = s.repair.upSinceMs;
+      s.repair = null;
+      this.log.info({ peer: short(s.uid), role: s.role }, 'link repaired');
+      this.opts.hooks.onRepaired?.(s.uid);
+      return;
+    }
     if (!wasUp) {
       s.upSinceMs = this.opts.clock.now();
       this.log.info({ peer: short(s.uid), role: s.role }, 'link up');
@@ -738,6 +802,10 @@ export class Signaling {
   }
 
   private fail(s: Session, reason: CloseReason, detail: string): void {
+    if (s.repair) {
+      this.repairFailed(s, reason, detail);
+      return;
+    }
     // The next attempt gathers in full before it offers, in case trickling was the trouble.
     if (reason === 'failed' || reason === 'timeout') {
       s.peerTrickles = false;
@@ -745,6 +813,27 @@ export class Signaling {
     }
     this.log.info({ peer: short(s.uid), state: s.state, reason, detail }, 'link attempt closed');
     this.close(s, reason, detail, true);
+  }
+
+  /**
+   * A repair failed (timeout, rejected, its link failed): its new link goes, the session is up again
+   * on the old one, which may still carry (or fail on its own, as any link).
+   */
+  private repairFailed(s: Session, reason: CloseReason, detail: string): void {
+    const before = s.repair!;
+    this.log.info({ peer: short(s.uid), reason, detail }, 'repair failed: back to the old link');
+    this.restart(s, 'up', before.role);
+    s.upSinceMs = before.upSinceMs;
+    s.adopted = before.adopted;
+    s.linkSeq = this.seq();
+    s.trimsInFlight++;
+    this.opts.rpc
+      .call('trim_link', { uid: s.uid, spare: true })
+      .catch((err: unknown) => this.log.debug({ peer: short(s.uid), err: errorMessage(err) }, 'trim_link (spare) failed'))
+      .finally(() => {
+        s.trimsInFlight--;
+      });
+    this.opts.hooks.onRepairFailed?.(s.uid, `${reason}: ${detail}`);
   }
 
   private close(s: Session, reason: CloseReason, detail: string, trim: boolean): void {

@@ -68,6 +68,8 @@ export class FakeDatapath {
   uid: Uid | null = null;
   vnic: { name: string; ip4?: string; ip6?: string; mtu: number } | null = null;
   xmppState: 'unregistered' | 'connecting' | 'online' | 'offline' = 'unregistered';
+  /** create_link {repair}: links being made beside an up one; they replace it when up. */
+  readonly spares = new Map<Uid, FakeLink>();
   overlay: string | null = null;
   /** What register_svc asked this node's presence to announce. */
   caps: string[] = [];
@@ -188,6 +190,18 @@ export class FakeDatapath {
     this.emit({ event: 'link', uid, state, ...(reason ? { reason } : {}) });
   }
 
+  /** The link being made to `uid` (a repair's, else the current one). */
+  linkFor(uid: Uid): FakeLink | undefined {
+    return this.spares.get(uid) ?? this.links.get(uid);
+  }
+
+  /** A repair's link came up: it replaces the current one (no down event for that). */
+  promote(uid: Uid, l: FakeLink): void {
+    if (this.spares.get(uid) !== l) return;
+    this.spares.delete(uid);
+    this.links.set(uid, l);
+  }
+
   handle(m: string, params: Record<string, unknown>): unknown {
     this.calls.push({ m, params });
     const fail = this.failNext.get(m);
@@ -228,7 +242,7 @@ export class FakeDatapath {
         return this.createLink(params as RpcParams<'create_link'>);
       case 'add_candidate': {
         const p = params as RpcParams<'add_candidate'>;
-        const l = this.links.get(p.uid);
+        const l = this.linkFor(p.uid);
         if (!l) throw new FakeRpcError('not_found', `no link to ${p.uid}`);
         if (!l.remote) throw new FakeRpcError('bad_state', 'add_candidate: the link has no remote description yet');
         for (const c of p.candidates) l.remoteCandidates.add(c.candidate);
@@ -237,8 +251,11 @@ export class FakeDatapath {
       }
       case 'trim_link': {
         const uid = params.uid as Uid;
+        const spare = this.spares.get(uid);
+        this.spares.delete(uid);
+        if (params.spare === true) return { trimmed: spare !== undefined };
         const l = this.links.get(uid);
-        if (!l) return { trimmed: false };
+        if (!l) return { trimmed: spare !== undefined };
         this.links.delete(uid);
         this.net.peerLost(this, uid);
         this.emit({ event: 'link', uid, state: 'down', reason: 'trimmed' });
@@ -307,17 +324,25 @@ export class FakeDatapath {
     if (!this.uid) throw new FakeRpcError('bad_state', 'set_local_ip first');
     const existing = this.links.get(uid);
     const fingerprint = `fp-${this.uid.slice(0, 6)}`;
+    const spare = this.spares.get(uid);
+    if (p.remote?.type === 'answer' && spare && spare.role === 'offerer' && !spare.remote) {
+      spare.remote = p.remote;
+      this.net.tryConnect(this, uid);
+      return { uid, state: spare.state, fingerprint };
+    }
+    const repair = p.repair === true && existing?.state === 'up' && p.remote?.type !== 'answer';
+    if (!repair) this.spares.delete(uid);
     if (p.remote?.type === 'answer') {
       if (!existing || existing.role !== 'offerer' || existing.remote) throw new FakeRpcError('bad_state', `no pending offer to ${uid}`);
       existing.remote = p.remote;
       this.net.tryConnect(this, uid);
       return { uid, state: existing.state, fingerprint };
     }
-    if (!p.remote && existing && existing.state !== 'failed' && existing.state !== 'down') {
+    if (!repair && !p.remote && existing && existing.state !== 'failed' && existing.state !== 'down') {
       if (existing.role === 'offerer' && !existing.remote) return { uid, state: existing.state, fingerprint, description: existing.local };
       return { uid, state: existing.state, fingerprint };
     }
-    if (existing) {
+    if (existing && !repair) {
       this.links.delete(uid);
       this.net.peerLost(this, uid);
     }
@@ -332,13 +357,14 @@ export class FakeDatapath {
       remote: p.remote ?? null, created_ms: this.net.clock.now(), connected_ms: null, last_rx_ms: null, last_tx_ms: null,
       packets_in: 0, packets_out: 0, bytes_in: 0, bytes_out: 0, trickled, candidate, remoteCandidates: new Set(),
     };
-    this.links.set(uid, link);
+    if (repair) this.spares.set(uid, link);
+    else this.links.set(uid, link);
     if (p.remote) this.net.tryConnect(this, uid);
     if (trickled) {
       // After the answer, as the real datapath reports them: the reflexive and relayed candidates
       // together, then the end of gathering.
       this.net.clock.setTimeout(() => {
-        if (this.links.get(uid) !== link) return;
+        if (this.linkFor(uid) !== link) return;
         const relay = { candidate: `a=candidate:3 1 UDP 1048063 198.51.100.250 ${20000 + n} typ relay`, mid: '0' };
         this.emit({ event: 'candidate', uid, candidate: { candidate, mid: '0' } });
         this.emit({ event: 'candidate', uid, candidate: relay });
@@ -523,8 +549,8 @@ export class FakeNet {
   tryConnect(a: FakeDatapath, uid: Uid): void {
     const b = [...this.nodes].find((n) => n.uid === uid);
     if (!b || !a.uid) return;
-    const la = a.links.get(uid);
-    const lb = b.links.get(a.uid);
+    const la = a.linkFor(uid);
+    const lb = b.linkFor(a.uid);
     if (!la || !lb) return;
     const [off, ans] = la.role === 'offerer' ? [la, lb] : [lb, la];
     if (off.role !== 'offerer' || ans.role !== 'answerer') return;
@@ -540,8 +566,10 @@ export class FakeNet {
       () => {
         this.connecting.delete(la);
         this.connecting.delete(lb);
-        if (a.links.get(uid) !== la || b.links.get(aUid) !== lb) return;
+        if (a.linkFor(uid) !== la || b.linkFor(aUid) !== lb) return;
         if (this.linksWork) {
+          a.promote(uid, la);
+          b.promote(aUid, lb);
           a.setLinkState(uid, 'up');
           b.setLinkState(aUid, 'up');
         } else {

@@ -15,6 +15,8 @@ interface Side {
   sig: Signaling;
   ups: Uid[];
   closed: { uid: Uid; reason: CloseReason; detail: string }[];
+  repaired: Uid[];
+  repairFailed: Uid[];
   outcomes: SignalOutcome[];
 }
 
@@ -32,7 +34,7 @@ async function side(ip4: string, opts: { trickle?: boolean } = {}): Promise<Side
       return port.call(m, p);
     }) as FakePort['call'],
   };
-  const s: Side = { ip4, uid, dp, port, sig: null as unknown as Signaling, ups: [], closed: [], outcomes: [] };
+  const s: Side = { ip4, uid, dp, port, sig: null as unknown as Signaling, ups: [], closed: [], outcomes: [], repaired: [], repairFailed: [] };
   s.sig = new Signaling({
     localUid: uid,
     rpc,
@@ -48,6 +50,8 @@ async function side(ip4: string, opts: { trickle?: boolean } = {}): Promise<Side
       },
       onUp: (peer) => s.ups.push(peer),
       onClosed: (peer, reason, detail) => s.closed.push({ uid: peer, reason, detail }),
+      onRepaired: (peer) => s.repaired.push(peer),
+      onRepairFailed: (peer) => s.repairFailed.push(peer),
     },
   });
   port.onEvent((e) => {
@@ -59,7 +63,7 @@ async function side(ip4: string, opts: { trickle?: boolean } = {}): Promise<Side
       else if (p.type === 'con_cand') s.outcomes.push(s.sig.handleConCand(e.uid, p.msg));
       else s.outcomes.push(s.sig.handleConReject(e.uid, p.msg));
     } else if (e.event === 'link') {
-      s.sig.handleLinkEvent(e.uid, e.state, e.reason);
+      s.sig.handleLinkEvent(e.uid, e.state, e.reason, e.repair === true);
     } else if (e.event === 'candidate') {
       s.sig.handleLocalCandidate(e.uid, e.candidate ?? null);
     }
@@ -475,5 +479,109 @@ describe('Signaling with trickle ICE', () => {
     expect(parseControllerSignal('con_cand', { attempt: '0123456789abcdef', candidates: [{ ...ok, mid: '' }] }).ok).toBe(false);
     expect(parseControllerSignal('con_cand', 'garbage').ok).toBe(false);
     expect(parseControllerSignal('con_cand', null).ok).toBe(false);
+  });
+});
+
+describe('Signaling: repairs (make-before-break)', () => {
+  it('a repair makes a new link beside the up one: the session stays up on both sides and the new link replaces the old', async () => {
+    const { lo, hi } = await pair();
+    hi.sig.connect(lo.uid);
+    await clock.advance(1000);
+    const oldHi = hi.dp.links.get(lo.uid);
+    const oldLo = lo.dp.links.get(hi.uid);
+    expect(hi.sig.repair(lo.uid, 'test')).toBe(true);
+    expect(hi.sig.repair(lo.uid, 'test')).toBe(false); // one at a time
+    expect(hi.sig.repairing(lo.uid)).toBe(true);
+    await clock.advance(100);
+    // Meanwhile the old links carry on.
+    expect(hi.dp.links.get(lo.uid)).toBe(oldHi);
+    expect(hi.dp.spares.has(lo.uid)).toBe(true);
+    await clock.advance(1000);
+    const req = net.signals.filter((x) => x.type === 'con_req').at(-1)!.data as { repair?: boolean };
+    expect(req.repair).toBe(true);
+    expect(hi.dp.callsOf('create_link').at(-2)?.params.repair).toBe(true); // the offer; the last completes it
+    expect(lo.dp.callsOf('create_link').at(-1)?.params.repair).toBe(true);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(hi.dp.links.get(lo.uid)).not.toBe(oldHi);
+    expect(lo.dp.links.get(hi.uid)).not.toBe(oldLo);
+    expect(hi.dp.links.get(lo.uid)?.state).toBe('up');
+    expect(hi.repaired).toEqual([lo.uid]);
+    expect(lo.repaired).toEqual([hi.uid]);
+    expect(hi.ups).toEqual([lo.uid]); // never down, never up again
+    expect(hi.closed).toEqual([]);
+    expect(lo.closed).toEqual([]);
+    expect(hi.sig.repairing(lo.uid)).toBe(false);
+    expect(hi.dp.callsOf('trim_link')).toEqual([]);
+  });
+
+  it('both sides repair at once (both NATs moved): the lower UID\'s offer stands, one new link each', async () => {
+    const { lo, hi } = await pair();
+    hi.sig.connect(lo.uid);
+    await clock.advance(1000);
+    hi.sig.repair(lo.uid, 'test');
+    lo.sig.repair(hi.uid, 'test');
+    await clock.advance(2000);
+    expect(lo.outcomes).toContain('glare_kept');
+    expect(hi.outcomes).toContain('glare_yielded');
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(lo.sig.state(hi.uid)).toBe('up');
+    expect(lo.sig.session(hi.uid)?.role).toBe('offerer');
+    expect(hi.dp.spares.size + lo.dp.spares.size).toBe(0);
+    expect(lo.repaired).toEqual([hi.uid]);
+    expect(hi.repaired).toEqual([lo.uid]);
+    expect(hi.closed).toEqual([]);
+  });
+
+  it('a repair that gets no answer goes back to the old link: only the new link is trimmed, the session stays up', async () => {
+    const { lo, hi } = await pair();
+    hi.sig.connect(lo.uid);
+    await clock.advance(1000);
+    const old = hi.dp.links.get(lo.uid);
+    net.drop = (x) => x.type === 'con_req';
+    hi.sig.repair(lo.uid, 'test');
+    await clock.advance(16_000);
+    expect(hi.repairFailed).toEqual([lo.uid]);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(hi.sig.repairing(lo.uid)).toBe(false);
+    expect(hi.dp.callsOf('trim_link').map((c) => c.params)).toEqual([{ uid: lo.uid, spare: true }]);
+    expect(hi.dp.links.get(lo.uid)).toBe(old);
+    expect(hi.dp.spares.has(lo.uid)).toBe(false);
+    expect(hi.closed).toEqual([]);
+  });
+
+  it('a repair\'s con_req that cannot be sent (signaling down) waits for resendOffers, not a failure', async () => {
+    const { lo, hi } = await pair();
+    hi.sig.connect(lo.uid);
+    await clock.advance(1000);
+    hi.dp.failNext.set('send_signal', 'bad_state');
+    hi.sig.repair(lo.uid, 'test');
+    await clock.advance(200);
+    expect(hi.sig.state(lo.uid)).toBe('offering');
+    hi.sig.resendOffers();
+    await clock.advance(1000);
+    expect(hi.repaired).toEqual([lo.uid]);
+    expect(hi.closed).toEqual([]);
+  });
+
+  it('a repair\'s link that fails (event with repair: true) ends the repair only; a failed event of no repair is ignored as such', async () => {
+    const { lo, hi } = await pair();
+    hi.sig.connect(lo.uid);
+    await clock.advance(1000);
+    hi.sig.handleLinkEvent(lo.uid, 'failed', 'repair failed: x', true); // no repair under way: nothing
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    net.drop = (x) => x.type === 'con_resp';
+    hi.sig.repair(lo.uid, 'test');
+    await clock.advance(500);
+    hi.sig.handleLinkEvent(lo.uid, 'failed', 'repair failed: ICE failed', true);
+    expect(hi.repairFailed).toEqual([lo.uid]);
+    expect(hi.sig.state(lo.uid)).toBe('up');
+    expect(hi.closed).toEqual([]);
+  });
+
+  it('a garbage repair flag in a con_req never parses', () => {
+    const base = { overlay: 'lab', ip4: '10.9.0.1', attempt: '0123456789abcdef', description: { type: 'offer', sdp: 'v=0' } };
+    expect(parseControllerSignal('con_req', { ...base, repair: true }).ok).toBe(true);
+    for (const repair of ['yes', 1, null, {}]) expect(parseControllerSignal('con_req', { ...base, repair }).ok).toBe(false);
   });
 });

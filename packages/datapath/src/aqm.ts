@@ -236,6 +236,13 @@ export class LinkAqm {
     return true;
   }
 
+  /** A probe now, whatever was sent (path health, link-health.ts); false if it could not go. */
+  probeNow(): boolean {
+    const before = this.counters.probesOut;
+    this.sendProbe(this.clock());
+    return this.counters.probesOut !== before;
+  }
+
   private sendProbe(now: number): void {
     this.bytesSinceProbe = 0;
     this.lastProbeMs = now;

@@ -14,6 +14,7 @@ import {
   type CreateLinkResult,
   type SessionDescription,
   type IceCandidate,
+  type LinkHealth,
   type LinkState,
   type RequestOf,
   type RpcResults,
@@ -28,7 +29,8 @@ import { ForwardDump } from './debug-dump.js';
 import { ForwardingTable, nextHop, normalizeSubnet } from './forwarding-table.js';
 import { loadIdentity, type NodeIdentity } from './identity.js';
 import { Inside, type UnmappedSink } from './inside.js';
-import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, type IcePortRange } from './link.js';
+import { DEFAULT_ICE_PORTS, DEFAULT_SCTP_SEND_BUFFER, Link, lanePorts, zeroPathCounters, type IcePortRange } from './link.js';
+import { DEFAULT_HEALTH_TIMING, type HealthInput, type HealthTiming } from './link-health.js';
 import { DEFAULT_SCTP_SACK_FREQ, RtcLibrary } from './rtc.js';
 import { NativeHeapTrimmer, type NativeHeapState } from './native-heap.js';
 import { Outside, type TransitSink } from './outside.js';
@@ -112,6 +114,17 @@ export interface DatapathOptions {
   debugDumpForwarded?: string;
   /** Opens the vNIC (default Vnic.open); tests pass a stand-in. */
   openVnic?: (config: VnicConfig) => Promise<Vnic>;
+  /** Path health timing (link-health.ts); absent: DEFAULT_HEALTH_TIMING. */
+  healthTiming?: HealthTiming;
+}
+
+/** A peer's repairs (make-before-break replacements of its link): how many, the last one's time and why. */
+interface RepairRecord {
+  count: number;
+  lastMs: number | null;
+  lastReason: string | null;
+  /** The reason of the repair under way (a spare link being made). */
+  pendingReason: string | null;
 }
 
 /**
@@ -146,6 +159,16 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   readonly table = new ForwardingTable();
   private readonly links = new Map<Uid, Link>();
   private readonly pendingOffers = new Map<Uid, Promise<CreateLinkResult>>();
+  /**
+   * Repairs (create_link `repair`): a new link being made beside the peer's current one, which keeps
+   * carrying traffic (or holding it, while suspect) until the new one is up and takes its place.
+   */
+  private readonly spares = new Map<Uid, Link>();
+  private readonly pendingSpareOffers = new Map<Uid, Promise<CreateLinkResult>>();
+  private readonly repairs = new Map<Uid, RepairRecord>();
+  /** Path health and repair counters, shared by every link. */
+  private readonly pathCounters = zeroPathCounters();
+  private readonly healthTimer: NodeJS.Timeout;
   /** set_peer_cert: the node certificate the controller trusts for each peer. */
   private readonly peerCerts = new Map<Uid, X509Certificate>();
   /** Sealed relayed frames (sealing.ts): this node's key and epoch, the trusted peers' keys. */
@@ -209,6 +232,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       }
     }, 1000);
     this.sampler.unref();
+    this.healthTimer = setInterval(() => {
+      const now = performance.now();
+      for (const l of this.links.values()) l.healthTick(now);
+    }, (opts.healthTiming ?? DEFAULT_HEALTH_TIMING).tickMs);
+    this.healthTimer.unref();
   }
 
   static async start(opts: DatapathOptions): Promise<Datapath> {
@@ -241,7 +269,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       case 'add_candidate':
         return this.addCandidate(req);
       case 'trim_link':
-        return this.trimLink(req.uid);
+        return req.spare ? this.trimSpare(req.uid) : this.trimLink(req.uid);
       case 'set_remote_ip':
         return this.setRemoteIp(req);
       case 'set_route':
@@ -432,7 +460,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       ...(req.member_cert !== undefined ? { memberCert: req.member_cert } : {}),
       logger: this.log.child({ component: 'xmpp' }),
     });
-    session.on('state', (state, reason) => this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) }));
+    session.on('state', (state, reason) => {
+      // Our session dropped (not stopped): the path to the server broke, maybe ours to everyone.
+      if (state === 'offline' && reason !== undefined && reason !== 'stopped') this.hintAll(`XMPP session lost (${reason})`);
+      this.rpc.event({ event: 'xmpp', state, ...(reason ? { reason } : {}) });
+    });
     session.on('presence', (p) => this.rpc.event({ event: 'presence', ...p }));
     session.on('signal', (s) => this.rpc.event({ event: 'signal', uid: s.uid, jid: s.jid, type: s.type, data: s.data }));
     session.on('roster', (r) => this.rpc.event({ event: 'roster', items: r.items, full: r.full }));
@@ -460,6 +492,18 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     const fingerprint = this.identity.fingerprint;
     if (req.remote) this.checkDescriptionKey(req.uid, req.remote.sdp);
 
+    const spare = this.spares.get(req.uid);
+    if (req.remote?.type === 'answer' && spare?.awaitingAnswer) {
+      try {
+        spare.acceptAnswer(req.remote);
+      } catch (err) {
+        throw new RpcError('bad_request', `bad answer: ${(err as Error).message}`);
+      }
+      return { uid: req.uid, state: spare.state, fingerprint };
+    }
+    if (req.repair && this.lanes === null && existing?.state === 'up' && req.remote?.type !== 'answer') {
+      return this.createSpare(req, existing, fingerprint);
+    }
     if (req.remote?.type === 'answer') {
       if (!existing?.awaitingAnswer) throw new RpcError('bad_state', `no pending offer to ${req.uid}`);
       try {
@@ -477,6 +521,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     }
     // A new offer, an answer to the peer's offer (which replaces any link we had: the peer restarted
     // or the controllers resolved a glare), or a retry after failure.
+    if (spare) this.closeLink(spare);
     if (existing) this.closeLink(existing);
     const link = this.newLink(req);
     const result = req.trickle ? this.trickleDescription(link, req.remote, fingerprint) : this.wholeDescription(req, link, fingerprint, true);
@@ -487,6 +532,95 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
       });
     }
     return result;
+  }
+
+  /**
+   * create_link `repair` while the peer's link is up: a new link (our offer, or our answer to the
+   * peer's) beside it. The current link keeps the peer's traffic (held while suspect) until the new
+   * one is up (onLinkState → promote). A repeated repair offer while one is pending returns it.
+   */
+  private createSpare(req: RequestOf<'create_link'>, current: Link, fingerprint: string): Promise<CreateLinkResult> {
+    const uid = req.uid;
+    if (!req.remote) {
+      const pending = this.pendingSpareOffers.get(uid);
+      if (pending && this.spares.get(uid)?.awaitingAnswer) return pending;
+    }
+    const old = this.spares.get(uid);
+    if (old) this.closeLink(old);
+    const reason = req.remote
+      ? 'the peer repaired its path (a new offer beside the link)'
+      : current.healthState === 'suspect' || current.healthState === 'repairing'
+        ? 'no answer on the path (probes unanswered)'
+        : `asked while the path was ${current.healthState}`;
+    const record = this.repairRecord(uid);
+    record.pendingReason = reason;
+    this.pathCounters.repairsStarted++;
+    this.log.info({ peer: uid.slice(0, 12), reason, role: req.remote ? 'answerer' : 'offerer' }, 'repair: a new link beside the current one');
+    const link = this.newLink(req, true);
+    current.repairing(true, performance.now());
+    // A peer (or we) found a path dead: ours to others may be too.
+    this.hintAll('a link is being repaired', link);
+    const result = req.trickle ? this.trickleDescription(link, req.remote, fingerprint) : this.wholeDescription(req, link, fingerprint, false);
+    if (!req.remote) {
+      this.pendingSpareOffers.set(uid, result);
+      result.catch(() => undefined).finally(() => {
+        if (this.pendingSpareOffers.get(uid) === result) this.pendingSpareOffers.delete(uid);
+      });
+    }
+    return result;
+  }
+
+  private repairRecord(uid: Uid): RepairRecord {
+    let r = this.repairs.get(uid);
+    if (!r) {
+      r = { count: 0, lastMs: null, lastReason: null, pendingReason: null };
+      this.repairs.set(uid, r);
+    }
+    return r;
+  }
+
+  /** Every up link checks its path now (link-health.ts `hint`), but `except`. */
+  private hintAll(why: string, except?: Link): void {
+    const now = performance.now();
+    let n = 0;
+    for (const l of this.links.values()) {
+      if (l === except || l.state !== 'up') continue;
+      l.hint(now);
+      n++;
+    }
+    if (n > 0) this.log.debug({ links: n, why }, 'checking every link\'s path');
+  }
+
+  /** The spare link to `uid` is up: it takes the current link's place, with the packets it held. */
+  private promote(spare: Link): void {
+    const uid = spare.uid;
+    const old = this.links.get(uid);
+    this.spares.delete(uid);
+    this.pendingSpareOffers.delete(uid);
+    this.links.set(uid, spare);
+    this.table.ensurePeer(uid).link = spare;
+    if (old && old !== spare) {
+      spare.adoptHeld(old.takeHeld());
+      this.closeLink(old);
+    }
+    const record = this.repairRecord(uid);
+    record.count++;
+    record.lastMs = Date.now();
+    record.lastReason = record.pendingReason ?? 'repaired';
+    record.pendingReason = null;
+    this.pathCounters.repairsDone++;
+    this.log.info({ peer: uid.slice(0, 12), reason: record.lastReason, repairs: record.count }, 'repair: the new link replaced the old one');
+  }
+
+  /** The spare link to `uid` failed: the current one (if any) is what the peer has. */
+  private spareFailed(spare: Link, reason: string): void {
+    const uid = spare.uid;
+    this.closeLink(spare);
+    this.pathCounters.repairsFailed++;
+    const record = this.repairRecord(uid);
+    record.pendingReason = null;
+    this.links.get(uid)?.repairing(false, performance.now());
+    this.log.warn({ peer: uid.slice(0, 12), reason }, 'repair: the new link failed');
   }
 
   /** The ICE ports this process hands out in turn: its share of `--ice-ports` (the lanes have theirs). */
@@ -500,7 +634,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   }
 
   /** A new link for `req` (an offer, or the answer to `req.remote`), in the table and the lanes. */
-  private newLink(req: RequestOf<'create_link'>): Link {
+  private newLink(req: RequestOf<'create_link'>, spare = false): Link {
     const link = new Link(
       {
         rtc: this.rtc,
@@ -519,10 +653,19 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         compactFrames: this.opts.compactFrames ?? true,
         offload: this.opts.offload === true,
         aqm: this.aqmSettings,
-        logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12) }),
+        ...(this.opts.healthTiming ? { healthTiming: this.opts.healthTiming } : {}),
+        pathCounters: this.pathCounters,
+        logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12), ...(spare ? { spare: true } : {}) }),
       },
-      { onFrame: this.outside.onFrame, onCompactFrame: this.outside.onCompactFrame, onState: (l, s, r) => this.onLinkState(l, s, r) },
+      {
+        onFrame: this.outside.onFrame, onCompactFrame: this.outside.onCompactFrame, onState: (l, s, r) => this.onLinkState(l, s, r),
+        onHealth: (l, h, input) => this.onLinkHealth(l, h, input),
+      },
     );
+    if (spare) {
+      this.spares.set(req.uid, link);
+      return link;
+    }
     this.links.set(req.uid, link);
     this.table.ensurePeer(req.uid).link = link;
     this.lanes?.attach(link, req, req.remote);
@@ -576,7 +719,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   }
 
   private onLocalCandidate(link: Link, candidate: IceCandidate | null): void {
-    if (this.links.get(link.uid) !== link) return;
+    if (this.links.get(link.uid) !== link && this.spares.get(link.uid) !== link) return;
     if (candidate) this.trickleCounters.candidatesTrickled++;
     else if (link.gatheredWithoutRelay) {
       // The description went out already: nothing to redo here; the controller's retry makes a new link.
@@ -587,7 +730,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   }
 
   private addCandidate(req: RequestOf<'add_candidate'>): unknown {
-    const link = this.links.get(req.uid);
+    // Trickle ICE: a repair's candidates are for its new link (the current one is up already).
+    const link = this.spares.get(req.uid) ?? this.links.get(req.uid);
     if (!link) throw new RpcError('not_found', `no link to ${req.uid}`);
     try {
       const r = link.addRemoteCandidates(req.candidates);
@@ -601,7 +745,29 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   }
 
   private onLinkState(link: Link, state: LinkState, reason?: string): void {
-    if (this.links.get(link.uid) !== link) return;
+    const spare = this.spares.get(link.uid);
+    if (spare === link) {
+      if (state === 'up') this.promote(link); // then on as any link coming up
+      else if (state === 'failed' || state === 'down') {
+        this.spareFailed(link, reason ?? state);
+        // The controller's repair attempt waits on this link: it fails (and retries) as any link.
+        this.rpc.event({ event: 'link', uid: link.uid, state: 'failed', reason: `repair failed: ${reason ?? state}`, repair: true });
+        return;
+      } else return;
+    } else if (this.links.get(link.uid) !== link) {
+      return;
+    } else if (spare && (state === 'down' || state === 'failed')) {
+      // The old path died for good while its repair is under way: the new link takes its place now,
+      // still connecting (packets for the peer go to the controller until it is up).
+      this.log.info({ peer: link.uid.slice(0, 12), state, reason }, 'repair: the old link closed before the new one is up');
+      const held = link.takeHeld();
+      this.spares.delete(link.uid);
+      this.closeLink(link);
+      this.links.set(link.uid, spare);
+      this.table.ensurePeer(link.uid).link = spare;
+      spare.adoptHeld(held);
+      return;
+    }
     if (state === 'up') this.log.debug({ peer: link.uid.slice(0, 12), dtlsFingerprint: link.remoteFingerprint() }, 'link up: the certificate DTLS verified');
     if (state === 'up' && this.checkLinkKey(link)) return;
     if (state === 'up') this.pendingOffers.delete(link.uid);
@@ -609,9 +775,35 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.rpc.event({ event: 'link', uid: link.uid, state, ...(reason ? { reason } : {}) });
   }
 
+  /**
+   * A current link's path health changed: the controller hears of it (`suspect`: repair it). A
+   * suspect path is a hint that ours changed: every other link checks its own, and the XMPP session
+   * its connection (a reset shows at once).
+   */
+  private onLinkHealth(link: Link, health: LinkHealth, input: HealthInput): void {
+    if (this.links.get(link.uid) !== link) return;
+    if (health === 'suspect' && input === 'no_answer') {
+      this.hintAll('a link stopped answering', link);
+      this.xmpp?.checkNow('a link stopped answering');
+    }
+    const reason = input === 'no_answer' ? 'no answer to probes' : input === 'heard' ? 'the path answers' : input;
+    this.rpc.event({ event: 'link_health', uid: link.uid, health, reason });
+  }
+
+  /** trim_link `spare`: ends a repair under way (its new link); the current link stays. */
+  private trimSpare(uid: Uid): unknown {
+    const spare = this.spares.get(uid);
+    if (!spare) return { trimmed: false };
+    this.spareFailed(spare, 'trimmed by the controller');
+    return { trimmed: true };
+  }
+
   private trimLink(uid: Uid): unknown {
+    const spare = this.spares.get(uid);
+    if (spare) this.closeLink(spare);
+    this.repairs.delete(uid);
     const link = this.links.get(uid);
-    if (!link) return { trimmed: false };
+    if (!link) return { trimmed: spare !== undefined };
     this.closeLink(link);
     this.rpc.event({ event: 'link', uid, state: 'down', reason: 'trimmed' });
     return { trimmed: true };
@@ -621,6 +813,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     this.lanes?.linkClosed(link);
     link.close();
     this.heapTrimmer.linkChanged();
+    if (this.spares.get(link.uid) === link) {
+      this.spares.delete(link.uid);
+      this.pendingSpareOffers.delete(link.uid);
+      return;
+    }
     if (this.links.get(link.uid) === link) this.links.delete(link.uid);
     this.pendingOffers.delete(link.uid);
     const peer = this.table.peer(link.uid);
@@ -825,7 +1022,8 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
     const local = this.local;
     const links = [...this.links.values()].map((l) => {
       const p = this.table.peer(l.uid);
-      const info = l.info(p ? [...p.ip4] : [], p ? [...p.ip6] : []);
+      const r = this.repairs.get(l.uid);
+      const info = { ...l.info(p ? [...p.ip4] : [], p ? [...p.ip6] : []), repairs: r?.count ?? 0, last_repair_ms: r?.lastMs ?? null, last_repair_reason: r?.lastReason ?? null };
       return this.lanes ? this.lanes.decorate(info) : info;
     });
     const c = this.rpc.controllerEndpoint;
@@ -859,6 +1057,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         vnic_write_drops: local?.vnic.writeDrops ?? 0,
         ...this.trickleCounters,
         ...this.iceCounters,
+        ...this.pathCounters,
         ...(this.xmpp ? prefixed('xmpp_', this.xmpp.counters()) : {}),
         ...(this.lanes ? this.lanes.counters() : {}),
       }),
@@ -867,9 +1066,10 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
 
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    clearInterval(this.healthTimer);
     this.heapTrimmer.stop();
     await this.lanes?.stop();
-    for (const l of [...this.links.values()]) this.closeLink(l);
+    for (const l of [...this.spares.values(), ...this.links.values()]) this.closeLink(l);
     if (this.xmpp) await this.xmpp.stop().catch(() => undefined);
     this.local?.vnic.close();
     this.forwardDump?.close();

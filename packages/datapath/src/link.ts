@@ -9,6 +9,7 @@ import {
   advertiseCompactFrames,
   isProbeMessage,
   type IceCandidate,
+  type LinkHealth,
   type LinkInfo,
   type LinkState,
   type SessionDescription,
@@ -16,6 +17,7 @@ import {
   type Uid,
 } from '@tincan/protocol';
 import { LinkAqm, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
+import { DEFAULT_HEALTH_TIMING, LinkHealthMonitor, holdsPackets, type HealthInput, type HealthTiming } from './link-health.js';
 import type { RtcLibrary } from './rtc.js';
 
 /**
@@ -93,7 +95,47 @@ export interface LinkOptions {
    * arrives anyway is a malformed frame).
    */
   aqm?: AqmSettings | null;
+  /** Path health (link-health.ts): its timing; absent: DEFAULT_HEALTH_TIMING. Needs probes (aqm). */
+  healthTiming?: HealthTiming;
+  /** Datapath-wide path-health and repair counters this link bumps; absent: its own. */
+  pathCounters?: PathCounters;
   logger: Logger;
+}
+
+/** Path health and repair, datapath-wide (get_state counters). */
+export interface PathCounters {
+  /** Links that started checking (silence while traffic was pending, or a hint), and hints given. */
+  linkChecks: number;
+  linkHints: number;
+  /** Links found suspect (no answer to probes), and suspect ones heard again on the same path. */
+  linksSuspect: number;
+  linksRecovered: number;
+  /** Repairs: new links made beside a current one, those that replaced it, those that failed. */
+  repairsStarted: number;
+  repairsDone: number;
+  repairsFailed: number;
+  /** Packets held while a link was suspect or repairing; sent later; dropped (bound, age, or unsendable). */
+  heldPackets: number;
+  heldSent: number;
+  heldDropped: number;
+}
+
+export function zeroPathCounters(): PathCounters {
+  return {
+    linkChecks: 0, linkHints: 0, linksSuspect: 0, linksRecovered: 0, repairsStarted: 0, repairsDone: 0, repairsFailed: 0,
+    heldPackets: 0, heldSent: 0, heldDropped: 0,
+  };
+}
+
+/** Packets held per link while its path is suspect: at most this many, this many bytes, this old. */
+export const HOLD_MAX_PACKETS = 256;
+export const HOLD_MAX_BYTES = 512 * 1024;
+export const HOLD_MAX_AGE_MS = 3000;
+
+interface HeldPacket {
+  buf: Buffer;
+  compact: boolean;
+  atMs: number;
 }
 
 export interface LinkHandlers {
@@ -102,6 +144,8 @@ export interface LinkHandlers {
   /** A compact frame arrived: the bare IP packet, from the link's peer to this node (the callee's). */
   onCompactFrame(link: Link, packet: Buffer): void;
   onState(link: Link, state: LinkState, reason?: string): void;
+  /** The path's health changed (link-health.ts). */
+  onHealth?(link: Link, health: LinkHealth, input: HealthInput): void;
 }
 
 /**
@@ -210,6 +254,12 @@ export class Link {
   private readonly asksTurn: boolean;
   private gatheringDone = false;
   private relayGathered = false;
+  /** Path health (link-health.ts); `holding` mirrors holdsPackets(health.state) for the per-packet path. */
+  private readonly health: LinkHealthMonitor;
+  private holding = false;
+  private held: HeldPacket[] = [];
+  private heldBytes = 0;
+  readonly pathCounters: PathCounters;
 
   constructor(opts: LinkOptions, private readonly handlers: LinkHandlers) {
     this.uid = opts.uid;
@@ -244,12 +294,15 @@ export class Link {
       if (this.closed) return;
       this.connectedMs = Date.now();
       this.setState('up');
+      if (this.held.length > 0 && !this.holding) this.flushHeld(now());
     });
     this.dc.onClosed(() => this.setState('down', 'data channel closed'));
     this.dc.onError((e) => this.log.debug({ err: e }, 'data channel error'));
     this.dc.onMessage((msg) => this.receive(msg, false));
     this.gatherTimeoutMs = opts.gatherTimeoutMs;
     this.excludeAddress = opts.excludeAddress;
+    this.pathCounters = opts.pathCounters ?? zeroPathCounters();
+    this.health = new LinkHealthMonitor(opts.healthTiming ?? DEFAULT_HEALTH_TIMING, performance.now(), (state, input, before) => this.onHealth(state, input, before));
   }
 
   private readonly gatherTimeoutMs: number;
@@ -440,6 +493,7 @@ export class Link {
 
   /** Per-packet: sends one full frame; false if it was dropped (link not open, or too much queued). */
   send(frame: Buffer): boolean {
+    if (this.holding) return this.hold(frame, false);
     return this.sendOn(this.dc, frame);
   }
 
@@ -474,6 +528,7 @@ export class Link {
   sendCompact(packet: Buffer): boolean {
     const dc = this.compactDc;
     if (dc === null || !this.sendsCompact) return false;
+    if (this.holding) return this.hold(packet, true);
     const aqm = this.aqm;
     // The delay-based limit (aqm.ts) may send a probe first, or drop the packet (counted in dropsAqm).
     if (aqm !== null && aqm.active && this.state === 'up' && aqm.beforeSend(packet.length)) return false;
@@ -546,6 +601,102 @@ export class Link {
     if (compact === this.sendsCompact) return;
     this.sendsCompact = compact;
     this.log.debug({ framing: compact ? 'compact' : 'full' }, 'framing');
+    if (compact && this.held.length > 0 && !this.holding) this.flushHeld(now());
+  }
+
+  // --- path health (link-health.ts) and held packets -------------------------------------------------
+
+  /** The path's health. */
+  get healthState(): LinkHealth {
+    return this.health.state;
+  }
+
+  /** Probes can tell whether the path carries: the link is up and the peer echoes them. */
+  private get canProbe(): boolean {
+    return this.state === 'up' && !this.closed && this.aqm !== null && this.aqm.active;
+  }
+
+  /** One health tick (every DEFAULT_HEALTH_TIMING.tickMs): may probe, may change the health. */
+  healthTick(now: number): void {
+    if (!this.canProbe) return;
+    const c = this.counters;
+    if (this.health.tick(now, c.packetsIn + c.probesAnswered + c.probesEchoed, c.packetsIn + c.packetsOut)) this.aqm!.probeNow();
+  }
+
+  /** A hint that paths may have changed: an up link checks its path now (an idle one too). */
+  hint(now: number): void {
+    if (!this.canProbe) return;
+    this.pathCounters.linkHints++;
+    if (this.health.apply('hint', now)) this.aqm!.probeNow();
+  }
+
+  /** A new link is being made beside this one (repair), or that failed. */
+  repairing(started: boolean, now: number): void {
+    this.health.apply(started ? 'repair' : 'repair_failed', now);
+  }
+
+  private onHealth(state: LinkHealth, input: HealthInput, before: LinkHealth): void {
+    const pc = this.pathCounters;
+    if (state === 'checking') pc.linkChecks++;
+    else if (state === 'suspect' && input === 'no_answer') pc.linksSuspect++;
+    else if (state === 'ok' && holdsPackets(before)) pc.linksRecovered++;
+    this.holding = holdsPackets(state);
+    // A pause in traffic is a check answered at once (ok → checking → ok): only what holds packets
+    // (suspect, repairing) and the way back from it are worth a log line and the controller's attention.
+    const matters = this.holding || holdsPackets(before);
+    if (matters) this.log.info({ health: state, input, was: before }, 'link health');
+    else this.log.debug({ health: state, input, was: before }, 'link health');
+    if (!this.holding && this.held.length > 0) this.flushHeld(now());
+    if (matters) this.handlers.onHealth?.(this, state, input);
+  }
+
+  /** Holds a copy of a packet (the caller's buffer is reused) while the path is suspect; bounded. */
+  private hold(buf: Buffer, compact: boolean): boolean {
+    const pc = this.pathCounters;
+    if (this.held.length >= HOLD_MAX_PACKETS || this.heldBytes + buf.length > HOLD_MAX_BYTES) {
+      pc.heldDropped++;
+      return false;
+    }
+    this.held.push({ buf: Buffer.from(buf), compact, atMs: now() });
+    this.heldBytes += buf.length;
+    pc.heldPackets++;
+    return true;
+  }
+
+  /** Hands the held packets over (to the link that replaces this one); this link holds none after. */
+  takeHeld(): HeldPacket[] {
+    const h = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    return h;
+  }
+
+  /** Packets another link held for the same peer: sent as soon as this one can (now, or when framing settles). */
+  adoptHeld(packets: HeldPacket[]): void {
+    for (const p of packets) {
+      this.held.push(p);
+      this.heldBytes += p.buf.length;
+    }
+    if (this.state === 'up' && !this.holding) this.flushHeld(now());
+  }
+
+  /**
+   * Sends the held packets, oldest first, unless too old. A compact packet waits while the compact
+   * channel is not open yet (flushed again when it opens); one this link can never send compact goes.
+   */
+  private flushHeld(at: number): void {
+    if (this.state !== 'up') return;
+    const pc = this.pathCounters;
+    const waitCompact = this.compactDc !== null && this.peerTakesCompact && !this.sendsCompact;
+    const keep: HeldPacket[] = [];
+    for (const p of this.held) {
+      if (at - p.atMs > HOLD_MAX_AGE_MS) pc.heldDropped++;
+      else if (p.compact && waitCompact) keep.push(p);
+      else if ((p.compact ? this.sendCompact(p.buf) : this.sendOn(this.dc, p.buf))) pc.heldSent++;
+      else pc.heldDropped++;
+    }
+    this.held = keep;
+    this.heldBytes = keep.reduce((n, p) => n + p.buf.length, 0);
   }
 
   /** Called about once a second: turns counter movement into liveness timestamps. */
@@ -599,6 +750,7 @@ export class Link {
       },
       queue_delay_ms: this.queueDelayMs,
       framing: this.sendsCompact ? 'compact' : 'full',
+      health: this.health.state,
     };
   }
 
@@ -606,6 +758,9 @@ export class Link {
     if (this.closed) return;
     this.closed = true;
     this.sendsCompact = false;
+    this.holding = false;
+    this.pathCounters.heldDropped += this.held.length;
+    this.takeHeld();
     try {
       this.dc.close();
     } catch { /* already closed */ }
@@ -633,6 +788,10 @@ export class Link {
     this.log.info({ state: s, reason }, 'link state');
     this.handlers.onState(this, s, reason);
   }
+}
+
+function now(): number {
+  return performance.now();
 }
 
 function iceServers(stun: readonly string[], turn: readonly TurnServer[]): string[] {

@@ -165,6 +165,15 @@ const STABLE_SESSION_MS = 60_000;
 /** How often an online session checks that its local address still exists (mobility). */
 const ADDRESS_CHECK_MS = 2_000;
 
+/** checkNow: how long the server may take to answer the ping before the session counts as dead. */
+const CHECK_NOW_TIMEOUT_MS = 3_000;
+/**
+ * The first reconnect after an online session broke on the network (a reset, our address gone, a
+ * check that went unanswered) comes this soon, not after the backoff's first second: the server is
+ * most likely fine and the path to it just changed.
+ */
+const QUICK_RECONNECT_MS = 100;
+
 interface Attempt {
   conn: XmppConnection;
   /** Bound and usable (the library's 'online'). */
@@ -203,6 +212,8 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
   private livenessTimer: NodeJS.Timeout | null = null;
   private addressTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  /** A checkNow is under way on the current connection (its loss reconnects quickly). */
+  private checking = false;
   private readonly table = new PeerTable();
   private readonly ctr: Record<XmppCounter, number>;
   /** Our roster by bare JID (the gate); `rosterKnown` once this login's roster result arrived. */
@@ -297,6 +308,33 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     await att.conn.entity.send(buildSignalMessage(to.full, json, randomBytes(6).toString('hex')));
     this.ctr.signals_out++;
     this.log.debug({ to: to.full, type, bytes: Buffer.byteLength(json) }, 'signal sent');
+  }
+
+  /**
+   * A hint that the network changed (a link stopped answering): ping the server now. A connection
+   * whose path broke shows it at once (a reset) or does not answer within CHECK_NOW_TIMEOUT_MS; either
+   * way it is dropped and made again after QUICK_RECONNECT_MS. At most one check at a time.
+   */
+  checkNow(why: string): void {
+    const att = this.current;
+    if (!att || !att.bound || att.done || this.checking) return;
+    this.checking = true;
+    this.log.debug({ why }, 'XMPP: checking the connection now');
+    att.conn.iqCaller
+      .request(xml('iq', { type: 'get', to: this.own.domain }, xml('ping', { xmlns: NS_PING })), CHECK_NOW_TIMEOUT_MS)
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          if (att.done) return;
+          if ((err as { name?: string }).name === 'TimeoutError') {
+            this.ctr.ping_timeouts++;
+            this.lost(att, `network: the server did not answer a check within ${CHECK_NOW_TIMEOUT_MS / 1000} s (${why})`);
+          }
+        },
+      )
+      .finally(() => {
+        if (att === this.current) this.checking = false;
+      });
   }
 
   peers(): XmppPeer[] {
@@ -564,6 +602,9 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     if (att !== this.current) return;
     this.current = null;
     const wasOnline = att.bound;
+    // A connection lost while checked, on a network error or a vanished address: the path changed.
+    const quick = wasOnline && (this.checking || /^(network|connect):/.test(reason));
+    this.checking = false;
     if (wasOnline) {
       this.stopOnlineTimers();
       this.table.markAllStale();
@@ -573,12 +614,13 @@ export class XmppSession extends TypedEmitter<XmppSessionEvents> {
     } else {
       this.ctr.login_failures++;
     }
-    this.retryLater(reason, wasOnline);
+    this.retryLater(reason, wasOnline, quick);
   }
 
-  private retryLater(reason: string, wasOnline: boolean): void {
+  private retryLater(reason: string, wasOnline: boolean, quick = false): void {
     if (!this.running) return;
-    const delay = backoffDelay(this.failures++, Math.random, this.backoffInitialMs, this.backoffMaxMs);
+    const backoff = backoffDelay(this.failures++, Math.random, this.backoffInitialMs, this.backoffMaxMs);
+    const delay = quick ? Math.min(QUICK_RECONNECT_MS, backoff) : backoff;
     const fields = { reason, retry_in_ms: delay, attempt: this.failures };
     if (reason.startsWith('auth:') || reason.startsWith('tls:')) this.log.error(fields, 'XMPP login failed');
     else if (reason.startsWith('stream error: conflict')) {

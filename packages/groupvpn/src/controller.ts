@@ -9,6 +9,7 @@ import {
   OverlayController,
   bareJid,
   Subnet4,
+  ZERO_REPAIR_COUNTERS,
   errorMessage,
   ownMemberCertStatus,
   parseCaPublicKey,
@@ -127,6 +128,7 @@ export class GroupVpnController {
   readonly signaling: Signaling;
   readonly supervisor: DatapathSupervisor;
   readonly counters: GroupVpnCounters = {
+    ...ZERO_REPAIR_COUNTERS,
     signals_received: 0, signals_malformed: 0, signals_unknown_type: 0, signals_bounced: 0, signals_refused: 0,
     signals_duplicate: 0, signals_stale: 0, glare_kept: 0, glare_yielded: 0, con_reject_sent: 0, offers: 0,
     links_up: 0, link_failures: 0, links_adopted: 0, links_trimmed_idle: 0, links_trimmed_lru: 0,

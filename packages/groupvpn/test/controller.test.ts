@@ -160,6 +160,97 @@ describe('GroupVpnController: XMPP outages', () => {
   });
 });
 
+describe('GroupVpnController: links that survive', () => {
+  it('a link whose path stops answering (link_health suspect) is repaired beside the old one; the session never goes down', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    expect(linkState(a, b)).toBe('up');
+    const ups = a.ctl.counters.links_up;
+    const old = a.dp.links.get(b.uid);
+    a.dp.emit({ event: 'link_health', uid: b.uid, health: 'suspect', reason: 'no answer to probes' });
+    await clock.advance(2000);
+    expect(a.ctl.counters.links_suspect).toBe(1);
+    expect(a.ctl.counters.repairs_started).toBe(1);
+    expect(a.ctl.counters.links_repaired).toBe(1);
+    expect(b.ctl.counters.links_repaired).toBe(1);
+    expect(a.ctl.counters.links_up).toBe(ups);
+    expect(a.ctl.counters.link_failures).toBe(0);
+    expect(a.dp.links.get(b.uid)).not.toBe(old);
+    expect(linkState(a, b)).toBe('up');
+    expect(linkState(b, a)).toBe('up');
+    expect(a.dp.callsOf('trim_link')).toEqual([]);
+  });
+
+  it('suspect while our XMPP session is down: the repair waits for it, then goes at once', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    a.dp.emit({ event: 'xmpp', state: 'offline', reason: 'connect: read ECONNRESET' });
+    a.dp.emit({ event: 'link_health', uid: b.uid, health: 'suspect', reason: 'no answer to probes' });
+    await clock.advance(3000);
+    expect(a.ctl.counters.repairs_started).toBe(0);
+    expect(linkState(a, b)).toBe('up');
+    a.dp.emit({ event: 'xmpp', state: 'online' });
+    await clock.advance(2000);
+    expect(a.ctl.counters.repairs_started).toBe(1);
+    expect(a.ctl.counters.links_repaired).toBe(1);
+  });
+
+  it('a suspect link heard again (health ok) is not repaired', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    a.dp.emit({ event: 'xmpp', state: 'offline', reason: 'connect: read ECONNRESET' });
+    a.dp.emit({ event: 'link_health', uid: b.uid, health: 'suspect' });
+    a.dp.emit({ event: 'link_health', uid: b.uid, health: 'ok' });
+    await clock.advance(100);
+    a.dp.emit({ event: 'xmpp', state: 'online' });
+    await clock.advance(2000);
+    expect(a.ctl.counters.repairs_started).toBe(0);
+  });
+
+  it('the server announces a member unavailable on its way down: no evidence it left, the link stays through a long outage', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    const old = a.dp.links.get(b.uid);
+    net.offline(b.dp); // b's unavailable presence reaches a…
+    await clock.advance(50);
+    a.dp.emit({ event: 'xmpp', state: 'offline', reason: 'stream error: system-shutdown' }); // …then a's own session goes
+    a.dp.xmppState = 'offline';
+    await clock.advance(180_000);
+    expect(linkState(a, b)).toBe('up');
+    expect(a.dp.links.get(b.uid)).toBe(old);
+    expect(a.ctl.counters.links_trimmed_departed).toBe(0);
+    expect(a.ctl.counters.departures_deferred).toBeGreaterThan(10);
+    // The server is back and b with it: nothing to do.
+    a.dp.xmppState = 'online';
+    b.dp.xmppState = 'online';
+    a.dp.emit({ event: 'xmpp', state: 'online' });
+    net.online(b.dp);
+    await clock.advance(30_000);
+    expect(a.dp.links.get(b.uid)).toBe(old);
+    expect(a.ctl.counters.links_trimmed_departed).toBe(0);
+  });
+
+  it('a member gone from XMPP whose link carries traffic stays; once the link idles, it is trimmed', async () => {
+    const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });
+    const b = await node(net, clock, '10.254.0.2', { link_policy: 'proactive' });
+    await clock.advance(1000);
+    net.offline(b.dp);
+    for (let i = 0; i < 30; i++) {
+      a.dp.traffic(b.uid);
+      await clock.advance(1000);
+    }
+    expect(linkState(a, b)).toBe('up');
+    expect(a.ctl.counters.departures_deferred).toBeGreaterThanOrEqual(2);
+    await clock.advance(40_000); // no traffic: idle past the grace, our session up throughout
+    expect(linkState(a, b)).toBe('idle');
+    expect(a.ctl.counters.links_trimmed_departed).toBe(1);
+  });
+});
+
 describe('GroupVpnController: mobility', () => {
   it('when XMPP drops because our local address went away, every up link is made again once it is back', async () => {
     const a = await node(net, clock, '10.254.0.1', { link_policy: 'proactive' });

@@ -38,6 +38,11 @@ export const ConReq = z.object({
   description: SessionDescription.refine((d) => d.type === 'offer', 'a con_req carries an offer'),
   /** The sender trickles its further candidates (con_cand) and takes ours. */
   trickle: z.boolean().optional(),
+  /**
+   * A repair: the sender's path to us stopped carrying. Answer it beside the current link
+   * (make-before-break, create_link `repair`), which goes only once the new one is up.
+   */
+  repair: z.boolean().optional(),
 });
 export type ConReq = z.infer<typeof ConReq>;
 

@@ -143,6 +143,14 @@ export type SessionDescription = z.infer<typeof SessionDescription>;
 export const LinkState = z.enum(['connecting', 'up', 'down', 'failed']);
 export type LinkState = z.infer<typeof LinkState>;
 
+/**
+ * Whether an up link's path still carries (link-health.ts): `ok`; `checking` (nothing heard while
+ * traffic is pending, or a hint: probes out); `suspect` (no answer: packets are held, the controller
+ * repairs); `repairing` (a new link is being made beside it).
+ */
+export const LinkHealth = z.enum(['ok', 'checking', 'suspect', 'repairing']);
+export type LinkHealth = z.infer<typeof LinkHealth>;
+
 export const LogLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +199,12 @@ export const CreateLinkRequest = z.strictObject({
   turn: z.array(TurnServer).max(8).default([]),
   remote: SessionDescription.optional(),
   trickle: z.boolean().default(false),
+  /**
+   * Make-before-break (an offer, or the answer to `remote`): the new link is made beside the peer's
+   * current one, which keeps carrying traffic until the new one is up and then is closed. Without a
+   * current link, an ordinary create_link.
+   */
+  repair: z.boolean().default(false),
 });
 
 /**
@@ -214,7 +228,13 @@ export const AddCandidateRequest = z.strictObject({
   candidates: z.array(IceCandidate).min(1).max(32),
 });
 
-export const TrimLinkRequest = z.strictObject({ ...base, m: z.literal('trim_link'), uid: Uid });
+export const TrimLinkRequest = z.strictObject({
+  ...base,
+  m: z.literal('trim_link'),
+  uid: Uid,
+  /** Only the repair's new link (create_link `repair`), not the current one. */
+  spare: z.boolean().default(false),
+});
 
 /**
  * Maps virtual addresses to a peer UID in the forwarding table (or removes them). With `translate`
@@ -421,6 +441,12 @@ export const LinkInfo = z.strictObject({
    * offered compact frames and their channel is open, else `full` (each end decides for itself).
    */
   framing: z.enum(['compact', 'full']),
+  /** The path's health (LinkHealth); absent from an older datapath. */
+  health: LinkHealth.optional(),
+  /** Times this peer's link was replaced by a repair (make-before-break), when the last was, and why. */
+  repairs: z.number().int().min(0).optional(),
+  last_repair_ms: z.number().nullable().optional(),
+  last_repair_reason: z.string().nullable().optional(),
   /**
    * `--lanes N` > 1 only: lane links up to this peer (lane processes' own PeerConnections, set up
    * in-band), not counting the link itself. Their traffic is included in `stats`.
@@ -580,6 +606,15 @@ export const LinkEvent = z.strictObject({
   uid: Uid,
   state: LinkState,
   reason: z.string().optional(),
+  /** About a repair's new link (create_link `repair`), not the current one: only `failed` is sent. */
+  repair: z.literal(true).optional(),
+});
+/** An up link's health changed (LinkHealth): `suspect` asks the controller to repair it. */
+export const LinkHealthEvent = z.strictObject({
+  event: z.literal('link_health'),
+  uid: Uid,
+  health: LinkHealth,
+  reason: z.string().optional(),
 });
 /**
  * Trickle ICE: a local candidate of a link made with `trickle` (not already in its description), or
@@ -618,7 +653,7 @@ export const RosterEvent = z.strictObject({
 export const GetRosterResult = z.strictObject({ known: z.boolean(), items: z.array(RosterItem) });
 export type GetRosterResult = z.infer<typeof GetRosterResult>;
 
-export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, CandidateEvent, XmppEvent, RosterEvent]);
+export const RpcEvent = z.discriminatedUnion('event', [PresenceEvent, SignalEvent, LinkEvent, LinkHealthEvent, CandidateEvent, XmppEvent, RosterEvent]);
 export type RpcEvent = z.infer<typeof RpcEvent>;
 export type EventOf<E extends RpcEvent['event']> = Extract<RpcEvent, { event: E }>;
 

@@ -212,3 +212,26 @@ describe('endpoints', () => {
     expect(tokenFilePath('/var/lib/tincan/', 5801)).toBe('/var/lib/tincan/rpc-5801.token');
   });
 });
+
+describe('links that survive: repair and health on the RPC', () => {
+  const uid = 'a'.repeat(40);
+  it('create_link repair and trim_link spare are booleans, false by default; garbage is refused', () => {
+    const ok = RpcRequest.safeParse({ tid: 1, m: 'create_link', uid, repair: true });
+    expect(ok.success && ok.data.m === 'create_link' && ok.data.repair).toBe(true);
+    const d = RpcRequest.safeParse({ tid: 1, m: 'trim_link', uid });
+    expect(d.success && d.data.m === 'trim_link' && d.data.spare).toBe(false);
+    for (const bad of ['yes', 1, null, {}]) {
+      expect(RpcRequest.safeParse({ tid: 1, m: 'create_link', uid, repair: bad }).success).toBe(false);
+      expect(RpcRequest.safeParse({ tid: 1, m: 'trim_link', uid, spare: bad }).success).toBe(false);
+    }
+  });
+
+  it('link_health events carry a known health only; link events a literal repair flag', () => {
+    expect(RpcEvent.safeParse({ event: 'link_health', uid, health: 'suspect', reason: 'no answer to probes' }).success).toBe(true);
+    for (const health of ['dead', '', 1, null]) expect(RpcEvent.safeParse({ event: 'link_health', uid, health }).success).toBe(false);
+    expect(RpcEvent.safeParse({ event: 'link_health', uid: 'zz', health: 'ok' }).success).toBe(false);
+    expect(RpcEvent.safeParse({ event: 'link_health', uid, health: 'ok', extra: 1 }).success).toBe(false);
+    expect(RpcEvent.safeParse({ event: 'link', uid, state: 'failed', repair: true }).success).toBe(true);
+    expect(RpcEvent.safeParse({ event: 'link', uid, state: 'failed', repair: false }).success).toBe(false);
+  });
+});

@@ -19,6 +19,7 @@ import {
   PersistentJsonFile,
   Subnet4,
   TrafficProfile,
+  ZERO_REPAIR_COUNTERS,
   errorMessage,
   rpcErrorCode,
   systemClock,
@@ -80,6 +81,7 @@ export class SocialVpnController {
   readonly roster = new Roster();
   readonly profile: TrafficProfile;
   readonly counters: SocialVpnCounters = {
+    ...ZERO_REPAIR_COUNTERS,
     signals_received: 0, signals_malformed: 0, signals_unknown_type: 0, signals_bounced: 0, signals_refused: 0,
     signals_duplicate: 0, signals_stale: 0, glare_kept: 0, glare_yielded: 0, con_reject_sent: 0, offers: 0,
     offers_proactive: 0, links_up: 0, link_failures: 0, links_adopted: 0, links_trimmed_idle: 0,
