@@ -152,7 +152,9 @@ describe('ownTreeCpuSeconds()', () => {
     const { ownTreeCpuSeconds } = await import('../lib/results.mjs');
     const { spawnSync } = await import('node:child_process');
     const before = ownTreeCpuSeconds();
-    spawnSync(process.execPath, ['-e', 'const t = Date.now(); while (Date.now() - t < 400);']);
+    // The child spins until it has used 0.4 s of CPU (not of wall time: on a loaded machine a
+    // wall-clock loop gets less CPU than it lasts).
+    spawnSync(process.execPath, ['-e', 'while (process.cpuUsage().user < 400_000);']);
     expect(ownTreeCpuSeconds() - before).toBeGreaterThan(0.2);
   });
 });
