@@ -104,7 +104,8 @@ try {
       else await lab('impair', NAT, '--clear');
       for (let i = 0; i < RUNS; i++) {
         const line = [];
-        for (const v of VARIANTS) {
+        // Variants in turn first, run by run: none always starts on a machine its predecessor warmed.
+        for (const v of VARIANTS.map((_, k) => VARIANTS[(k + i) % VARIANTS.length])) {
           const a = await startNode(A, '10.254.0.1', v.args);
           const b = await startNode(B, '10.254.0.2', v.args);
           try {
@@ -120,7 +121,7 @@ try {
               retransmits: r.retransmits, superOut: c.offloadSuperPacketsOut ?? 0, segmentedOut: c.offloadSegmentedOut ?? 0,
               dropsAqm: s.drops_aqm, dropsBackpressure: s.drops_backpressure, probesOut: s.probes_out, probesAnswered: s.probes_answered,
             });
-            line.push(`${v.name} ${r.mbps.toFixed(0)} (rtx ${r.retransmits}, super ${c.offloadSuperPacketsOut ?? 0}, seg ${c.offloadSegmentedOut ?? 0}, probes ${s.probes_answered}/${s.probes_out})`);
+            line.push(`${v.name} ${r.mbps.toFixed(0)} (rtx ${r.retransmits}, aqm ${s.drops_aqm}, bp ${s.drops_backpressure}, super ${c.offloadSuperPacketsOut ?? 0}, seg ${c.offloadSegmentedOut ?? 0}, probes ${s.probes_answered}/${s.probes_out})`);
           } finally {
             await a.stop();
             await b.stop();
@@ -172,12 +173,12 @@ try {
       for (const level of LEVELS) {
         (byLevel[level] ?? []).forEach((v, i) => {
           const e = extra[phase]?.[path]?.[level]?.[i] ?? {};
-          csvRows.push([phase, path, level, i + 1, Number(v.toFixed(2)), e.retransmits ?? '', e.superOut ?? '', e.segmentedOut ?? '', e.dropsAqm ?? '', e.probesOut ?? '', e.probesAnswered ?? '']);
+          csvRows.push([phase, path, level, i + 1, Number(v.toFixed(2)), e.retransmits ?? '', e.superOut ?? '', e.segmentedOut ?? '', e.dropsAqm ?? '', e.dropsBackpressure ?? '', e.probesOut ?? '', e.probesAnswered ?? '']);
         });
       }
     }
   }
-  writeFileSync(join(out, 'loss.csv'), csv(['phase', 'path', 'loss_pct', 'run', 'tcp_mbps', 'tcp_retransmits', 'super_packets_out', 'segmented_out', 'drops_aqm', 'probes_out', 'probes_answered'], csvRows));
+  writeFileSync(join(out, 'loss.csv'), csv(['phase', 'path', 'loss_pct', 'run', 'tcp_mbps', 'tcp_retransmits', 'super_packets_out', 'segmented_out', 'drops_aqm', 'drops_backpressure', 'probes_out', 'probes_answered'], csvRows));
   const series = [];
   for (const phase of PHASES) {
     for (const v of VARIANTS) series.push({ name: `${VARIANTS.length > 1 ? v.name : 'TinCan'} ${phase}`, points: LEVELS.map((l) => [l, med(samples[phase][v.name][l])]) });

@@ -16,6 +16,7 @@ import {
   type Uid,
 } from '@tincan/protocol';
 import { LinkAqm, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
+import { LossWatch } from './loss-watch.js';
 import type { RtcLibrary } from './rtc.js';
 
 /**
@@ -93,6 +94,11 @@ export interface LinkOptions {
    * arrives anyway is a malformed frame).
    */
   aqm?: AqmSettings | null;
+  /**
+   * With offload and probes: while the probes see the path lose packets, `lossy` is true and
+   * super-packets go segmented (loss-watch.ts). Absent: true; false: whole whatever the loss.
+   */
+  segmentOnLoss?: boolean;
   logger: Logger;
 }
 
@@ -183,6 +189,12 @@ export class Link {
   sendsOffload = false;
   /** This link takes [virtio_net_hdr][packet] messages on its compact channel (we advertised offload). */
   readonly takesOffload: boolean;
+  /**
+   * Per-packet (read-only outside Link): the probes saw the path lose packets lately, or have not yet
+   * seen it clean (loss-watch.ts): super-packets go segmented, one wire packet each, not whole.
+   */
+  lossy = false;
+  private readonly lossWatch: LossWatch | null;
   /** Liveness: times of the last counter change seen by the periodic sampler. */
   lastRxMs: number | null = null;
   lastTxMs: number | null = null;
@@ -240,6 +252,8 @@ export class Link {
     this.takesOffload = opts.compactFrames && opts.offload === true;
     this.compactDc = opts.compactFrames ? this.openCompactChannel() : null;
     this.aqm = opts.compactFrames && opts.aqm ? new LinkAqm(opts.aqm, this.counters, (msg) => this.sendProbeMessage(msg), () => performance.now()) : null;
+    this.lossWatch = this.aqm !== null && this.takesOffload && opts.segmentOnLoss !== false ? new LossWatch() : null;
+    this.lossy = this.lossWatch?.lossy ?? false;
     this.dc.onOpen(() => {
       if (this.closed) return;
       this.connectedMs = Date.now();
@@ -560,6 +574,10 @@ export class Link {
     } else {
       this.aqm?.idle(); // sent nothing since the last sample: the next packet probes first
     }
+    if (this.lossWatch !== null && this.lossWatch.sample(this.counters.probesOut, this.counters.probesAnswered) !== this.lossy) {
+      this.lossy = this.lossWatch.lossy;
+      this.log.info({ lossy: this.lossy }, this.lossy ? 'the path loses packets: super-packets go segmented' : 'the path no longer loses packets: super-packets go whole');
+    }
   }
 
   info(ip4: string[], ip6: string[]): LinkInfo {
@@ -598,6 +616,7 @@ export class Link {
         drops_aqm: c.dropsAqm, probes_out: c.probesOut, probes_answered: c.probesAnswered, probes_echoed: c.probesEchoed, probes_bad: c.probesBad,
       },
       queue_delay_ms: this.queueDelayMs,
+      lossy: this.lossy,
       framing: this.sendsCompact ? 'compact' : 'full',
     };
   }

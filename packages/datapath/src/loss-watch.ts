@@ -1,0 +1,61 @@
+/**
+ * Whether a link's path loses packets, from its latency probes (aqm.ts): a probe and its echo are one
+ * wire packet each way, so the share of probes whose echo never came back is the path's round-trip
+ * loss rate. A super-packet (~26 wire packets as one SCTP message on an unreliable channel) is lost
+ * whole when any of its wire packets is: at 2 % loss per packet ~40 % of them. While the path loses,
+ * the link sends super-packets segmented (inside.ts), one wire packet each, so that a lost packet
+ * costs only the segment it carried (docs/architecture.md, "Loss").
+ *
+ * Fed once a second (Link.sample) with the probe counters; nothing per packet. A probe still in flight
+ * at a sample counts as lost in that second and answered in the next: the window sums several seconds.
+ * A new link starts lossy, until its first LOSS_MIN_PROBES probes come back (a fraction of a second of
+ * a bulk transfer on a clean path): on a lossy one, whole super-packets would mostly be lost, and with
+ * them the traffic that carries the probes, so the loss would take seconds to show.
+ */
+
+/** Seconds of probe counts summed. */
+export const LOSS_WINDOW_S = 5;
+/** Lossy from this round-trip loss share over the window (~0.5 % per wire packet each way)… */
+export const LOSS_ENTER_SHARE = 0.01;
+/** …with at least this many probes lost (not one late echo)… */
+export const LOSS_ENTER_PROBES = 3;
+/** …and clean again at most this share (and one probe in flight), over a window of at least LOSS_MIN_PROBES probes. */
+export const LOSS_EXIT_SHARE = 0.002;
+export const LOSS_MIN_PROBES = 50;
+
+export class LossWatch {
+  /** The path lost packets lately, or nothing is known yet (per-packet readers: Link.lossy). */
+  lossy = true;
+  private readonly sent = new Float64Array(LOSS_WINDOW_S);
+  private readonly answered = new Float64Array(LOSS_WINDOW_S);
+  private slot = 0;
+  private lastSent = -1;
+  private lastAnswered = -1;
+
+  /** One sample: the link's cumulative probe counters (probes sent, echoes taken). Returns `lossy`. */
+  sample(probesOut: number, probesAnswered: number): boolean {
+    if (this.lastSent < 0 || probesOut < this.lastSent || probesAnswered < this.lastAnswered) {
+      this.lastSent = probesOut;
+      this.lastAnswered = probesAnswered;
+      return this.lossy;
+    }
+    this.sent[this.slot] = probesOut - this.lastSent;
+    this.answered[this.slot] = probesAnswered - this.lastAnswered;
+    this.slot = (this.slot + 1) % LOSS_WINDOW_S;
+    this.lastSent = probesOut;
+    this.lastAnswered = probesAnswered;
+    let sent = 0;
+    let answered = 0;
+    for (let i = 0; i < LOSS_WINDOW_S; i++) {
+      sent += this.sent[i]!;
+      answered += this.answered[i]!;
+    }
+    const lost = Math.max(0, sent - answered);
+    if (!this.lossy) {
+      if (lost >= LOSS_ENTER_PROBES && lost >= LOSS_ENTER_SHARE * sent) this.lossy = true;
+    } else if (sent >= LOSS_MIN_PROBES && lost <= 1 + LOSS_EXIT_SHARE * sent) {
+      this.lossy = false;
+    }
+    return this.lossy;
+  }
+}
