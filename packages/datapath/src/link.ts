@@ -440,6 +440,7 @@ export class Link {
       // A latency probe or an echo (aqm.ts): not a packet. Without probes, what an older node sees.
       if (this.aqm === null) this.counters.dropsMalformed++;
       else this.aqm.onMessage(msg);
+      if (this.lossy && this.lossWatch !== null) this.lossy = this.lossWatch.firstEchoes(this.counters.probesOut, this.counters.probesAnswered);
       return;
     }
     this.counters.packetsIn++;

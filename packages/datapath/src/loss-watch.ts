@@ -8,9 +8,10 @@
  *
  * Fed once a second (Link.sample) with the probe counters; nothing per packet. A probe still in flight
  * at a sample counts as lost in that second and answered in the next: the window sums several seconds.
- * A new link starts lossy, until its first LOSS_MIN_PROBES probes come back (a fraction of a second of
- * a bulk transfer on a clean path): on a lossy one, whole super-packets would mostly be lost, and with
- * them the traffic that carries the probes, so the loss would take seconds to show.
+ * A new link starts lossy, until its first LOSS_FIRST_PROBES probes come back with at most one missing
+ * (checked at each echo, `firstEchoes`: a fraction of a second of a bulk transfer on a clean path): on
+ * a lossy path whole super-packets would mostly be lost, and with them the traffic that carries the
+ * probes, so the loss would take seconds to show.
  */
 
 /** Seconds of probe counts summed. */
@@ -22,6 +23,12 @@ export const LOSS_ENTER_PROBES = 3;
 /** …and clean again at most this share (and one probe in flight), over a window of at least LOSS_MIN_PROBES probes. */
 export const LOSS_EXIT_SHARE = 0.002;
 export const LOSS_MIN_PROBES = 50;
+/**
+ * A new link is clean once this many probes (13 MB of a transfer) went out with at most one missing (in
+ * flight). On a path losing 2 % each way (4 % of the probes) that happens by chance on ~1 link in 400,
+ * at 0.5 % (1 %) on 2 in 5; such a link is then found lossy by the window, seconds later.
+ */
+export const LOSS_FIRST_PROBES = 200;
 
 export class LossWatch {
   /** The path lost packets lately, or nothing is known yet (per-packet readers: Link.lossy). */
@@ -31,6 +38,20 @@ export class LossWatch {
   private slot = 0;
   private lastSent = -1;
   private lastAnswered = -1;
+  /** No verdict yet: lossy until the first probes come back (firstEchoes) or a window says otherwise. */
+  private unknown = true;
+
+  /**
+   * An echo came back (the cumulative counters after it): while there is no verdict yet, clean as
+   * soon as LOSS_FIRST_PROBES probes went out and at most one of them is missing. Returns `lossy`.
+   */
+  firstEchoes(probesOut: number, probesAnswered: number): boolean {
+    if (this.unknown && probesOut >= LOSS_FIRST_PROBES && probesOut - probesAnswered <= 1) {
+      this.unknown = false;
+      this.lossy = false;
+    }
+    return this.lossy;
+  }
 
   /** One sample: the link's cumulative probe counters (probes sent, echoes taken). Returns `lossy`. */
   sample(probesOut: number, probesAnswered: number): boolean {
@@ -51,6 +72,7 @@ export class LossWatch {
       answered += this.answered[i]!;
     }
     const lost = Math.max(0, sent - answered);
+    if (sent >= LOSS_FIRST_PROBES) this.unknown = false;
     if (!this.lossy) {
       if (lost >= LOSS_ENTER_PROBES && lost >= LOSS_ENTER_SHARE * sent) this.lossy = true;
     } else if (sent >= LOSS_MIN_PROBES && lost <= 1 + LOSS_EXIT_SHARE * sent) {

@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { LaneInit } from '../src/lanes/lane-ipc.js';
-import { LOSS_ENTER_PROBES, LOSS_MIN_PROBES, LOSS_WINDOW_S, LossWatch } from '../src/loss-watch.js';
+import { LOSS_ENTER_PROBES, LOSS_FIRST_PROBES, LOSS_MIN_PROBES, LOSS_WINDOW_S, LossWatch } from '../src/loss-watch.js';
 import { RtcLibrary, type UsrsctpLossResponse } from '../src/rtc.js';
 import { VALID_LANE_INIT } from './fixtures/lane-init.js';
 
@@ -42,6 +42,17 @@ describe('LossWatch', () => {
     const d = { out: 0, answered: 0 };
     lossy.sample(0, 0);
     expect(feed(lossy, d, 10, 100, 2)).toBe(true); // 2 % round trip: never clean
+  });
+
+  it('a new link is clean at the echo that brings its first probes back, at most one missing', () => {
+    const w = new LossWatch();
+    expect(w.firstEchoes(10, 10)).toBe(true);
+    expect(w.firstEchoes(LOSS_FIRST_PROBES, LOSS_FIRST_PROBES - 2)).toBe(true); // two missing
+    expect(w.firstEchoes(LOSS_FIRST_PROBES + 1, LOSS_FIRST_PROBES)).toBe(false);
+    const late = new LossWatch(); // a verdict from a window first: echoes no longer decide
+    late.sample(0, 0);
+    feed(late, { out: 0, answered: 0 }, 3, 100, 4);
+    expect(late.firstEchoes(1000, 1000)).toBe(true);
   });
 
   it('becomes lossy once ≥ 1 % of the probes (and at least 3) go unanswered', () => {
