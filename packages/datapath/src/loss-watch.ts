@@ -9,23 +9,26 @@
  * Fed once a second (Link.sample) with the probe counters; nothing per packet. A probe still in flight
  * at a sample counts as lost in that second and answered in the next: the window sums several seconds.
  * A new link starts lossy, until its first LOSS_FIRST_PROBES probes come back with at most one missing
- * (checked at each echo, `firstEchoes`: a fraction of a second of a bulk transfer on a clean path): on
+ * (checked at each echo, `firstEchoes`: about a second of its first bulk transfer on a clean path): on
  * a lossy path whole super-packets would mostly be lost, and with them the traffic that carries the
  * probes, so the loss would take seconds to show.
  */
 
 /** Seconds of probe counts summed. */
 export const LOSS_WINDOW_S = 5;
-/** Lossy from this round-trip loss share over the window (~0.5 % per wire packet each way)… */
-export const LOSS_ENTER_SHARE = 0.01;
+/**
+ * Lossy from this round-trip loss share over the window (~0.25 % per wire packet each way, where ~6 %
+ * of whole super-packets would be lost)…
+ */
+export const LOSS_ENTER_SHARE = 0.005;
 /** …with at least this many probes lost (not one late echo)… */
 export const LOSS_ENTER_PROBES = 3;
 /** …and clean again at most this share (and one probe in flight), over a window of at least LOSS_MIN_PROBES probes. */
 export const LOSS_EXIT_SHARE = 0.002;
 export const LOSS_MIN_PROBES = 50;
 /**
- * A new link is clean once this many probes (13 MB of a transfer) went out with at most one missing (in
- * flight). On a path losing 2 % each way (4 % of the probes) that happens by chance on ~1 link in 400,
+ * A new link is clean once this many probes (about a second of a bulk transfer: one per 64 KiB, at most
+ * one per 5 ms) went out with at most one missing (in flight). On a path losing 2 % each way (4 % of the probes) that happens by chance on ~1 link in 400,
  * at 0.5 % (1 %) on 2 in 5; such a link is then found lossy by the window, seconds later.
  */
 export const LOSS_FIRST_PROBES = 200;

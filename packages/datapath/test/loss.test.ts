@@ -55,7 +55,7 @@ describe('LossWatch', () => {
     expect(late.firstEchoes(1000, 1000)).toBe(true);
   });
 
-  it('becomes lossy once ≥ 1 % of the probes (and at least 3) go unanswered', () => {
+  it('becomes lossy once ≥ 0.5 % of the probes (and at least 3) go unanswered', () => {
     const { w, c } = cleanWatch();
     expect(feed(w, c, 10, 200, 0)).toBe(false);
     expect(feed(w, c, 1, 200, 1)).toBe(false); // one late echo is no loss
