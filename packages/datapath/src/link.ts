@@ -15,7 +15,7 @@ import {
   type TurnServer,
   type Uid,
 } from '@tincan/protocol';
-import { LinkAqm, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
+import { LinkAqm, PROBE_MIN_SPACING_MS, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
 import { LossWatch } from './loss-watch.js';
 import type { RtcLibrary } from './rtc.js';
 
@@ -440,7 +440,7 @@ export class Link {
       // A latency probe or an echo (aqm.ts): not a packet. Without probes, what an older node sees.
       if (this.aqm === null) this.counters.dropsMalformed++;
       else this.aqm.onMessage(msg);
-      if (this.lossy && this.lossWatch !== null) this.lossy = this.lossWatch.firstEchoes(this.counters.probesOut, this.counters.probesAnswered);
+      if (this.lossy && this.lossWatch !== null) this.lossy = this.lossWatch.firstEchoes(this.counters.probesOut, this.counters.probesAnswered, this.probesInFlight());
       return;
     }
     this.counters.packetsIn++;
@@ -509,6 +509,13 @@ export class Link {
     }
   }
 
+  /** Probes that may be in flight now: one per PROBE_MIN_SPACING_MS of the last round trip, and one. */
+  private probesInFlight(): number {
+    const c = this.aqm?.control;
+    const rtt = c === undefined ? NaN : c.baselineMs + Math.max(0, c.lastDelayMs);
+    return Number.isFinite(rtt) ? Math.ceil(rtt / PROBE_MIN_SPACING_MS) + 1 : 1;
+  }
+
   /** The queueing delay the probes measured last (ms above the baseline), or null (no samples, or off). */
   get queueDelayMs(): number | null {
     const d = this.aqm?.control.lastDelayMs ?? NaN;
@@ -575,7 +582,7 @@ export class Link {
     } else {
       this.aqm?.idle(); // sent nothing since the last sample: the next packet probes first
     }
-    if (this.lossWatch !== null && this.lossWatch.sample(this.counters.probesOut, this.counters.probesAnswered) !== this.lossy) {
+    if (this.lossWatch !== null && this.lossWatch.sample(this.counters.probesOut, this.counters.probesAnswered, this.probesInFlight()) !== this.lossy) {
       this.lossy = this.lossWatch.lossy;
       this.log.info({ lossy: this.lossy }, this.lossy ? 'the path loses packets: super-packets go segmented' : 'the path no longer loses packets: super-packets go whole');
     }

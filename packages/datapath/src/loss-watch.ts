@@ -6,8 +6,9 @@
  * the link sends super-packets segmented (inside.ts), one wire packet each, so that a lost packet
  * costs only the segment it carried (docs/architecture.md, "Loss").
  *
- * Fed once a second (Link.sample) with the probe counters; nothing per packet. A probe still in flight
- * at a sample counts as lost in that second and answered in the next: the window sums several seconds.
+ * Fed once a second (Link.sample) with the probe counters; nothing per packet. Probes still in flight
+ * at a sample (under load several: one per 5 ms of the round trip) would count as lost: the caller says
+ * how many may be, and that many are not.
  * A new link starts lossy, until its first LOSS_FIRST_PROBES probes come back with at most one missing
  * (checked at each echo, `firstEchoes`: about a second of its first bulk transfer on a clean path): on
  * a lossy path whole super-packets would mostly be lost, and with them the traffic that carries the
@@ -28,8 +29,8 @@ export const LOSS_EXIT_SHARE = 0.002;
 export const LOSS_MIN_PROBES = 50;
 /**
  * A new link is clean once this many probes (about a second of a bulk transfer: one per 64 KiB, at most
- * one per 5 ms) went out with at most one missing (in flight). On a path losing 2 % each way (4 % of the probes) that happens by chance on ~1 link in 400,
- * at 0.5 % (1 %) on 2 in 5; such a link is then found lossy by the window, seconds later.
+ * one per 5 ms) went out with at most one or two missing (in flight; firstEchoes). A link wrongly
+ * cleared is found lossy by the window, seconds later.
  */
 export const LOSS_FIRST_PROBES = 200;
 
@@ -46,18 +47,23 @@ export class LossWatch {
 
   /**
    * An echo came back (the cumulative counters after it): while there is no verdict yet, clean as
-   * soon as LOSS_FIRST_PROBES probes went out and at most one of them is missing. Returns `lossy`.
+   * soon as LOSS_FIRST_PROBES probes went out and no more are missing than may be in flight, one or
+   * two (more would clear lossy paths too often: at 4 % of the probes lost, ≤ 2 of 200 happens on ~1 %
+   * of links; the window clears the others). Returns `lossy`.
    */
-  firstEchoes(probesOut: number, probesAnswered: number): boolean {
-    if (this.unknown && probesOut >= LOSS_FIRST_PROBES && probesOut - probesAnswered <= 1) {
+  firstEchoes(probesOut: number, probesAnswered: number, inFlight = 1): boolean {
+    if (this.unknown && probesOut >= LOSS_FIRST_PROBES && probesOut - probesAnswered <= Math.min(2, Math.max(1, inFlight))) {
       this.unknown = false;
       this.lossy = false;
     }
     return this.lossy;
   }
 
-  /** One sample: the link's cumulative probe counters (probes sent, echoes taken). Returns `lossy`. */
-  sample(probesOut: number, probesAnswered: number): boolean {
+  /**
+   * One sample: the link's cumulative probe counters (probes sent, echoes taken) and how many probes
+   * may be in flight now. Returns `lossy`.
+   */
+  sample(probesOut: number, probesAnswered: number, inFlight = 1): boolean {
     if (this.lastSent < 0 || probesOut < this.lastSent || probesAnswered < this.lastAnswered) {
       this.lastSent = probesOut;
       this.lastAnswered = probesAnswered;
@@ -74,7 +80,7 @@ export class LossWatch {
       sent += this.sent[i]!;
       answered += this.answered[i]!;
     }
-    const lost = Math.max(0, sent - answered);
+    const lost = Math.max(0, sent - answered - Math.max(0, inFlight - 1));
     if (sent >= LOSS_FIRST_PROBES) this.unknown = false;
     if (!this.lossy) {
       if (lost >= LOSS_ENTER_PROBES && lost >= LOSS_ENTER_SHARE * sent) this.lossy = true;

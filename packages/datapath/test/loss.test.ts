@@ -81,6 +81,18 @@ describe('LossWatch', () => {
     expect(feed(w, c, LOSS_WINDOW_S, 100, 0)).toBe(false);
   });
 
+  it('does not count the probes that may still be in flight as lost', () => {
+    const { w, c } = cleanWatch();
+    c.out += 200; // six of them still in flight at the sample
+    c.answered += 194;
+    expect(w.sample(c.out, c.answered, 7)).toBe(false);
+    expect(w.sample(c.out, c.answered + 6, 7)).toBe(false);
+    const d = cleanWatch();
+    d.c.out += 200;
+    d.c.answered += 194;
+    expect(d.w.sample(d.c.out, d.c.answered, 1)).toBe(true); // the same with nothing in flight: lost
+  });
+
   it('takes counters that go backwards (a new link) as a fresh start, and echoes beyond probes as no loss', () => {
     const { w } = cleanWatch(); // at 500 probes, 500 echoes
     expect(w.sample(10, 5)).toBe(false); // backwards: taken as the new start, nothing lost
