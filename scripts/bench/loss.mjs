@@ -53,6 +53,8 @@ const turn = [{ address: info.turn.address, username: info.turn.username, passwo
 /** samples[phase][path][level] = [Mbit/s…]; path: a variant's name or 'wg'. */
 const samples = {};
 const extra = {};
+/** Runs made again because the link did not come up the first time. */
+const retries = [];
 const put = (phase, path, level, v, ex) => {
   ((samples[phase] ??= {})[path] ??= {})[level] ??= [];
   samples[phase][path][level].push(v);
@@ -106,25 +108,34 @@ try {
         const line = [];
         // Variants in turn first, run by run: none always starts on a machine its predecessor warmed.
         for (const v of VARIANTS.map((_, k) => VARIANTS[(k + i) % VARIANTS.length])) {
-          const a = await startNode(A, '10.254.0.1', v.args);
-          const b = await startNode(B, '10.254.0.2', v.args);
-          try {
-            await linkDirect(a, b, { stun, turn: relayed ? turn : [] });
-            const l = (await a.call('get_state')).links[0];
-            const isRelay = l.local_candidate === 'relay' || l.remote_candidate === 'relay';
-            if (isRelay !== relayed) throw new Error(`phase ${phase}: the link runs ${l.local_candidate}/${l.remote_candidate}`);
-            const r = await iperf3(B, A, '10.254.0.2', { seconds: SECONDS });
-            const sa = await a.call('get_state');
-            const s = sa.links[0].stats;
-            const c = sa.counters;
-            put(phase, v.name, level, r.mbps, {
-              retransmits: r.retransmits, superOut: c.offloadSuperPacketsOut ?? 0, segmentedOut: c.offloadSegmentedOut ?? 0,
-              dropsAqm: s.drops_aqm, dropsBackpressure: s.drops_backpressure, probesOut: s.probes_out, probesAnswered: s.probes_answered,
-            });
-            line.push(`${v.name} ${r.mbps.toFixed(0)} (rtx ${r.retransmits}, aqm ${s.drops_aqm}, bp ${s.drops_backpressure}, super ${c.offloadSuperPacketsOut ?? 0}, seg ${c.offloadSegmentedOut ?? 0}, probes ${s.probes_answered}/${s.probes_out})`);
-          } finally {
-            await a.stop();
-            await b.stop();
+          // A link that does not come up (libdatachannel's known DTLS start-up deadlock under load, which
+          // the datapath's watchdog ends) is made again once with fresh datapaths, and counted.
+          for (let attempt = 1; ; attempt++) {
+            const a = await startNode(A, '10.254.0.1', v.args);
+            const b = await startNode(B, '10.254.0.2', v.args).catch(async (err) => { await a.stop(); throw err; });
+            try {
+              await linkDirect(a, b, { stun, turn: relayed ? turn : [] });
+              const l = (await a.call('get_state')).links[0];
+              const isRelay = l.local_candidate === 'relay' || l.remote_candidate === 'relay';
+              if (isRelay !== relayed) throw new Error(`phase ${phase}: the link runs ${l.local_candidate}/${l.remote_candidate}`);
+              const r = await iperf3(B, A, '10.254.0.2', { seconds: SECONDS });
+              const sa = await a.call('get_state');
+              const s = sa.links[0].stats;
+              const c = sa.counters;
+              put(phase, v.name, level, r.mbps, {
+                retransmits: r.retransmits, superOut: c.offloadSuperPacketsOut ?? 0, segmentedOut: c.offloadSegmentedOut ?? 0,
+                dropsAqm: s.drops_aqm, dropsBackpressure: s.drops_backpressure, probesOut: s.probes_out, probesAnswered: s.probes_answered,
+              });
+              line.push(`${v.name} ${r.mbps.toFixed(0)} (rtx ${r.retransmits}, aqm ${s.drops_aqm}, bp ${s.drops_backpressure}, super ${c.offloadSuperPacketsOut ?? 0}, seg ${c.offloadSegmentedOut ?? 0}, probes ${s.probes_answered}/${s.probes_out})`);
+              break;
+            } catch (err) {
+              if (attempt >= 2 || /phase /.test(err.message)) throw err;
+              retries.push(`${phase} ${level} % run ${i + 1} ${v.name}: ${err.message}`);
+              console.log(`  (${phase} ${level} % ${v.name}: ${err.message}; once more with fresh datapaths)`);
+            } finally {
+              // (a datapath its watchdog killed has exited already: do not wait for it for ever)
+              await Promise.race([Promise.all([a.stop(), b.stop()]).catch(() => undefined), sleep(5000)]);
+            }
           }
         }
         const w = await iperf3(B, A, wg.addrB, { seconds: SECONDS });
@@ -217,6 +228,7 @@ try {
     notes: [
       'each run starts a fresh pair of datapaths per variant (the link is made under the loss), then wireguard-go runs on the same path; the hosts\' veths have gso_max_segs 1 during the bench',
       'relayed phase: h1\'s UDP to pub is dropped but for wireguard-go\'s port, so the TinCan link runs through the lab\'s TURN server (coturn); wireguard-go stays direct',
+      `runs made again with fresh datapaths because the link did not come up: ${retries.length ? retries.join('; ') : 'none'}`,
       `per run (first variant): ${PHASES.flatMap((p) => LEVELS.map((l) => `${p} ${l} %: ${(extra[p]?.[main]?.[l] ?? []).map((e) => `rtx ${e.retransmits}, super ${e.superOut}, seg ${e.segmentedOut}, aqm ${e.dropsAqm}, probes ${e.probesAnswered}/${e.probesOut}`).join('; ')}`)).join(' · ')}`,
     ],
   });

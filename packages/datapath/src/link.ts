@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import {
   COMPACT_FRAME_CHANNEL_ID,
   FULL_FRAME_CHANNEL_ID,
+  PROBE_TYPE,
   acceptsCompactFrames,
   acceptsOffloadFrames,
   acceptsProbes,
@@ -15,7 +16,7 @@ import {
   type TurnServer,
   type Uid,
 } from '@tincan/protocol';
-import { LinkAqm, PROBE_MIN_SPACING_MS, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
+import { LinkAqm, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
 import { LossWatch } from './loss-watch.js';
 import type { RtcLibrary } from './rtc.js';
 
@@ -191,7 +192,8 @@ export class Link {
   readonly takesOffload: boolean;
   /**
    * Per-packet (read-only outside Link): the probes saw the path lose packets lately, or have not yet
-   * seen it clean (loss-watch.ts): super-packets go segmented, one wire packet each, not whole.
+   * seen it clean (loss-watch.ts): super-packets go segmented, one wire packet each, not whole. Never
+   * to a peer that does not echo probes (nothing to tell by).
    */
   lossy = false;
   private readonly lossWatch: LossWatch | null;
@@ -253,7 +255,6 @@ export class Link {
     this.compactDc = opts.compactFrames ? this.openCompactChannel() : null;
     this.aqm = opts.compactFrames && opts.aqm ? new LinkAqm(opts.aqm, this.counters, (msg) => this.sendProbeMessage(msg), () => performance.now()) : null;
     this.lossWatch = this.aqm !== null && this.takesOffload && opts.segmentOnLoss !== false ? new LossWatch() : null;
-    this.lossy = this.lossWatch?.lossy ?? false;
     this.dc.onOpen(() => {
       if (this.closed) return;
       this.connectedMs = Date.now();
@@ -438,9 +439,14 @@ export class Link {
     }
     if (compact && isProbeMessage(msg)) {
       // A latency probe or an echo (aqm.ts): not a packet. Without probes, what an older node sees.
-      if (this.aqm === null) this.counters.dropsMalformed++;
-      else this.aqm.onMessage(msg);
-      if (this.lossy && this.lossWatch !== null) this.lossy = this.lossWatch.firstEchoes(this.counters.probesOut, this.counters.probesAnswered, this.probesInFlight());
+      if (this.aqm === null) {
+        this.counters.dropsMalformed++;
+        return;
+      }
+      const answered = this.counters.probesAnswered;
+      this.aqm.onMessage(msg);
+      // An echo aqm.ts matched to a probe it sent (its number is genuine): settles the probes below it.
+      if (this.lossWatch !== null && this.counters.probesAnswered !== answered) this.setLossy(this.lossWatch.echo(msg.readUInt32BE(4)));
       return;
     }
     this.counters.packetsIn++;
@@ -499,6 +505,12 @@ export class Link {
 
   /** A probe or an echo on the compact channel (aqm.ts); false if it could not go. Not a packet: not counted as one. */
   private sendProbeMessage(msg: Buffer): boolean {
+    if (this.trySendProbeMessage(msg)) return true;
+    if (msg[0] === PROBE_TYPE) this.lossWatch?.probeNotSent(msg.readUInt32BE(4)); // its number is used all the same
+    return false;
+  }
+
+  private trySendProbeMessage(msg: Buffer): boolean {
     const dc = this.compactDc;
     if (dc === null || !this.compactOpen || this.state !== 'up' || dc.bufferedAmount() > this.maxBuffered) return false;
     try {
@@ -507,13 +519,6 @@ export class Link {
     } catch {
       return false; // the channel closed: the state change follows
     }
-  }
-
-  /** Probes that may be in flight now: one per PROBE_MIN_SPACING_MS of the last round trip, and one. */
-  private probesInFlight(): number {
-    const c = this.aqm?.control;
-    const rtt = c === undefined ? NaN : c.baselineMs + Math.max(0, c.lastDelayMs);
-    return Number.isFinite(rtt) ? Math.ceil(rtt / PROBE_MIN_SPACING_MS) + 1 : 1;
   }
 
   /** The queueing delay the probes measured last (ms above the baseline), or null (no samples, or off). */
@@ -565,6 +570,7 @@ export class Link {
     const compact = this.peerTakesCompact && this.compactOpen;
     this.sendsOffload = compact && this.peerTakesOffload;
     if (this.aqm !== null) this.aqm.active = compact && this.peerTakesProbes;
+    this.lossy = this.lossWatch !== null && this.aqm!.active && this.lossWatch.lossy; // a peer that echoes no probe: whole
     if (compact === this.sendsCompact) return;
     this.sendsCompact = compact;
     this.log.debug({ framing: compact ? 'compact' : 'full' }, 'framing');
@@ -582,10 +588,15 @@ export class Link {
     } else {
       this.aqm?.idle(); // sent nothing since the last sample: the next packet probes first
     }
-    if (this.lossWatch !== null && this.lossWatch.sample(this.counters.probesOut, this.counters.probesAnswered, this.probesInFlight()) !== this.lossy) {
-      this.lossy = this.lossWatch.lossy;
-      this.log.info({ lossy: this.lossy }, this.lossy ? 'the path loses packets: super-packets go segmented' : 'the path no longer loses packets: super-packets go whole');
-    }
+    if (this.lossWatch !== null) this.setLossy(this.lossWatch.sample());
+  }
+
+  /** The loss watch's verdict, for a peer that echoes probes (else none: super-packets whole). */
+  private setLossy(lossy: boolean): void {
+    const v = lossy && this.aqm !== null && this.aqm.active;
+    if (v === this.lossy) return;
+    this.lossy = v;
+    this.log.info({ lossy: v }, v ? 'the path loses packets: super-packets go segmented' : 'the path does not lose packets: super-packets go whole');
   }
 
   info(ip4: string[], ip6: string[]): LinkInfo {

@@ -9,96 +9,89 @@ import { LOSS_ENTER_PROBES, LOSS_FIRST_PROBES, LOSS_MIN_PROBES, LOSS_WINDOW_S, L
 import { RtcLibrary, type UsrsctpLossResponse } from '../src/rtc.js';
 import { VALID_LANE_INIT } from './fixtures/lane-init.js';
 
-/** Feeds `w` seconds of `sent` probes per second, `lost` of them unanswered; the verdict at the end. */
-function feed(w: LossWatch, c: { out: number; answered: number }, seconds: number, sent: number, lost: number): boolean {
-  let v = w.lossy;
-  for (let i = 0; i < seconds; i++) {
-    c.out += sent;
-    c.answered += sent - lost;
-    v = w.sample(c.out, c.answered);
+/** A prober's side of a LossWatch: numbered probes, each echoed unless lost (or not sent). */
+class Prober {
+  seq = 0;
+  constructor(readonly w: LossWatch) {}
+  /** `n` probes, those whose index is in `lost` never echoed, those in `notSent` not sent; returns lossy. */
+  probes(n: number, lost: (i: number) => boolean = () => false, notSent: (i: number) => boolean = () => false): boolean {
+    for (let i = 0; i < n; i++) {
+      const s = this.seq++;
+      if (notSent(i)) this.w.probeNotSent(s);
+      else if (!lost(i)) this.w.echo(s);
+    }
+    return this.w.lossy;
   }
-  return v;
+  /** `seconds` seconds of `perSecond` probes, `lostPerSecond` of them lost each second, sampled each second. */
+  seconds(seconds: number, perSecond: number, lostPerSecond = 0): boolean {
+    for (let t = 0; t < seconds; t++) {
+      this.probes(perSecond, (i) => i < lostPerSecond);
+      this.w.sample();
+    }
+    return this.w.lossy;
+  }
 }
 
-/** A LossWatch that has seen its path clean (a new one starts lossy), and its counters. */
-function cleanWatch(): { w: LossWatch; c: { out: number; answered: number } } {
-  const w = new LossWatch();
-  const c = { out: 0, answered: 0 };
-  w.sample(0, 0);
-  feed(w, c, LOSS_WINDOW_S, 100, 0);
-  expect(w.lossy).toBe(false);
-  return { w, c };
+/** A prober whose LossWatch has seen its path clean (a new one starts lossy). */
+function clean(): Prober {
+  const p = new Prober(new LossWatch());
+  p.probes(LOSS_FIRST_PROBES);
+  p.w.sample();
+  expect(p.w.lossy).toBe(false);
+  return p;
 }
 
 describe('LossWatch', () => {
-  it('starts lossy and is clean once its first probes came back, none lost (one may be in flight)', () => {
-    const w = new LossWatch();
-    const c = { out: 0, answered: 0 };
-    expect(w.lossy).toBe(true);
-    w.sample(0, 0);
-    expect(feed(w, c, 1, LOSS_MIN_PROBES - 1, 0)).toBe(true); // too few to tell
-    expect(feed(w, c, 1, 20, 1)).toBe(false);
-    const lossy = new LossWatch();
-    const d = { out: 0, answered: 0 };
-    lossy.sample(0, 0);
-    expect(feed(lossy, d, 10, 100, 2)).toBe(true); // 2 % round trip: never clean
+  it('starts lossy and is clean at the echo that settles its first probes, none lost', () => {
+    const p = new Prober(new LossWatch());
+    expect(p.w.lossy).toBe(true);
+    expect(p.probes(LOSS_FIRST_PROBES - 1)).toBe(true);
+    expect(p.probes(1)).toBe(false);
+    const q = new Prober(new LossWatch());
+    expect(q.probes(LOSS_FIRST_PROBES, (i) => i % 25 === 0)).toBe(true); // 4 % lost: stays lossy
+    expect(q.seconds(10, 100, 4)).toBe(true);
   });
 
-  it('a new link is clean at the echo that brings its first probes back, at most one missing', () => {
-    const w = new LossWatch();
-    expect(w.firstEchoes(10, 10)).toBe(true);
-    expect(w.firstEchoes(LOSS_FIRST_PROBES, LOSS_FIRST_PROBES - 2)).toBe(true); // two missing
-    expect(w.firstEchoes(LOSS_FIRST_PROBES + 1, LOSS_FIRST_PROBES)).toBe(false);
-    const late = new LossWatch(); // a verdict from a window first: echoes no longer decide
-    late.sample(0, 0);
-    feed(late, { out: 0, answered: 0 }, 3, 100, 4);
-    expect(late.firstEchoes(1000, 1000)).toBe(true);
+  it('does not count probes still in flight (above the last echo) as lost', () => {
+    const p = clean();
+    p.probes(100);
+    p.seq += 6; // six sent, echoes not back yet
+    expect(p.w.sample()).toBe(false);
+    expect(p.w.sample()).toBe(false);
   });
 
-  it('becomes lossy once ≥ 0.5 % of the probes (and at least 3) go unanswered', () => {
-    const { w, c } = cleanWatch();
-    expect(feed(w, c, 10, 200, 0)).toBe(false);
-    expect(feed(w, c, 1, 200, 1)).toBe(false); // one late echo is no loss
-    expect(feed(w, c, 1, 200, 2)).toBe(false); // 3 of 1,000 in the window: 0.3 %
-    expect(feed(w, c, 3, 200, 4)).toBe(true); // 2 % round trip: 1 % of the probes each way
+  it('does not count probes the link could not send as lost', () => {
+    const p = clean();
+    expect(p.probes(300, () => false, (i) => i >= 100 && i < 150)).toBe(false);
+    expect(p.w.sample()).toBe(false);
+    const q = clean(); // more not sent than it remembers: the oldest count as lost, the rest do not
+    q.probes(200, () => false, (i) => i < 100);
+    expect(q.w.sample()).toBe(true);
   });
 
-  it('needs both the count and the share', () => {
-    const { w, c } = cleanWatch();
-    expect(feed(w, c, LOSS_WINDOW_S, 1000, 1)).toBe(false); // 5 lost of 5,000: 0.1 %
-    const few = cleanWatch();
-    feed(few.w, few.c, LOSS_WINDOW_S, 0, 0); // idle: the window empties
-    expect(feed(few.w, few.c, 1, 20, LOSS_ENTER_PROBES - 1)).toBe(false); // 10 % of a few probes, but 2 of them
-    expect(feed(few.w, few.c, 1, 20, 1)).toBe(true);
+  it('becomes lossy once ≥ 0.5 % of the probes (and at least 3) went unanswered over the window', () => {
+    const p = clean();
+    expect(p.seconds(10, 200)).toBe(false);
+    expect(p.seconds(1, 200, 1)).toBe(false); // one lost
+    expect(p.seconds(1, 200, 2)).toBe(false); // 3 of 1,000 in the window: 0.3 %
+    expect(p.seconds(3, 200, 4)).toBe(true); // 2 % round trip: 1 % each way
+    const few = clean();
+    expect(few.seconds(LOSS_WINDOW_S, 1000, 1)).toBe(false); // 5 of 5,000: 0.1 %
   });
 
-  it('stays lossy while the loss lasts and while idle; clean again after a window with no loss', () => {
-    const { w, c } = cleanWatch();
-    expect(feed(w, c, 3, 100, 4)).toBe(true);
-    expect(feed(w, c, 20, 100, 3)).toBe(true);
-    expect(feed(w, c, 30, 0, 0)).toBe(true); // idle: nothing to judge by
-    expect(feed(w, c, 1, LOSS_MIN_PROBES - 1, 0)).toBe(true); // too few probes to call it clean
-    expect(feed(w, c, LOSS_WINDOW_S, 100, 0)).toBe(false);
-  });
-
-  it('does not count the probes that may still be in flight as lost', () => {
-    const { w, c } = cleanWatch();
-    c.out += 200; // six of them still in flight at the sample
-    c.answered += 194;
-    expect(w.sample(c.out, c.answered, 7)).toBe(false);
-    expect(w.sample(c.out, c.answered + 6, 7)).toBe(false);
-    const d = cleanWatch();
-    d.c.out += 200;
-    d.c.answered += 194;
-    expect(d.w.sample(d.c.out, d.c.answered, 1)).toBe(true); // the same with nothing in flight: lost
-  });
-
-  it('takes counters that go backwards (a new link) as a fresh start, and echoes beyond probes as no loss', () => {
-    const { w } = cleanWatch(); // at 500 probes, 500 echoes
-    expect(w.sample(10, 5)).toBe(false); // backwards: taken as the new start, nothing lost
-    expect(w.sample(10, 10)).toBe(false);
-    expect(w.sample(20, 30)).toBe(false); // more echoes than probes in a second: none lost
-    expect(w.sample(30, 31)).toBe(false);
+  it('stays lossy while the loss lasts and while idle; clean after a window with no loss; a late echo is no loss', () => {
+    const p = clean();
+    expect(p.seconds(3, 100, 4)).toBe(true);
+    expect(p.seconds(20, 100, 3)).toBe(true);
+    expect(p.seconds(30, 0)).toBe(true); // idle: nothing to judge by
+    expect(p.seconds(1, LOSS_MIN_PROBES - 1)).toBe(true); // too few settled to call it clean
+    expect(p.seconds(LOSS_WINDOW_S, 100)).toBe(false);
+    const q = clean();
+    q.probes(100, (i) => i >= 10 && i < 14); // four missing…
+    q.w.echo(q.seq - 90); // …one of them came late
+    q.w.echo(q.seq - 89);
+    expect(q.w.sample()).toBe(false); // two lost of 100: not yet 3
+    expect(LOSS_ENTER_PROBES).toBe(3);
   });
 });
 
