@@ -55,6 +55,12 @@ const samples = {};
 const extra = {};
 /** Runs made again because the link did not come up the first time. */
 const retries = [];
+/**
+ * Each datapath gets ICE ports no earlier one used: coturn keeps a closed link's allocation, and an
+ * Allocate from the same address and port is refused, which makes the datapath remake the link.
+ */
+let portBlock = 0;
+const icePorts = () => { const begin = 20000 + 64 * (portBlock++ % 600); return `${begin}-${begin + 63}`; };
 const put = (phase, path, level, v, ex) => {
   ((samples[phase] ??= {})[path] ??= {})[level] ??= [];
   samples[phase][path][level].push(v);
@@ -111,8 +117,8 @@ try {
           // A link that does not come up (libdatachannel's known DTLS start-up deadlock under load, which
           // the datapath's watchdog ends) is made again once with fresh datapaths, and counted.
           for (let attempt = 1; ; attempt++) {
-            const a = await startNode(A, '10.254.0.1', v.args);
-            const b = await startNode(B, '10.254.0.2', v.args).catch(async (err) => { await a.stop(); throw err; });
+            const a = await startNode(A, '10.254.0.1', [...v.args, '--ice-ports', icePorts()]);
+            const b = await startNode(B, '10.254.0.2', [...v.args, '--ice-ports', icePorts()]).catch(async (err) => { await a.stop(); throw err; });
             try {
               await linkDirect(a, b, { stun, turn: relayed ? turn : [] });
               const l = (await a.call('get_state')).links[0];
@@ -133,8 +139,8 @@ try {
               retries.push(`${phase} ${level} % run ${i + 1} ${v.name}: ${err.message}`);
               console.log(`  (${phase} ${level} % ${v.name}: ${err.message}; once more with fresh datapaths)`);
             } finally {
-              // (a datapath its watchdog killed has exited already: do not wait for it for ever)
-              await Promise.race([Promise.all([a.stop(), b.stop()]).catch(() => undefined), sleep(5000)]);
+              // (a stalled datapath is gone within its watchdog's 30 s: the next one needs its RPC port)
+              await Promise.all([a.stop(), b.stop()]).catch(() => undefined);
             }
           }
         }

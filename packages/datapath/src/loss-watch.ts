@@ -31,11 +31,11 @@ export const LOSS_ENTER_PROBES = 3;
 export const LOSS_EXIT_SHARE = 0.002;
 export const LOSS_MIN_PROBES = 50;
 /**
- * A new link is clean once this many probes (about a second of a bulk transfer: one per 64 KiB, at most
+ * A new link is clean once this many probes (half a second of a bulk transfer: one per 64 KiB, at most
  * one per 5 ms) are settled, none lost. On a path losing 2 % each way (4 % of the probes) that happens
- * by chance on 1 link in ~3,000, at 0.5 % (1 %) on 1 in ~7; the window finds those lossy later.
+ * by chance on ~2 % of links, at 0.5 % (1 %) on ~1 in 3; the window finds those lossy later.
  */
-export const LOSS_FIRST_PROBES = 200;
+export const LOSS_FIRST_PROBES = 100;
 /** Probe numbers not sent remembered until settled (more, e.g. a long back-pressure, are forgotten). */
 const NOT_SENT_SLOTS = 64;
 
