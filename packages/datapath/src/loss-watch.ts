@@ -27,9 +27,12 @@ export const LOSS_WINDOW_S = 5;
 export const LOSS_ENTER_SHARE = 0.005;
 /** …with at least this many probes lost… */
 export const LOSS_ENTER_PROBES = 3;
-/** …and clean again at most this share, over a window of at least LOSS_MIN_PROBES settled probes. */
+/**
+ * …and clean again at most this share, over a window of at least LOSS_MIN_PROBES settled probes (fewer
+ * would pass for clean by chance: 50 probes at 4 % lost come back whole once in 8).
+ */
 export const LOSS_EXIT_SHARE = 0.002;
-export const LOSS_MIN_PROBES = 50;
+export const LOSS_MIN_PROBES = 200;
 /**
  * A new link is clean once this many probes (half a second of a bulk transfer: one per 64 KiB, at most
  * one per 5 ms) are settled, none lost. On a path losing 2 % each way (4 % of the probes) that happens
@@ -110,7 +113,7 @@ export class LossWatch {
     const lost = Math.max(0, this.lostAt[now]! - this.lostAt[from]!);
     if (!this.lossy) {
       if (lost >= LOSS_ENTER_PROBES && lost >= LOSS_ENTER_SHARE * sent) this.lossy = true;
-    } else if (sent >= LOSS_MIN_PROBES && lost <= LOSS_EXIT_SHARE * sent && !(this.unknown && sent < LOSS_FIRST_PROBES)) {
+    } else if (sent >= LOSS_MIN_PROBES && lost <= LOSS_EXIT_SHARE * sent) {
       this.lossy = false;
       this.unknown = false;
     }

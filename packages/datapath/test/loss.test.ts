@@ -50,6 +50,10 @@ describe('LossWatch', () => {
     const q = new Prober(new LossWatch());
     expect(q.probes(LOSS_FIRST_PROBES, (i) => i % 25 === 0)).toBe(true); // 4 % lost: stays lossy
     expect(q.seconds(10, 100, 4)).toBe(true);
+    const r = new Prober(new LossWatch()); // a lucky clean second early on is not enough
+    expect(r.probes(LOSS_FIRST_PROBES, (i) => i === 7)).toBe(true);
+    expect(r.seconds(1, 60)).toBe(true);
+    expect(r.seconds(1, LOSS_MIN_PROBES - 61)).toBe(true);
   });
 
   it('does not count probes still in flight (above the last echo) as lost', () => {
