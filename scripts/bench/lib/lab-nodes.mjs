@@ -82,8 +82,11 @@ export async function startNode(host, ip4, extraArgs = [], driverArgs = [], opts
     host, ip4, uid, stateDir, call, events, waitFor,
     stop: async () => {
       drv.stdin.end();
-      dp.kill('SIGTERM');
-      await new Promise((r) => dp.once('exit', r));
+      if (dp.exitCode === null && dp.signalCode === null) { // (its watchdog may have killed it already)
+        const exited = new Promise((r) => dp.once('exit', r));
+        dp.kill('SIGTERM');
+        await exited;
+      }
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
