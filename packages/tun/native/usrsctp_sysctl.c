@@ -295,10 +295,7 @@ static bool cc_table(const char *marker, void ***table, cc_step_fn *fr, cc_step_
     const ElfW(Phdr) *p = &m.phdr[i];
     if (p->p_type != PT_GNU_RELRO) continue;
     uintptr_t rlo = m.base + p->p_vaddr, rhi = rlo + p->p_memsz;
-    if (hi <= rlo || lo >= rhi) continue;
-    // Partly inside RELRO: making its pages read-only again could take writable data with them.
-    if (lo < rlo || hi > rhi) return false;
-    *relro = true;
+    if (hi > rlo && lo < rhi) *relro = true;
   }
   return true;
 }
