@@ -253,8 +253,6 @@ export interface LinkLike {
   stats: Record<string, number>;
   /** The last queueing delay the link's latency probes measured (ms), null without. */
   queue_delay_ms?: number | null;
-  /** The link's probes saw its path lose packets lately: super-packets go segmented. */
-  lossy?: boolean;
   /** --lanes > 1: lane links up to this peer (the primary link not counted). */
   lanes_up?: number;
   /** --lanes > 1: per lane (0: the link itself), its traffic and its delay-based limit's counters. */

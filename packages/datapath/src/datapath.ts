@@ -71,12 +71,6 @@ export interface DatapathOptions {
    */
   sctpSackFreq?: number;
   /**
-   * `--sctp-loss-backoff`: usrsctp halves a link's congestion window on every loss, as it does by
-   * itself. Absent or false: the window is kept through loss (rtc.ts), the inner flows' own congestion
-   * control answers it and the delay-based limit bounds the queue; process-wide, lanes too.
-   */
-  sctpLossBackoff?: boolean;
-  /**
    * Compact frames on direct links (frame.ts), default true. false: this node neither offers nor sends
    * them (full frames only, as a node that predates them); for comparisons and interop tests.
    */
@@ -95,12 +89,6 @@ export interface DatapathOptions {
    * frames; lanes take the same.
    */
   aqm?: AqmSettings | null;
-  /**
-   * With offload and the delay-based limit's probes: while a link's probes see its path lose packets,
-   * super-packets go to it segmented (loss-watch.ts). Absent: true; `--no-segment-on-loss`: false,
-   * whole whatever the loss. Lanes take the same.
-   */
-  segmentOnLoss?: boolean;
   /**
    * `--lanes`: datapath processes, this one included, each on its own queue of a multi-queue vNIC
    * with its own lane link per peer (lanes/). 1 (the default): no lane processes, a plain TUN.
@@ -227,7 +215,7 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
   ) {
     this.rtc = new RtcLibrary(
       opts.rtcLogLevel ?? 'Warning', log.child({ component: 'libdatachannel' }), opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
-      opts.sctpSackFreq ?? DEFAULT_SCTP_SACK_FREQ, undefined, opts.sctpLossBackoff === true,
+      opts.sctpSackFreq ?? DEFAULT_SCTP_SACK_FREQ,
     );
     this.sealed = new SealedFrames(identity.privateKey, counters);
     this.forwardDump = opts.debugDumpForwarded ? new ForwardDump(opts.debugDumpForwarded) : null;
@@ -667,7 +655,6 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         aqm: this.aqmSettings,
         ...(this.opts.healthTiming ? { healthTiming: this.opts.healthTiming } : {}),
         pathCounters: this.pathCounters,
-        segmentOnLoss: this.opts.segmentOnLoss !== false,
         logger: this.log.child({ component: 'link', peer: req.uid.slice(0, 12), ...(spare ? { spare: true } : {}) }),
       },
       {
@@ -1004,13 +991,11 @@ export class Datapath implements RpcHandler, UnmappedSink, TransitSink {
         compactFrames: this.opts.compactFrames ?? true,
         offload: this.opts.offload === true,
         aqm: this.aqmSettings,
-        segmentOnLoss: this.opts.segmentOnLoss !== false,
         logLevel: this.log.level,
         rtcLogLevel: this.opts.rtcLogLevel ?? 'Warning',
         icePorts: this.opts.icePorts ?? DEFAULT_ICE_PORTS,
         sctpSendBufferBytes: this.opts.sctpSendBufferBytes ?? DEFAULT_SCTP_SEND_BUFFER,
         sctpSackFreq: this.opts.sctpSackFreq ?? DEFAULT_SCTP_SACK_FREQ,
-        sctpLossBackoff: this.opts.sctpLossBackoff === true,
         watchdogS: this.opts.watchdogS ?? 0,
         mallocArenas: this.opts.mallocArenaLimit ?? 0,
         logger: this.log,

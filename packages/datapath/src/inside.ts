@@ -112,9 +112,8 @@ export class Inside {
     }
     const hop = peer === undefined ? null : nextHop(peer);
     if (superPacket) {
-      // [virtio_net_hdr][packet] as it is, on the destination's own link to a peer that takes it, unless
-      // the path loses packets (one lost wire packet would lose the whole super-packet).
-      if (hop === null || hop !== peer!.link || !hop.sendsOffload || hop.lossy) return false;
+      // [virtio_net_hdr][packet] as it is, on the destination's own link to a peer that takes it.
+      if (hop === null || hop !== peer!.link || !hop.sendsOffload) return false;
       if (hop.sendCompact(buf.subarray(off - VNET_HDR_LEN, off + len))) this.counters.offloadSuperPacketsOut++;
       return true;
     }

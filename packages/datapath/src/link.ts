@@ -3,7 +3,6 @@ import type { Logger } from 'pino';
 import {
   COMPACT_FRAME_CHANNEL_ID,
   FULL_FRAME_CHANNEL_ID,
-  PROBE_TYPE,
   acceptsCompactFrames,
   acceptsOffloadFrames,
   acceptsProbes,
@@ -19,7 +18,6 @@ import {
 } from '@tincan/protocol';
 import { LinkAqm, zeroProbeCounters, type AqmSettings, type ProbeCounters } from './aqm.js';
 import { DEFAULT_HEALTH_TIMING, LinkHealthMonitor, holdsPackets, type HealthInput, type HealthTiming } from './link-health.js';
-import { LossWatch } from './loss-watch.js';
 import type { RtcLibrary } from './rtc.js';
 
 /**
@@ -101,11 +99,6 @@ export interface LinkOptions {
   healthTiming?: HealthTiming;
   /** Datapath-wide path-health and repair counters this link bumps; absent: its own. */
   pathCounters?: PathCounters;
-  /**
-   * With offload and probes: while the probes see the path lose packets, `lossy` is true and
-   * super-packets go segmented (loss-watch.ts). Absent: true; false: whole whatever the loss.
-   */
-  segmentOnLoss?: boolean;
   logger: Logger;
 }
 
@@ -234,13 +227,6 @@ export class Link {
   sendsOffload = false;
   /** This link takes [virtio_net_hdr][packet] messages on its compact channel (we advertised offload). */
   readonly takesOffload: boolean;
-  /**
-   * Per-packet (read-only outside Link): the probes saw the path lose packets lately, or have not yet
-   * seen it clean (loss-watch.ts): super-packets go segmented, one wire packet each, not whole. Never
-   * to a peer that does not echo probes (nothing to tell by).
-   */
-  lossy = false;
-  private readonly lossWatch: LossWatch | null;
   /** Liveness: times of the last counter change seen by the periodic sampler. */
   lastRxMs: number | null = null;
   lastTxMs: number | null = null;
@@ -304,7 +290,6 @@ export class Link {
     this.takesOffload = opts.compactFrames && opts.offload === true;
     this.compactDc = opts.compactFrames ? this.openCompactChannel() : null;
     this.aqm = opts.compactFrames && opts.aqm ? new LinkAqm(opts.aqm, this.counters, (msg) => this.sendProbeMessage(msg), () => performance.now()) : null;
-    this.lossWatch = this.aqm !== null && this.takesOffload && opts.segmentOnLoss !== false ? new LossWatch() : null;
     this.dc.onOpen(() => {
       if (this.closed) return;
       this.connectedMs = Date.now();
@@ -492,14 +477,8 @@ export class Link {
     }
     if (compact && isProbeMessage(msg)) {
       // A latency probe or an echo (aqm.ts): not a packet. Without probes, what an older node sees.
-      if (this.aqm === null) {
-        this.counters.dropsMalformed++;
-        return;
-      }
-      const answered = this.counters.probesAnswered;
-      this.aqm.onMessage(msg);
-      // An echo aqm.ts matched to a probe it sent (its number is genuine): settles the probes below it.
-      if (this.lossWatch !== null && this.counters.probesAnswered !== answered) this.setLossy(this.lossWatch.echo(msg.readUInt32BE(4)));
+      if (this.aqm === null) this.counters.dropsMalformed++;
+      else this.aqm.onMessage(msg);
       return;
     }
     this.counters.packetsIn++;
@@ -560,12 +539,6 @@ export class Link {
 
   /** A probe or an echo on the compact channel (aqm.ts); false if it could not go. Not a packet: not counted as one. */
   private sendProbeMessage(msg: Buffer): boolean {
-    if (this.trySendProbeMessage(msg)) return true;
-    if (msg[0] === PROBE_TYPE) this.lossWatch?.probeNotSent(msg.readUInt32BE(4)); // its number is used all the same
-    return false;
-  }
-
-  private trySendProbeMessage(msg: Buffer): boolean {
     const dc = this.compactDc;
     if (dc === null || !this.compactOpen || this.state !== 'up' || dc.bufferedAmount() > this.maxBuffered) return false;
     try {
@@ -625,7 +598,6 @@ export class Link {
     const compact = this.peerTakesCompact && this.compactOpen;
     this.sendsOffload = compact && this.peerTakesOffload;
     if (this.aqm !== null) this.aqm.active = compact && this.peerTakesProbes;
-    this.lossy = this.lossWatch !== null && this.aqm!.active && this.lossWatch.lossy; // a peer that echoes no probe: whole
     if (compact === this.sendsCompact) return;
     this.sendsCompact = compact;
     this.log.debug({ framing: compact ? 'compact' : 'full' }, 'framing');
@@ -739,15 +711,6 @@ export class Link {
     } else {
       this.aqm?.idle(); // sent nothing since the last sample: the next packet probes first
     }
-    if (this.lossWatch !== null) this.setLossy(this.lossWatch.sample());
-  }
-
-  /** The loss watch's verdict, for a peer that echoes probes (else none: super-packets whole). */
-  private setLossy(lossy: boolean): void {
-    const v = lossy && this.aqm !== null && this.aqm.active;
-    if (v === this.lossy) return;
-    this.lossy = v;
-    this.log.info({ lossy: v }, v ? 'the path loses packets: super-packets go segmented' : 'the path does not lose packets: super-packets go whole');
   }
 
   info(ip4: string[], ip6: string[]): LinkInfo {
@@ -786,7 +749,6 @@ export class Link {
         drops_aqm: c.dropsAqm, probes_out: c.probesOut, probes_answered: c.probesAnswered, probes_echoed: c.probesEchoed, probes_bad: c.probesBad,
       },
       queue_delay_ms: this.queueDelayMs,
-      lossy: this.lossy,
       framing: this.sendsCompact ? 'compact' : 'full',
       health: this.health.state,
     };

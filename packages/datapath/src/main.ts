@@ -30,14 +30,12 @@ const program = new Command()
   .option('--vnic-queue <packets>', "the vNIC's kernel queue (txqueuelen): shorter queues less delay under load", parseQueue, 64)
   .option('--sctp-send-buffer <bytes>', `bytes SCTP holds per link, unsent and in flight, before the data channel's bounded queue takes over (${MIN_SCTP_SEND_BUFFER}–${MAX_SCTP_SEND_BUFFER}): smaller cuts delay under load but caps a link at bytes / RTT`, parseSctpSendBuffer, DEFAULT_SCTP_SEND_BUFFER)
   .option('--sctp-sack-freq <packets>', `data packets a link's SCTP receiver takes per acknowledgement (1–${MAX_SCTP_SACK_FREQ}; ${USRSCTP_SACK_FREQ}: usrsctp's stock settings): fewer acknowledgements, fewer bytes and less CPU per transfer (docs/architecture.md, "SCTP acknowledgements")`, parseSctpSackFreq, DEFAULT_SCTP_SACK_FREQ)
-  .option('--sctp-loss-backoff', 'let usrsctp halve a link\'s congestion window on every lost packet, as it does by itself; by default the window is kept through loss (the inner flows\' congestion control answers it; the delay-based limit bounds the queue) (docs/architecture.md, "Loss")')
   .option('--no-compact-frames', 'full frames only on every link: neither offer nor send compact frames (docs/architecture.md)')
   .option('--no-offload', 'no TUN segmentation offload (on by default): the vNIC hands over TCP super-packets, sent whole to peers that take them and segmented in software for any other (docs/architecture.md); off with --no-compact-frames')
   .option('--offload', 'the default: accepted, does nothing')
   .option('--no-aqm', 'no delay-based limit on the links\' send queues (on by default): neither probe a link\'s queueing delay nor drop when it stays above target, nor echo the peer\'s probes (docs/architecture.md, "Latency under load")')
   .option('--aqm-target <ms>', 'queueing delay above the path\'s own round trip that the delay-based limit tolerates before it drops; on longer paths 5% of its interval where that is more (0.5–1000)', parseAqmTarget, DEFAULT_AQM_SETTINGS.targetMs)
   .option('--aqm-interval <ms>', 'the longest interval of the delay-based limit: how long the queueing delay stays above target before a drop, and the base of the drop spacing (interval / √drops); on shorter paths four round trips, at least 30 ms (5–1000)', parseAqmInterval, DEFAULT_AQM_SETTINGS.intervalMs)
-  .option('--no-segment-on-loss', 'send TCP super-packets whole even while a link\'s probes see its path lose packets (by default they then go segmented: one lost wire packet costs one segment, not ~26; needs offload and the delay-based limit) (docs/architecture.md, "Loss")')
   .option('--lanes <n>', `datapath processes, this one included, each on its own queue of a multi-queue vNIC (1..${MAX_LANES}); 1: a plain TUN, no lane processes`, parseLanes, 1)
   .addOption(new Option('--ice-ports <begin-end>', "local UDP ports of the links' ICE agents, handed out in turn so that a new link does not reuse a closed one's port (and its TURN allocation, which lives on at the server)")
     .argParser(parseIcePorts).default(DEFAULT_ICE_PORTS, `${DEFAULT_ICE_PORTS.begin}-${DEFAULT_ICE_PORTS.end}`))
@@ -123,7 +121,7 @@ function parseWatchdog(v: string): number {
   return r.data;
 }
 
-const opts = program.opts<{ rpc: Endpoint; stateDir: string; logLevel: LogLevelName; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; sctpLossBackoff?: boolean; compactFrames: boolean; offload: boolean; aqm: boolean; segmentOnLoss: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number; debugDumpForwarded?: string }>();
+const opts = program.opts<{ rpc: Endpoint; stateDir: string; logLevel: LogLevelName; rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error'; vnicQueue: number; sctpSendBuffer: number; sctpSackFreq: number; compactFrames: boolean; offload: boolean; aqm: boolean; aqmTarget: number; aqmInterval: number; lanes: number; icePorts: IcePortRange; watchdog: number; mallocArenas: number; debugDumpForwarded?: string }>();
 const logger = pino({ name: 'tincan-datapath', level: opts.logLevel }, terminalDestination(process.stdout, process.env));
 // First, before node-datachannel (loaded with the first link) starts its threads: native-heap.ts.
 const mallocArenaLimit = limitMallocArenas(logger, nativeHeap, opts.mallocArenas);
@@ -137,12 +135,10 @@ try {
     rpc: opts.rpc, stateDir: opts.stateDir, logger, rtcLogLevel: opts.rtcLogLevel, vnicQueueLen: opts.vnicQueue,
     sctpSendBufferBytes: opts.sctpSendBuffer,
     sctpSackFreq: opts.sctpSackFreq,
-    sctpLossBackoff: opts.sctpLossBackoff === true,
     compactFrames: opts.compactFrames,
     // Nothing could go whole without compact frames: segmenting every super-packet in software costs more than it saves.
     offload: opts.offload && opts.compactFrames,
     aqm: opts.aqm && opts.compactFrames ? { targetMs: opts.aqmTarget, intervalMs: opts.aqmInterval } : null,
-    segmentOnLoss: opts.segmentOnLoss,
     lanes: opts.lanes,
     icePorts: opts.icePorts,
     watchdogS: opts.watchdog,

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type { LogLevel } from 'node-datachannel';
 import type { Logger } from 'pino';
-import { usrsctpLossResponse, usrsctpSysctl } from '@tincan/tun';
+import { usrsctpSysctl } from '@tincan/tun';
 import { DEFAULT_SCTP_SEND_BUFFER, checkSctpSendBuffer } from './link.js';
 
 /** node-datachannel's module: PeerConnection, initLogger, cleanup… */
@@ -67,19 +67,6 @@ export interface SctpState {
   sack_freq: number | null;
   abc_l: number | null;
   max_burst: number | null;
-  /** usrsctp cuts a link's congestion window on loss (`--sctp-loss-backoff`, or the window could not be kept). */
-  loss_backoff: boolean | null;
-  /** usrsctp's retransmission timeouts, all links, since the library loaded (null: not counted). */
-  timeouts: number | null;
-}
-
-/**
- * How RtcLibrary reaches usrsctp's response to loss: @tincan/tun's usrsctpLossResponse; tests pass a
- * stand-in. `keep(true)`: a loss no longer cuts a link's congestion window (`--sctp-loss-backoff` off).
- */
-export interface UsrsctpLossResponse {
-  state(): { kept: boolean; timeouts: number } | null;
-  keep(on: boolean): boolean;
 }
 
 /** How RtcLibrary reaches usrsctp's settings: @tincan/tun's usrsctpSysctl; tests pass a stand-in. */
@@ -102,9 +89,7 @@ export class RtcLibrary {
    * `sctpSendBufferBytes` (`--sctp-send-buffer`, checked here): the SCTP send buffer of every link,
    * set when the library loads (libdatachannel's SCTP settings are process-wide, taken by each link's
    * SCTP transport as it starts). `sackFreq` (`--sctp-sack-freq`, checked here): set in usrsctp as the
-   * library loads, through `usrsctp` (sctpAckSettings). `lossBackoff` (`--sctp-loss-backoff`): false
-   * (the default) keeps each link's congestion window through loss, through `lossResponse`
-   * (docs/architecture.md, "Loss").
+   * library loads, through `usrsctp` (sctpAckSettings).
    */
   constructor(
     private readonly level: LogLevel,
@@ -112,8 +97,6 @@ export class RtcLibrary {
     private readonly sctpSendBufferBytes: number = DEFAULT_SCTP_SEND_BUFFER,
     sackFreq: number = DEFAULT_SCTP_SACK_FREQ,
     private readonly usrsctp: UsrsctpSettings = usrsctpSysctl,
-    private readonly lossBackoff = false,
-    private readonly lossResponse: UsrsctpLossResponse = usrsctpLossResponse,
   ) {
     checkSctpSendBuffer(sctpSendBufferBytes);
     this.ackSettings = sctpAckSettings(sackFreq);
@@ -138,15 +121,11 @@ export class RtcLibrary {
     // until cleanup(), so the settings set here stay for every link this process makes.
     lib.preload();
     if (this.ackSettings) this.applyAckSettings(this.ackSettings);
-    if (!this.lossResponse.keep(!this.lossBackoff) && !this.lossBackoff) {
-      this.log.warn("could not keep usrsctp's congestion window through loss in node-datachannel's addon (a stripped or different build?): links halve it on every loss");
-    }
     this.lib = lib;
     this.sctp = {
       sack_freq: this.usrsctp.get('sack_freq_default'),
       abc_l: this.usrsctp.get('L2_abc_variable'),
       max_burst: this.usrsctp.get('max_burst_default'),
-      loss_backoff: null, timeouts: null,
     };
     return lib;
   }
@@ -169,15 +148,10 @@ export class RtcLibrary {
    * before, each null where unreachable).
    */
   sctpState(): SctpState {
-    if (this.lib !== null) {
-      const loss = this.lossResponse.state();
-      this.sctp.loss_backoff = loss === null ? true : !loss.kept; // unreachable: usrsctp's own response
-      this.sctp.timeouts = loss?.timeouts ?? null;
-    }
     return this.sctp;
   }
 
-  private sctp: SctpState = { sack_freq: null, abc_l: null, max_burst: null, loss_backoff: null, timeouts: null };
+  private sctp: SctpState = { sack_freq: null, abc_l: null, max_burst: null };
 
   /** Closes every PeerConnection and stops libdatachannel's threads, if it was ever loaded. */
   cleanup(): void {

@@ -97,8 +97,6 @@ function fakeLink(uid: string, up = true) {
     /** --offload: the peer takes [virtio_net_hdr][packet] messages; we advertised them (takesOffload). */
     sendsOffload: false,
     takesOffload: false,
-    /** The link's probes see its path lose packets (loss-watch.ts): super-packets go segmented. */
-    lossy: false,
     counters: { dropsSpoofed: 0, dropsMalformed: 0, dropsBackpressure: 0, compactOut: 0 },
     send(f: Buffer) {
       return link.accept(f, sent);
@@ -739,27 +737,6 @@ describe('--offload: super-packets whole to offload peers, segmented for everyth
     s.lp.fake.sendsOffload = false;
     s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, broken));
     expect(s.counters.tunMalformed).toBe(1);
-  });
-
-  it('inside: while the link\'s path loses packets a super-packet goes as segments (one wire packet each), whole again after', () => {
-    const s = offloadSetup();
-    const sp = superPacket('10.254.0.1', '10.254.0.2');
-    s.lp.fake.sendsCompact = true;
-    s.lp.fake.sendsOffload = true;
-    s.lp.fake.lossy = true;
-    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, sp));
-    expect(s.lp.compactSent.map((p) => p.length)).toEqual([1040, 1040, 1040]);
-    expect(s.lp.compactSent.every((p) => p[0] === 0x45 && ipv4Checksum(p, 0, 20) === 0)).toBe(true);
-    // Consecutive segments: sequence numbers 1000 bytes apart, the payload as it was.
-    const seqs = s.lp.compactSent.map((p) => p.readUInt32BE(24));
-    expect([seqs[1]! - seqs[0]!, seqs[2]! - seqs[1]!]).toEqual([1000, 1000]);
-    expect(Buffer.concat(s.lp.compactSent.map((p) => p.subarray(40)))).toEqual(sp.subarray(VNET_HDR_LEN + 40));
-    expect(s.counters.offloadSegmentedOut).toBe(1);
-    expect(s.counters.offloadSuperPacketsOut).toBe(0);
-    s.lp.fake.lossy = false;
-    s.inside.onPackets(vnetBatchOf(VNET_HDR_LEN, sp));
-    expect(s.lp.compactSent.at(-1)).toEqual(sp);
-    expect(s.counters.offloadSuperPacketsOut).toBe(1);
   });
 
   it('outside: takes [header][packet] only on a link that advertised offload, with the usual spoof checks', () => {

@@ -431,8 +431,6 @@ export const LinkInfo = z.strictObject({
   rtt_ms: z.number().nullable(),
   /** The last queueing delay (ms) that this node's latency probes measured on the link; null without. */
   queue_delay_ms: z.number().nullable(),
-  /** This node's probes saw the link's path lose packets lately: its super-packets go segmented. */
-  lossy: z.boolean().optional(),
   created_ms: z.number(),
   connected_ms: z.number().nullable(),
   last_rx_ms: z.number().nullable(),
@@ -505,17 +503,12 @@ export const DatapathMemory = z.strictObject({
 /**
  * usrsctp's acknowledgement settings in this process, read back from the library once it loaded (null
  * before, or where the datapath could not reach them): the receiver's SACK frequency in packets, slow
- * start's byte-counting limit in packets, the sender's burst limit in packets per SACK; whether a loss
- * cuts a link's congestion window.
+ * start's byte-counting limit in packets, the sender's burst limit in packets per SACK.
  */
 export const DatapathSctp = z.strictObject({
   sack_freq: z.number().int().nullable(),
   abc_l: z.number().int().nullable(),
   max_burst: z.number().int().nullable(),
-  /** A loss cuts a link's SCTP congestion window (`--sctp-loss-backoff`); false: kept (the default). */
-  loss_backoff: z.boolean().nullable().optional(),
-  /** usrsctp's retransmission timeouts over all links since the library loaded. */
-  timeouts: z.number().int().nonnegative().nullable().optional(),
 });
 
 /** An installed overlay route; `packets_out`: vNIC packets this node sent to `uid` through `via`. */

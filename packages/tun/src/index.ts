@@ -89,10 +89,6 @@ interface NativeBinding {
     get(marker: string, name: string): number | null;
     set(marker: string, name: string, value: number): boolean;
   };
-  usrsctpLossResponse: {
-    state(marker: string): UsrsctpLossState | null;
-    keep(marker: string, on: boolean): boolean;
-  };
 }
 
 let binding: NativeBinding | undefined;
@@ -496,34 +492,5 @@ export const usrsctpSysctl = {
       throw Object.assign(new RangeError(`usrsctpSysctl.set takes a whole number 0..2^32-1, got ${String(value)}`), { code: 'ERR_OUT_OF_RANGE' });
     }
     return native().usrsctpSysctl.set(NODE_DATACHANNEL_ADDON, name, value);
-  },
-};
-
-/** usrsctpLossResponse.state(): the window kept or not, and the retransmission timeouts since the first keep(). */
-export interface UsrsctpLossState {
-  kept: boolean;
-  /** Retransmission timeouts of every association. */
-  timeouts: number;
-}
-
-/**
- * usrsctp's response to loss inside node-datachannel's addon (usrsctp_sysctl.c): on a fast retransmit
- * its congestion control halves a link's congestion window (also for the chunks an unreliable data
- * channel then abandons), on a retransmission timeout it drops it to one packet, and no setting turns
- * that off. The first `keep` puts counting wrappers into usrsctp's congestion-control table, in place
- * of those two steps of every module using RFC 4960's; `keep(true)`: they leave the window as it is,
- * `keep(false)`: they call usrsctp's. Only after checking the table's size and that it holds exactly
- * usrsctp's functions (by name, code compared with the file) or ours; false when it cannot
- * (node-datachannel not loaded, a stripped or different build). Each new SCTP association copies the
- * table when it starts: call it after `preload()` and before the first link. `state()`: null before
- * (or when the table is not as expected), else the mode and the timeouts counted since.
- */
-export const usrsctpLossResponse = {
-  state(): UsrsctpLossState | null {
-    return native().usrsctpLossResponse.state(NODE_DATACHANNEL_ADDON);
-  },
-
-  keep(on: boolean): boolean {
-    return native().usrsctpLossResponse.keep(NODE_DATACHANNEL_ADDON, on);
   },
 };

@@ -1,13 +1,12 @@
-// usrsctpSysctl and usrsctpLossResponse (native/usrsctp_sysctl.c): their input checks, and its answers when node-datachannel's addon
+// usrsctpSysctl (native/usrsctp_sysctl.c): its input checks, and its answers when node-datachannel's addon
 // is not there or has no such setting. Setting usrsctp inside the real node-datachannel addon is tested in
 // @tincan/datapath (test/sctp-ack.test.ts), which depends on it, and end to end in test/sctp-ack.test.ts.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { usrsctpLossResponse, usrsctpSysctl } from '../src/index.js';
+import { usrsctpSysctl } from '../src/index.js';
 
 const native = createRequire(import.meta.url)('../build/Release/tincan_tun.node') as {
   usrsctpSysctl: { get(marker: string, name: string): number | null; set(marker: string, name: string, v: number): boolean };
-  usrsctpLossResponse: { state(marker: string): unknown; keep(marker: string, on: boolean): boolean };
 };
 
 describe('usrsctpSysctl', () => {
@@ -31,22 +30,5 @@ describe('usrsctpSysctl', () => {
     }
     expect(() => native.usrsctpSysctl.get('', 'sack_freq_default')).toThrow(TypeError);
     expect(() => native.usrsctpSysctl.set('node_datachannel', 'sack_freq_default', '8' as unknown as number)).toThrow(TypeError);
-  });
-
-});
-
-describe('usrsctpLossResponse', () => {
-  it('answers null / false while node-datachannel is not loaded, and for a module without usrsctp (this addon)', () => {
-    expect(usrsctpLossResponse.state()).toBeNull();
-    expect(usrsctpLossResponse.keep(true)).toBe(false);
-    expect(native.usrsctpLossResponse.state('tincan_tun')).toBeNull();
-    expect(native.usrsctpLossResponse.keep('tincan_tun', true)).toBe(false);
-  });
-
-  it('refuses a bad marker or a mode that is not a boolean', () => {
-    expect(() => native.usrsctpLossResponse.state('')).toThrow(TypeError);
-    expect(() => native.usrsctpLossResponse.state('x'.repeat(300))).toThrow(TypeError);
-    expect(() => native.usrsctpLossResponse.keep('node_datachannel', 1 as unknown as boolean)).toThrow(TypeError);
-    expect(() => (native.usrsctpLossResponse.keep as (m: string) => boolean)('node_datachannel')).toThrow(TypeError);
   });
 });

@@ -82,11 +82,8 @@ export async function startNode(host, ip4, extraArgs = [], driverArgs = [], opts
     host, ip4, uid, stateDir, call, events, waitFor,
     stop: async () => {
       drv.stdin.end();
-      if (dp.exitCode === null && dp.signalCode === null) { // (its watchdog may have killed it already)
-        const exited = new Promise((r) => dp.once('exit', r));
-        dp.kill('SIGTERM');
-        await exited;
-      }
+      dp.kill('SIGTERM');
+      await new Promise((r) => dp.once('exit', r));
       rmSync(stateDir, { recursive: true, force: true });
     },
   };

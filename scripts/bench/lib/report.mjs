@@ -12,7 +12,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The order of the sections; benches not named here follow in alphabetical order. */
-export const BENCH_ORDER = ['tun', 'link', 'rtt', 'setup', 'baselines', 'loss', 'lanes', 'overhead', 'idle', 'scale', 'recovery', 'outage'];
+export const BENCH_ORDER = ['tun', 'link', 'rtt', 'setup', 'baselines', 'lanes', 'overhead', 'idle', 'scale', 'recovery', 'outage'];
 
 /** 1234.5 → "1,235"; 12.34 → "12.3"; 1.234 → "1.23"; 0.1234 → "0.123". */
 export function fmtNum(v) {

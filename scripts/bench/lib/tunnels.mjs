@@ -5,7 +5,7 @@
 // Host `a` is the one that connects (it may be behind a NAT); host `b` must be reachable at
 // `endpoint` (its public address) from `a`.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NS_PREFIX, inHost } from './lab-nodes.mjs';
@@ -47,7 +47,7 @@ async function warmUp(host, address, what, ms = 20_000) {
  * wireguard-go between a (net.1) and b (net.2, listening on `port`), each interface with
  * wireguard-go's default MTU; a keeps the NAT mapping with a 25 s persistent keepalive.
  */
-export async function startWireguard(a, b, { endpoint, net = '10.253.0', port = 51820, binary = 'wireguard-go' }) {
+export async function startWireguard(a, b, { endpoint, net = '10.253.0', port = 51820 }) {
   const dir = tempDir('tincan-bench-wg-');
   const procs = [];
   const names = { a: ifName('wg', a), b: ifName('wg', b) };
@@ -68,7 +68,7 @@ export async function startWireguard(a, b, { endpoint, net = '10.253.0', port = 
       key[side] = pub;
     }
     for (const [side, host] of [['a', a], ['b', b]]) {
-      const p = daemonIn(host, [binary, '-f', names[side]], { env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' } });
+      const p = daemonIn(host, ['wireguard-go', '-f', names[side]], { env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' } });
       procs.push(p);
       await waitFor(`wireguard-go ${names[side]} in ${host}: ${p.lines.join(' | ')}`,
         async () => { if (p.exited) throw new Error(`wireguard-go in ${host} exited: ${p.lines.join(' | ')}`); return ifExists(host, names[side]); });
@@ -86,68 +86,13 @@ export async function startWireguard(a, b, { endpoint, net = '10.253.0', port = 
     const mtu = await mtuOf(a, names.a);
     return {
       name: 'wireguard-go', addrA: `${net}.1`, addrB: `${net}.2`, ifA: names.a, ifB: names.b, mtu, port,
-      version: version([binary, '--version']),
-      notes: `wireguard-go ${version([binary, '--version'])}, interface MTU ${mtu} (its default), UDP port ${port}, persistent keepalive 25 s from ${a}`,
+      notes: `wireguard-go ${version(['wireguard-go', '--version'])}, interface MTU ${mtu} (its default), UDP port ${port}, persistent keepalive 25 s from ${a}`,
       stop,
     };
   } catch (err) {
     await stop();
     throw err;
   }
-}
-
-/**
- * A wireguard-go binary of Debian's `suite` (e.g. bookworm-backports: 0.0.20231211, with batched UDP and
- * TUN I/O that Debian 12's 0.0.20220316 lacks), kept in `cacheDir`: fetched once with apt-get from the Debian mirror the
- * machine's apt already uses, through a sources list and package lists of our own in a temporary
- * directory (the machine's apt configuration and installed packages are left alone), and unpacked
- * with dpkg -x. Returns { binary, package: the Debian package version (the binary's own --version may lag:
- * 0.0.20231211 prints 0.0.20230223) }, or throws (the caller may fall back to the installed one).
- */
-export function wireguardGoFrom(suite, cacheDir) {
-  const bin = join(cacheDir, suite, 'usr/bin/wireguard-go');
-  const packaged = () => {
-    const log = spawnSync('zcat', [join(cacheDir, suite, 'usr/share/doc/wireguard-go/changelog.Debian.gz')], { encoding: 'utf8' }).stdout ?? '';
-    return /^wireguard-go \(([^)]+)\)/.exec(log)?.[1] ?? '?';
-  };
-  if (existsSync(bin)) return { binary: bin, package: packaged() };
-  const tmp = mkdtempSync(join(tmpdir(), 'tincan-bench-apt-'));
-  try {
-    const mirror = /^URIs:\s*(\S+debian)\/?$/m.exec(readSources())?.[1];
-    if (!mirror) throw new Error("no Debian mirror in the machine's apt sources");
-    mkdirSync(join(tmp, 'lists/partial'), { recursive: true });
-    mkdirSync(join(tmp, 'cache/archives/partial'), { recursive: true });
-    writeFileSync(join(tmp, 'sources.list'), `deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror} ${suite} main\n`);
-    const apt = ['-o', `Dir::Etc::sourcelist=${join(tmp, 'sources.list')}`, '-o', 'Dir::Etc::sourceparts=/dev/null',
-      '-o', `Dir::State::Lists=${join(tmp, 'lists')}`, '-o', `Dir::Cache=${join(tmp, 'cache')}`];
-    const run = (cmd, args, cwd) => {
-      const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 180_000 });
-      if (r.status !== 0) throw new Error(`${cmd} ${args.filter((x) => !x.startsWith('Dir')).join(' ')}: ${(r.stderr || r.stdout || r.error?.message || '').trim().split('\n').at(-1)}`);
-      return r.stdout;
-    };
-    run('apt-get', [...apt, 'update']);
-    run('apt-get', [...apt, 'download', `wireguard-go/${suite}`], tmp);
-    const deb = readdirSync(tmp).find((f) => f.startsWith('wireguard-go_') && f.endsWith('.deb'));
-    if (!deb) throw new Error('apt-get download left no wireguard-go .deb');
-    rmSync(join(cacheDir, suite), { recursive: true, force: true });
-    mkdirSync(join(cacheDir, suite), { recursive: true });
-    run('dpkg', ['-x', join(tmp, deb), join(cacheDir, suite)]);
-    if (!existsSync(bin)) throw new Error(`${deb} holds no usr/bin/wireguard-go`);
-    return { binary: bin, package: packaged() };
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-function readSources() {
-  for (const f of ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list']) {
-    try {
-      const text = readFileSync(f, 'utf8');
-      if (f.endsWith('.list')) return text.replace(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s.*$/gm, 'URIs: $1');
-      return text;
-    } catch { /* absent */ }
-  }
-  return '';
 }
 
 function version(cmd) {

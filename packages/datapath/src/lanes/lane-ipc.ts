@@ -39,8 +39,6 @@ export const LaneInit = z.strictObject({
   offload: z.boolean(),
   /** The primary's delay-based limit (aqm.ts): its settings, or null when off (`--no-aqm`). */
   aqm: z.strictObject({ targetMs: z.number().positive(), intervalMs: z.number().positive() }).nullable(),
-  /** The primary's segmenting on loss (datapath.ts). */
-  segmentOnLoss: z.boolean(),
   logLevel: z.string(),
   rtcLogLevel: z.enum(['Verbose', 'Debug', 'Info', 'Warning', 'Error', 'Fatal']),
   /** This lane's share of the datapath's ICE ports (link.ts lanePorts). */
@@ -51,8 +49,6 @@ export const LaneInit = z.strictObject({
   sctpSendBufferBytes: z.number().int().min(MIN_SCTP_SEND_BUFFER).max(MAX_SCTP_SEND_BUFFER),
   /** The primary's `--sctp-sack-freq` (rtc.ts). */
   sctpSackFreq: z.number().int().min(1).max(MAX_SCTP_SACK_FREQ),
-  /** The primary's `--sctp-loss-backoff` (rtc.ts). */
-  sctpLossBackoff: z.boolean(),
   /** The primary's malloc arena limit (native-heap.ts), set by the lane before its first link; 0: none. */
   mallocArenas: z.number().int().min(0).max(MAX_MALLOC_ARENAS),
 });

@@ -170,7 +170,7 @@ export class LaneWorker implements UnmappedSink, TransitSink {
     // Before node-datachannel loads (with the first link) and starts its threads.
     const arenaLimit = limitMallocArenas(this.log, nativeHeap, msg.mallocArenas);
     this.heapTrimmer = new NativeHeapTrimmer(nativeHeap, arenaLimit, this.log.child({ component: 'native-heap' }));
-    this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }), msg.sctpSendBufferBytes, msg.sctpSackFreq, undefined, msg.sctpLossBackoff);
+    this.rtc = new RtcLibrary(msg.rtcLogLevel, this.log.child({ component: 'libdatachannel' }), msg.sctpSendBufferBytes, msg.sctpSackFreq);
     const vnic = Vnic.attachQueue({ name: msg.vnic.name, mtu: msg.vnic.mtu, ip4: msg.vnic.ip4, ip6: msg.vnic.ip6, offload: msg.offload });
     this.vnic = vnic;
     const inside = new Inside(this.table, this, this.counters, msg.offload);
@@ -218,7 +218,6 @@ export class LaneWorker implements UnmappedSink, TransitSink {
         compactFrames: config.compactFrames,
         offload: config.offload,
         aqm: config.aqm,
-        segmentOnLoss: config.segmentOnLoss,
         logger: this.log.child({ component: 'lane-link', peer: msg.peer.slice(0, 12) }),
       },
       {

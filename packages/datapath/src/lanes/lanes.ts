@@ -21,8 +21,6 @@ export interface LanesOptions {
   offload: boolean;
   /** The delay-based limit's settings (aqm.ts), or null when off: lane links get the same. */
   aqm: AqmSettings | null;
-  /** The primary's segmenting on loss (datapath.ts segmentOnLoss): lane links do the same. */
-  segmentOnLoss: boolean;
   logLevel: string;
   rtcLogLevel: 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal';
   /** The datapath's ICE port range (`--ice-ports`); each lane gets its own share of it (lanePorts). */
@@ -33,8 +31,6 @@ export interface LanesOptions {
   sctpSendBufferBytes: number;
   /** The primary's `--sctp-sack-freq` (rtc.ts): lane links get the same. */
   sctpSackFreq: number;
-  /** The primary's `--sctp-loss-backoff` (rtc.ts): lane links get the same. */
-  sctpLossBackoff: boolean;
   /** The malloc arena limit for the lane processes (native-heap.ts); 0: none. */
   mallocArenas: number;
   logger: Logger;
@@ -101,14 +97,12 @@ export class Lanes implements PeerLanesHost {
             compactFrames: this.opts.compactFrames,
             offload: this.opts.offload,
             aqm: this.opts.aqm,
-            segmentOnLoss: this.opts.segmentOnLoss,
             logLevel: this.logLevel,
             rtcLogLevel: this.opts.rtcLogLevel,
             icePorts: lanePorts(this.opts.icePorts, lane, this.opts.count),
             watchdogS: this.opts.watchdogS,
             sctpSendBufferBytes: this.opts.sctpSendBufferBytes,
             sctpSackFreq: this.opts.sctpSackFreq,
-            sctpLossBackoff: this.opts.sctpLossBackoff,
             mallocArenas: this.opts.mallocArenas,
           },
           snapshot: { t: 'table', ops: snapshotOps(this.host.table, this.host.transitOn()) },
